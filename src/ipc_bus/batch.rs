@@ -1,0 +1,115 @@
+//! The unit the bus carries: a batch of events with their bytes in one arena (pure data).
+//!
+//! Ingest fills a batch per receive burst, fanout drains it, then hands it back to be reused,
+//! so in steady state no event costs an allocation. Events keep their order, which is what lets
+//! fanout learn a device's session before the first datagram addressed to it.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use crate::wire::Kind;
+
+/// What an event asks of the bus's subscribers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A device session exists; data = its 32-byte session key.
+    Admitted,
+    /// A device session no longer exists.
+    Revoked,
+    /// `device` joined `scene` from `addr`.
+    Joined,
+    /// `device` now sends from `addr`.
+    Moved,
+    /// `device` left `scene`; data = one byte, the wire leave reason.
+    Left,
+    /// An accepted object datagram of this kind from `device`, for every other member of
+    /// `scene`; data = the object body, origin stamped.
+    Relay(Kind),
+    /// One datagram of this kind for `device` at `addr`; data = its body.
+    Direct(Kind),
+}
+
+/// One event; its bytes live in the batch arena.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: EventKind,
+    pub scene: u32,
+    pub device: u32,
+    pub addr: Option<SocketAddr>,
+    data: Range<u32>,
+}
+
+/// Events plus the arena holding their bytes.
+#[derive(Default, Debug)]
+pub struct Batch {
+    events: Vec<Event>,
+    data: Vec<u8>,
+}
+
+impl Batch {
+    pub fn with_capacity(events: usize, bytes: usize) -> Batch {
+        Batch {
+            events: Vec::with_capacity(events),
+            data: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Appends an event whose bytes `write` appends to the arena.
+    pub fn push_with(
+        &mut self,
+        kind: EventKind,
+        scene: u32,
+        device: u32,
+        addr: Option<SocketAddr>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let start = self.data.len();
+        write(&mut self.data);
+        self.events.push(Event {
+            kind,
+            scene,
+            device,
+            addr,
+            data: start as u32..self.data.len() as u32,
+        });
+    }
+
+    /// Appends an event carrying a copy of `bytes`.
+    pub fn push(
+        &mut self,
+        kind: EventKind,
+        scene: u32,
+        device: u32,
+        addr: Option<SocketAddr>,
+        bytes: &[u8],
+    ) {
+        self.push_with(kind, scene, device, addr, |d| d.extend_from_slice(bytes));
+    }
+
+    /// The bytes of the last event pushed, for in-place edits.
+    pub fn last_data_mut(&mut self) -> Option<&mut [u8]> {
+        let range = self.events.last()?.data.clone();
+        Some(&mut self.data[range.start as usize..range.end as usize])
+    }
+
+    /// The events with their bytes, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Event, &[u8])> {
+        self.events
+            .iter()
+            .map(|e| (e, &self.data[e.data.start as usize..e.data.end as usize]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Empties the batch, keeping its capacity.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.data.clear();
+    }
+}

@@ -1,0 +1,64 @@
+//! The pub-sub bus between ingest and fanout (and, later, between pairs).
+//!
+//! Publishers send [`Batch`]es of events; every event has a topic (its scene); subscribers
+//! receive the events of the topics they subscribed to, in publish order. Session events
+//! (admitted, revoked) reach every subscriber. The in-process transport is [`inproc`]; ZeroMQ
+//! ipc:// and tcp:// transports implement the same two traits.
+
+mod batch;
+pub mod inproc;
+
+use std::time::Duration;
+
+pub use batch::{Batch, Event, EventKind};
+
+/// What a subscriber wants to receive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// Every scene.
+    All,
+    /// One scene.
+    Scene(u32),
+}
+
+impl Topic {
+    /// Whether an event of `kind` in `scene` belongs to this topic.
+    pub fn matches(self, kind: EventKind, scene: u32) -> bool {
+        match self {
+            Topic::All => true,
+            Topic::Scene(s) => s == scene || matches!(kind, EventKind::Admitted | EventKind::Revoked),
+        }
+    }
+}
+
+/// Why the bus could not carry a batch.
+#[derive(Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusError {
+    /// The other side is gone; nothing more will be delivered.
+    Closed,
+}
+
+impl std::fmt::Display for BusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BusError::Closed => f.write_str("bus closed"),
+        }
+    }
+}
+
+impl std::error::Error for BusError {}
+
+/// The sending side of the bus.
+pub trait Publisher: Send {
+    /// Publishes `batch` and returns an empty batch to fill next (a recycled one when possible).
+    fn publish(&mut self, batch: Batch) -> Result<Batch, BusError>;
+}
+
+/// The receiving side of the bus.
+pub trait Subscriber: Send {
+    /// Waits up to `timeout` for the next batch. `Ok(None)` on timeout.
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Batch>, BusError>;
+    /// Gives a drained batch back for reuse.
+    fn recycle(&mut self, batch: Batch);
+}

@@ -1,0 +1,411 @@
+//! Scene state: device sessions, objects, ownership, ordering, replay and eviction (pure).
+//!
+//! [`Engine`] is a state machine in the quinn style: the I/O driver feeds it datagrams with
+//! `handle(now, from, bytes, out)` and time with `tick(now, out)`; everything it wants done
+//! (relay an update, answer a device, announce a departure) comes out as events appended to a
+//! caller-owned [`Batch`]. It never touches a socket or a clock, never panics on input, and
+//! allocates only when a scene grows (new object, larger payload, new session).
+//!
+//! Decisions worth knowing (also in docs/PROTOCOL.md):
+//! - the first device to write an object owns it; only the owner may update or delete it;
+//! - order is last-writer-wins on (timestamp, seq), compared between writes of one owner;
+//! - a deleted object stays a tombstone for `tombstone_ttl`, so a late update can't revive it;
+//! - when a device leaves or is evicted its objects stay, ownerless: the next writer claims them.
+
+mod device;
+mod drops;
+mod object;
+mod replay;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use zerocopy::IntoBytes;
+
+pub use device::DeviceSession;
+pub use drops::{DropCounts, DropReason};
+pub use object::{Object, Order, Refusal};
+pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
+
+use crate::ipc_bus::{Batch, EventKind};
+use crate::wire::{
+    parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind,
+    ObjectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT,
+    LEAVE_VOLUNTARY, MAX_BODY, MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
+};
+
+/// Tunables of the scene rules.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// A joined device silent this long is evicted and its departure announced.
+    pub evict_after: Duration,
+    /// How long a deleted object's tombstone refuses late updates.
+    pub tombstone_ttl: Duration,
+    /// Objects (tombstones included) one scene may hold; at most 65535 (snapshot chunking).
+    pub max_objects_per_scene: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            evict_after: Duration::from_secs(10),
+            tombstone_ttl: Duration::from_secs(10),
+            max_objects_per_scene: 16_384,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Scene {
+    objects: HashMap<u64, Object>,
+    joined: usize,
+}
+
+/// All scenes and sessions one pair serves.
+pub struct Engine {
+    config: Config,
+    devices: HashMap<u32, DeviceSession>,
+    scenes: HashMap<u32, Scene>,
+    /// Deletions in time order, to expire tombstones without scanning every object.
+    tombstones: VecDeque<(Instant, u32, u64)>,
+    drops: DropCounts,
+    accepted: u64,
+    snapshots: u32,
+}
+
+impl Engine {
+    pub fn new(mut config: Config) -> Engine {
+        config.max_objects_per_scene = config.max_objects_per_scene.min(u16::MAX as usize);
+        Engine {
+            config,
+            devices: HashMap::new(),
+            scenes: HashMap::new(),
+            tombstones: VecDeque::new(),
+            drops: DropCounts::default(),
+            accepted: 0,
+            snapshots: 0,
+        }
+    }
+
+    /// Adds or replaces the session of `device` in `scene`. A replaced session with another key
+    /// or scene leaves its scene first and starts a fresh replay window.
+    pub fn admit(&mut self, device: u32, scene: u32, key: SessionKey, out: &mut Batch) {
+        if let Some(old) = self.devices.get(&device) {
+            if old.key.raw() == key.raw() && old.scene == scene {
+                return;
+            }
+            self.revoke(device, out);
+        }
+        out.push(EventKind::Admitted, scene, device, None, key.raw());
+        self.devices
+            .insert(device, DeviceSession::new(scene, key, Instant::now()));
+    }
+
+    /// Removes the session of `device`; it leaves its scene if it had joined.
+    pub fn revoke(&mut self, device: u32, out: &mut Batch) {
+        self.leave(device, LEAVE_VOLUNTARY, out);
+        if let Some(old) = self.devices.remove(&device) {
+            out.push(EventKind::Revoked, old.scene, device, None, &[]);
+        }
+    }
+
+    /// Feeds one received datagram. On a drop, counts it and returns the reason.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        out: &mut Batch,
+    ) -> Result<(), DropReason> {
+        let result = self.handle_inner(now, from, bytes, out);
+        match result {
+            Ok(()) => self.accepted += 1,
+            Err(reason) => self.drops.add(reason),
+        }
+        result
+    }
+
+    /// Evicts silent devices and expires old tombstones.
+    pub fn tick(&mut self, now: Instant, out: &mut Batch) {
+        let evict_after = self.config.evict_after;
+        let silent: Vec<u32> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.joined && now.saturating_duration_since(d.last_seen) >= evict_after)
+            .map(|(id, _)| *id)
+            .collect();
+        for device in silent {
+            self.leave(device, LEAVE_TIMED_OUT, out);
+        }
+        while let Some(&(at, scene, object)) = self.tombstones.front() {
+            if now.saturating_duration_since(at) < self.config.tombstone_ttl {
+                break;
+            }
+            self.tombstones.pop_front();
+            if let Some(s) = self.scenes.get_mut(&scene) {
+                if s.objects.get(&object).and_then(|o| o.deleted_at) == Some(at) {
+                    s.objects.remove(&object);
+                }
+            }
+        }
+    }
+
+    pub fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+
+    /// Datagrams accepted so far (every kind).
+    pub fn accepted(&self) -> u64 {
+        self.accepted
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.devices.len()
+    }
+
+    pub fn joined(&self) -> usize {
+        self.scenes.values().map(|s| s.joined).sum()
+    }
+
+    /// Objects held, tombstones included.
+    pub fn objects(&self) -> usize {
+        self.scenes.values().map(|s| s.objects.len()).sum()
+    }
+
+    /// The live object `object` of `scene`, if any.
+    pub fn object(&self, scene: u32, object: u64) -> Option<&Object> {
+        self.scenes
+            .get(&scene)?
+            .objects
+            .get(&object)
+            .filter(|o| o.is_live())
+    }
+
+    pub fn device(&self, device: u32) -> Option<&DeviceSession> {
+        self.devices.get(&device)
+    }
+
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        out: &mut Batch,
+    ) -> Result<(), DropReason> {
+        let dg = Datagram::parse(bytes)?;
+        if !dg.kind().allowed(Direction::ToServer) {
+            return Err(DropReason::Malformed);
+        }
+        let id = dg.device();
+        let dev = self
+            .devices
+            .get_mut(&id)
+            .ok_or(DropReason::UnknownDevice)?;
+        dg.verify(&dev.key, Direction::ToServer)?;
+        if !dev.replay.accept(dg.seq()) {
+            return Err(DropReason::Replay);
+        }
+        dev.last_seen = now;
+        if dev.addr != Some(from) {
+            dev.addr = Some(from);
+            if dev.joined {
+                out.push(EventKind::Moved, dev.scene, id, Some(from), &[]);
+            }
+        }
+        let (scene, joined) = (dev.scene, dev.joined);
+        let reject = |out: &mut Batch, reason: RejectReason, object: u64| {
+            let body = RejectBody::new(reason, dg.seq(), object);
+            out.push(EventKind::Direct(Kind::Reject), scene, id, Some(from), body.as_bytes());
+        };
+        if dg.scene() != scene {
+            reject(out, RejectReason::WrongScene, 0);
+            return Err(DropReason::WrongScene);
+        }
+        match dg.kind() {
+            Kind::Join => {
+                let body = parse_exact::<JoinBody>(dg.body())?;
+                let dev = self.devices.get_mut(&id).ok_or(DropReason::UnknownDevice)?;
+                dev.interest_radius = body.interest_radius.get();
+                if !dev.joined {
+                    dev.joined = true;
+                    self.scenes.entry(scene).or_default().joined += 1;
+                    out.push(EventKind::Joined, scene, id, Some(from), &[]);
+                }
+                self.push_snapshot(scene, id, from, out);
+                Ok(())
+            }
+            Kind::Leave => {
+                self.leave(id, LEAVE_VOLUNTARY, out);
+                Ok(())
+            }
+            Kind::Keepalive => {
+                let body = KeepaliveAckBody {
+                    echo_seq: dg.header().seq,
+                    echo_timestamp_ns: dg.header().timestamp_ns,
+                };
+                let kind = EventKind::Direct(Kind::KeepaliveAck);
+                out.push(kind, scene, id, Some(from), body.as_bytes());
+                Ok(())
+            }
+            kind if !joined => {
+                let object = ObjectBody::parse(dg.body()).map(|b| b.object).unwrap_or(0);
+                debug_assert!(kind.is_object());
+                reject(out, RejectReason::NotJoined, object);
+                Err(DropReason::NotJoined)
+            }
+            kind => {
+                let body = match ObjectBody::parse(dg.body()) {
+                    Ok(body) if kind != Kind::ObjectDelete || body.mask == 0 => body,
+                    Ok(_) | Err(_) => {
+                        reject(out, RejectReason::Malformed, 0);
+                        return Err(DropReason::Malformed);
+                    }
+                };
+                let order = (dg.timestamp_ns(), dg.seq());
+                let result = self.write_object(now, scene, id, kind, order, &body);
+                match result {
+                    Ok(()) => {
+                        out.push(EventKind::Relay(kind), scene, id, Some(from), dg.body());
+                        if let Some(data) = out.last_data_mut() {
+                            stamp_origin(data, id, dg.seq(), dg.timestamp_ns());
+                        }
+                        Ok(())
+                    }
+                    Err(reason) => {
+                        let code = match reason {
+                            DropReason::NotOwner => Some(RejectReason::NotOwner),
+                            DropReason::SceneFull => Some(RejectReason::SceneFull),
+                            DropReason::UnknownObject => Some(RejectReason::UnknownObject),
+                            _ => None,
+                        };
+                        if let Some(code) = code {
+                            reject(out, code, body.object);
+                        }
+                        Err(reason)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the ownership and ordering rules to one object write.
+    fn write_object(
+        &mut self,
+        now: Instant,
+        scene: u32,
+        device: u32,
+        kind: Kind,
+        order: Order,
+        body: &ObjectBody<'_>,
+    ) -> Result<(), DropReason> {
+        let max = self.config.max_objects_per_scene;
+        let scene_state = self.scenes.entry(scene).or_default();
+        let full = scene_state.objects.len() >= max;
+        let object = match scene_state.objects.get_mut(&body.object) {
+            Some(obj) => {
+                if !obj.is_live() && kind == Kind::ObjectDelete {
+                    return Err(DropReason::UnknownObject);
+                }
+                obj.admit(device, order).map_err(|r| match r {
+                    Refusal::NotOwner => DropReason::NotOwner,
+                    Refusal::Stale => DropReason::Stale,
+                    Refusal::Unknown => DropReason::UnknownObject,
+                })?;
+                obj
+            }
+            None if kind == Kind::ObjectDelete => return Err(DropReason::UnknownObject),
+            None if full => return Err(DropReason::SceneFull),
+            None => scene_state
+                .objects
+                .entry(body.object)
+                .or_insert_with(|| Object::new(device)),
+        };
+        if kind == Kind::ObjectDelete {
+            object.delete(device, order, now);
+            self.tombstones.push_back((now, scene, body.object));
+        } else {
+            object.apply(device, order, body, kind == Kind::ObjectOverwrite);
+        }
+        Ok(())
+    }
+
+    /// Takes `device` out of its scene (if joined), releases its objects and announces it.
+    fn leave(&mut self, device: u32, reason: u8, out: &mut Batch) {
+        let Some(dev) = self.devices.get_mut(&device) else {
+            return;
+        };
+        if !dev.joined {
+            return;
+        }
+        dev.joined = false;
+        let scene = dev.scene;
+        if let Some(s) = self.scenes.get_mut(&scene) {
+            s.joined = s.joined.saturating_sub(1);
+            for obj in s.objects.values_mut() {
+                if obj.owner == Some(device) {
+                    obj.owner = None;
+                }
+            }
+        }
+        out.push(EventKind::Left, scene, device, None, &[reason]);
+    }
+
+    /// Queues the live objects of `scene` for `device`, in chunks that each fit a datagram.
+    fn push_snapshot(&mut self, scene: u32, device: u32, to: SocketAddr, out: &mut Batch) {
+        self.snapshots = self.snapshots.wrapping_add(1);
+        let snapshot_id = self.snapshots;
+        let objects = self.scenes.get(&scene).map(|s| &s.objects);
+        let live = || {
+            objects
+                .into_iter()
+                .flat_map(|m| m.iter())
+                .filter(|(_, o)| o.is_live())
+        };
+        // Pass 1 counts the chunks, pass 2 writes them with the count in every head.
+        let mut chunks = 1u16;
+        let mut used = SNAPSHOT_HEAD_LEN;
+        for (id, obj) in live() {
+            let len = obj.as_body(*id).len();
+            if used + len > MAX_BODY {
+                chunks = chunks.saturating_add(1);
+                used = SNAPSHOT_HEAD_LEN;
+            }
+            used += len;
+        }
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let mut index = 0u16;
+        let mut count = 0u16;
+        used = SNAPSHOT_HEAD_LEN;
+        let mut flush = |buf: &mut [u8; MAX_DATAGRAM], index: u16, count: u16, used: usize| {
+            let head = SnapshotHead {
+                snapshot_id: snapshot_id.into(),
+                chunk_index: index.into(),
+                chunk_count: chunks.into(),
+                object_count: count.into(),
+                reserved: 0.into(),
+            };
+            buf[..SNAPSHOT_HEAD_LEN].copy_from_slice(head.as_bytes());
+            let kind = EventKind::Direct(Kind::Snapshot);
+            out.push(kind, scene, device, Some(to), &buf[..used]);
+        };
+        for (id, obj) in live() {
+            let body = obj.as_body(*id);
+            if used + body.len() > MAX_BODY {
+                flush(&mut buf, index, count, used);
+                index += 1;
+                count = 0;
+                used = SNAPSHOT_HEAD_LEN;
+            }
+            // Fits: every body is at most MAX_BODY - SNAPSHOT_HEAD_LEN (MAX_PAYLOAD bound).
+            if let Ok(n) = body.emit(&mut buf[used..MAX_BODY]) {
+                used += n;
+                count += 1;
+            }
+        }
+        flush(&mut buf, index, count, used);
+    }
+}
+
+#[cfg(test)]
+mod tests;
