@@ -82,6 +82,10 @@ impl DropCounts {
         self.0[reason as usize] += 1;
     }
 
+    pub fn set(&mut self, reason: DropReason, value: u64) {
+        self.0[reason as usize] = value;
+    }
+
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason as usize]
     }

@@ -151,6 +151,11 @@ impl Engine {
         }
     }
 
+    /// Counts a drop decided before the engine saw the datagram (e.g. cut by the socket).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drops.add(reason);
+    }
+
     pub fn drops(&self) -> &DropCounts {
         &self.drops
     }

@@ -1,0 +1,273 @@
+//! Device client library: what a game links to talk to a pair, and what tests, benchmarks and
+//! the `device` and `up` commands use.
+//!
+//! A [`Device`] owns one non-blocking UDP socket. Every datagram it sends is sealed under the
+//! session key; every datagram it receives is verified (tag, recipient, replay window) before it
+//! becomes an [`Event`]; anything else is counted in [`Device::dropped`] and skipped. A redirect
+//! switches the device to its new endpoint and re-joins there by itself.
+
+mod event;
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use zerocopy::IntoBytes;
+
+pub use event::{Event, ObjectRecord};
+
+use crate::net::unix_ns;
+use crate::scene::ReplayWindow;
+use crate::wire::{
+    seal, Datagram, Direction, Fields, HeaderFields, JoinBody, Kind, ObjectBody, SessionKey,
+    WireError, HEADER_LEN, MASK_ALL, MAX_DATAGRAM, MAX_PAYLOAD, MAX_SEQ,
+};
+
+/// What a device needs to talk to its pair.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub device: u32,
+    pub scene: u32,
+    pub key: SessionKey,
+    /// The pair's UDP endpoint.
+    pub pair: SocketAddr,
+}
+
+/// Why a client call failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ClientError {
+    Io(io::Error),
+    /// The datagram could not be built (payload too large, body too large).
+    Encode(WireError),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "socket: {e}"),
+            ClientError::Encode(e) => write!(f, "cannot encode datagram: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// A device session on one UDP socket.
+pub struct Device {
+    session: Session,
+    socket: UdpSocket,
+    seq: u64,
+    inbound: ReplayWindow,
+    interest_radius: f32,
+    dropped: u64,
+    rx: [u8; 2048],
+    tx: [u8; MAX_DATAGRAM],
+}
+
+impl Device {
+    /// Binds an ephemeral local port (loopback if the pair is on loopback).
+    pub fn connect(session: Session) -> io::Result<Device> {
+        let local: SocketAddr = match session.pair {
+            SocketAddr::V4(a) if a.ip().is_loopback() => "127.0.0.1:0".parse().expect("literal"),
+            SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+            SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
+        };
+        let socket = UdpSocket::bind(local)?;
+        socket.set_nonblocking(true)?;
+        Ok(Device {
+            session,
+            socket,
+            // Seeded from the clock so a restarted device never reuses a nonce under its key.
+            seq: unix_ns() / 1000,
+            inbound: ReplayWindow::default(),
+            interest_radius: 0.0,
+            dropped: 0,
+            rx: [0; 2048],
+            tx: [0; MAX_DATAGRAM],
+        })
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
+    /// Received datagrams that failed verification or parsing and were skipped.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Joins the scene; the pair answers with a snapshot. Radius 0 means the whole scene.
+    pub fn join(&mut self, interest_radius: f32) -> Result<u64, ClientError> {
+        self.interest_radius = interest_radius;
+        let body = JoinBody {
+            interest_radius: interest_radius.into(),
+            reserved: 0.into(),
+        };
+        self.send(Kind::Join, body.as_bytes())
+    }
+
+    pub fn leave(&mut self) -> Result<u64, ClientError> {
+        self.send(Kind::Leave, &[])
+    }
+
+    pub fn keepalive(&mut self) -> Result<u64, ClientError> {
+        self.send(Kind::Keepalive, &[])
+    }
+
+    /// Sends the fields selected by `mask` (and the payload if `MASK_PAYLOAD` is set).
+    pub fn update(
+        &mut self,
+        object: u64,
+        mask: u8,
+        fields: &Fields,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        self.send_object(Kind::ObjectUpdate, ObjectBody::new(object, mask, *fields, payload))
+    }
+
+    /// Replaces the object's whole state.
+    pub fn overwrite(
+        &mut self,
+        object: u64,
+        fields: &Fields,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        self.send_object(Kind::ObjectOverwrite, ObjectBody::new(object, MASK_ALL, *fields, payload))
+    }
+
+    pub fn delete(&mut self, object: u64) -> Result<u64, ClientError> {
+        self.send_object(Kind::ObjectDelete, ObjectBody::new(object, 0, Fields::default(), &[]))
+    }
+
+    fn send_object(&mut self, kind: Kind, body: ObjectBody<'_>) -> Result<u64, ClientError> {
+        if body.payload.len() > MAX_PAYLOAD {
+            return Err(ClientError::Encode(WireError::Oversized));
+        }
+        let len = body
+            .emit(&mut self.tx[HEADER_LEN..])
+            .map_err(ClientError::Encode)?;
+        self.seal_and_send(kind, len)
+    }
+
+    /// Sends a datagram of `kind` with an arbitrary body (for tools and tests).
+    pub fn send(&mut self, kind: Kind, body: &[u8]) -> Result<u64, ClientError> {
+        let end = HEADER_LEN + body.len();
+        if end > self.tx.len() {
+            return Err(ClientError::Encode(WireError::Oversized));
+        }
+        self.tx[HEADER_LEN..end].copy_from_slice(body);
+        self.seal_and_send(kind, body.len())
+    }
+
+    /// Builds the datagram of `kind` whose body is already in `tx`; returns its sequence number.
+    fn seal_and_send(&mut self, kind: Kind, body_len: usize) -> Result<u64, ClientError> {
+        let seq = self.seq.min(MAX_SEQ);
+        let fields = HeaderFields {
+            kind,
+            device: self.session.device,
+            scene: self.session.scene,
+            seq,
+            timestamp_ns: unix_ns(),
+        };
+        let len = seal(&mut self.tx, &fields, body_len, &self.session.key, Direction::ToServer)
+            .map_err(ClientError::Encode)?;
+        self.seq += 1;
+        self.socket.send_to(&self.tx[..len], self.session.pair)?;
+        Ok(seq)
+    }
+
+    /// Sends raw bytes to the pair, unsealed (for tests of hostile input).
+    pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
+        self.socket.send_to(bytes, self.session.pair).map(|_| ())
+    }
+
+    /// A sealed datagram as it would be sent, without sending it (for tests).
+    pub fn seal_raw(&mut self, kind: Kind, body: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.tx[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+        let seq = self.seq;
+        let fields = HeaderFields {
+            kind,
+            device: self.session.device,
+            scene: self.session.scene,
+            seq,
+            timestamp_ns: unix_ns(),
+        };
+        let len = seal(&mut self.tx, &fields, body.len(), &self.session.key, Direction::ToServer)
+            .map_err(ClientError::Encode)?;
+        self.seq += 1;
+        Ok(self.tx[..len].to_vec())
+    }
+
+    /// Waits up to `timeout` for the next valid event.
+    pub fn recv(&mut self, timeout: Duration) -> Result<Option<Event>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.try_recv()? {
+                return Ok(Some(e));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+        }
+    }
+
+    /// The next valid event if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Result<Option<Event>, ClientError> {
+        loop {
+            let len = match self.socket.recv_from(&mut self.rx) {
+                Ok((len, _)) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                // ICMP errors from an earlier send: not about this receive.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e.into()),
+            };
+            match self.decode(len) {
+                Some(Event::Redirect { to, epoch }) => {
+                    self.session.pair = to;
+                    self.join(self.interest_radius)?;
+                    return Ok(Some(Event::Redirect { to, epoch }));
+                }
+                Some(e) => return Ok(Some(e)),
+                None => self.dropped += 1,
+            }
+        }
+    }
+
+    /// Verifies and decodes the datagram in `rx[..len]`.
+    fn decode(&mut self, len: usize) -> Option<Event> {
+        let dg = Datagram::parse(&self.rx[..len]).ok()?;
+        if dg.device() != self.session.device || dg.scene() != self.session.scene {
+            return None;
+        }
+        dg.verify(&self.session.key, Direction::ToDevice).ok()?;
+        if !self.inbound.accept(dg.seq()) {
+            return None;
+        }
+        Event::decode(&dg).ok()
+    }
+}

@@ -1,0 +1,218 @@
+//! Fanout: the thin loop that turns bus events into datagrams, one per recipient, sealed under
+//! each recipient's key, sent with sendmmsg.
+//!
+//! An accepted update goes to every other joined device of its scene, never back to its
+//! sender. A recipient whose address is dead costs only its own datagram (counted as
+//! `refused`); a full socket send buffer waits at most a few milliseconds, then drops and
+//! counts. Allocation only happens when a session or a scene is added.
+
+mod table;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zerocopy::IntoBytes;
+
+pub use table::{Recipient, Table};
+
+use crate::ipc_bus::{Batch, BusError, EventKind, Subscriber};
+use crate::net::mmsg::{FlushReport, SendBatch};
+use crate::net::unix_ns;
+use crate::pair::PairStats;
+use crate::wire::{
+    seal, Direction, HeaderFields, Kind, PeerLeftBody, SessionKey, HEADER_LEN, MAX_BODY,
+};
+
+/// Datagrams per sendmmsg call.
+pub const BURST: usize = 64;
+
+/// The fanout half of a pair.
+pub struct Fanout<S: Subscriber> {
+    pub socket: std::net::UdpSocket,
+    pub subscriber: S,
+    pub stats: Arc<PairStats>,
+}
+
+impl<S: Subscriber> Fanout<S> {
+    /// Runs until the bus closes (ingest stopped).
+    pub fn run(mut self) -> Result<(), BusError> {
+        let mut sender = Sender::new(self.socket.as_raw_fd());
+        loop {
+            match self.subscriber.recv(Duration::from_millis(200)) {
+                Ok(Some(batch)) => {
+                    sender.process(&batch);
+                    self.subscriber.recycle(batch);
+                    sender.publish(&self.stats);
+                }
+                Ok(None) => {}
+                Err(BusError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The state of the send side, separate from the loop so it can be driven by tests.
+pub struct Sender {
+    fd: RawFd,
+    table: Table,
+    out: SendBatch,
+    /// First outgoing sequence number of every session: the wall clock in microseconds when
+    /// fanout started, so a restarted pair never reuses a (key, nonce) pair.
+    first_seq: u64,
+    totals: FlushReport,
+    no_session: u64,
+}
+
+impl Sender {
+    pub fn new(fd: RawFd) -> Sender {
+        Sender {
+            fd,
+            table: Table::default(),
+            out: SendBatch::new(BURST),
+            first_seq: unix_ns() / 1000,
+            totals: FlushReport::default(),
+            no_session: 0,
+        }
+    }
+
+    /// Handles every event of `batch` in order and sends the resulting datagrams.
+    pub fn process(&mut self, batch: &Batch) {
+        let now_ns = unix_ns();
+        for (e, data) in batch.iter() {
+            match e.kind {
+                EventKind::Admitted => {
+                    if let Ok(raw) = <[u8; 32]>::try_from(data) {
+                        let key = SessionKey::new(raw);
+                        self.table.admit(e.device, e.scene, key, self.first_seq);
+                    }
+                }
+                EventKind::Revoked => self.table.revoke(e.device),
+                EventKind::Joined => {
+                    if let Some(addr) = e.addr {
+                        if !self.table.join(e.device, addr) {
+                            self.no_session += 1;
+                        }
+                    }
+                }
+                EventKind::Moved => {
+                    if let Some(addr) = e.addr {
+                        self.table.moved(e.device, addr);
+                    }
+                }
+                EventKind::Left => {
+                    self.table.leave(e.device);
+                    let body = PeerLeftBody {
+                        device: e.device.into(),
+                        reason: data.first().copied().unwrap_or(0),
+                        reserved: [0; 3],
+                    };
+                    self.to_scene(Kind::PeerLeft, e.scene, None, body.as_bytes(), now_ns);
+                }
+                EventKind::Relay(kind) => {
+                    self.to_scene(kind, e.scene, Some(e.device), data, now_ns);
+                }
+                EventKind::Direct(kind) => {
+                    self.to_device(kind, e.scene, e.device, e.addr, data, now_ns);
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// Adds this sender's totals to `stats`.
+    pub fn publish(&self, stats: &PairStats) {
+        stats.fanout_datagrams.store(self.totals.sent, Relaxed);
+        stats.fanout_buffer_full.store(self.totals.buffer_full, Relaxed);
+        stats.fanout_refused.store(self.totals.refused, Relaxed);
+        stats.fanout_no_session.store(self.no_session, Relaxed);
+    }
+
+    /// One datagram to every joined member of `scene` except `skip`.
+    fn to_scene(&mut self, kind: Kind, scene: u32, skip: Option<u32>, body: &[u8], now_ns: u64) {
+        let Some(members) = self.table.members.get(&scene) else {
+            return;
+        };
+        for &device in members {
+            if Some(device) == skip {
+                continue;
+            }
+            let Some(r) = self.table.devices.get_mut(&device) else {
+                continue;
+            };
+            if self.out.is_full() {
+                self.totals = add(self.totals, self.out.flush(self.fd));
+            }
+            queue(&mut self.out, r, device, kind, scene, None, body, now_ns);
+        }
+    }
+
+    /// One datagram to `device`, at `addr` if given (it may not have joined yet).
+    fn to_device(
+        &mut self,
+        kind: Kind,
+        scene: u32,
+        device: u32,
+        addr: Option<std::net::SocketAddr>,
+        body: &[u8],
+        now_ns: u64,
+    ) {
+        let Some(r) = self.table.devices.get_mut(&device) else {
+            self.no_session += 1;
+            return;
+        };
+        if self.out.is_full() {
+            self.totals = add(self.totals, self.out.flush(self.fd));
+        }
+        let addr = addr.map(socket2::SockAddr::from);
+        queue(&mut self.out, r, device, kind, scene, addr.as_ref(), body, now_ns);
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.totals = add(self.totals, self.out.flush(self.fd));
+        }
+    }
+}
+
+/// Writes one sealed datagram for `r` into the next send slot.
+#[allow(clippy::too_many_arguments)]
+fn queue(
+    out: &mut SendBatch,
+    r: &mut Recipient,
+    device: u32,
+    kind: Kind,
+    scene: u32,
+    addr: Option<&socket2::SockAddr>,
+    body: &[u8],
+    now_ns: u64,
+) {
+    let Some(to) = addr.or(r.addr.as_ref()) else {
+        return;
+    };
+    if body.len() > MAX_BODY {
+        return;
+    }
+    let buf = out.next_buf();
+    buf[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    let fields = HeaderFields {
+        kind,
+        device,
+        scene,
+        seq: r.seq,
+        timestamp_ns: now_ns,
+    };
+    if let Ok(len) = seal(buf, &fields, body.len(), &r.key, Direction::ToDevice) {
+        r.seq += 1;
+        out.commit(len, to);
+    }
+}
+
+fn add(a: FlushReport, b: FlushReport) -> FlushReport {
+    FlushReport {
+        sent: a.sent + b.sent,
+        buffer_full: a.buffer_full + b.buffer_full,
+        refused: a.refused + b.refused,
+    }
+}

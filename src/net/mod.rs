@@ -1,0 +1,15 @@
+//! Socket plumbing shared by ingest, fanout and the client: socket2 set-up and batched
+//! recvmmsg/sendmmsg over caller-owned, reused buffers (Linux).
+
+pub mod mmsg;
+mod socket;
+
+pub use socket::{bind_udp, SocketOptions};
+
+/// Wall clock in nanoseconds since the Unix epoch (the wire's timestamp unit).
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

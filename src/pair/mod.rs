@@ -1,0 +1,175 @@
+//! A pair: one UDP socket, an ingest thread and a fanout thread joined by the in-process bus,
+//! and an optional Prometheus metrics endpoint. This is where the layers are wired together;
+//! the logic lives in `scene`, `udp_ingest`, `ipc_bus` and `fanout`.
+
+mod metrics;
+mod sessions;
+mod stats;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use sessions::{SessionEntry, SessionsError, SessionsFile};
+pub use stats::{PairStats, StatsSnapshot};
+
+use crate::fanout::Fanout;
+use crate::ipc_bus::inproc::InprocBus;
+use crate::ipc_bus::{Batch, Topic};
+use crate::net::{bind_udp, SocketOptions};
+use crate::scene::{self, Engine};
+use crate::udp_ingest::Ingest;
+
+/// Batches the bus may hold between ingest and fanout before ingest waits.
+const BUS_CAPACITY: usize = 1024;
+
+/// Everything a pair needs to start.
+#[derive(Clone, Debug)]
+pub struct PairConfig {
+    /// UDP endpoint devices send to.
+    pub listen: SocketAddr,
+    pub socket: SocketOptions,
+    pub scene: scene::Config,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Default for PairConfig {
+    fn default() -> PairConfig {
+        PairConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7200)),
+            socket: SocketOptions::default(),
+            scene: scene::Config::default(),
+            metrics: None,
+        }
+    }
+}
+
+/// Why a pair could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PairError {
+    Bind(io::Error),
+    Metrics(String),
+    Sessions(SessionsError),
+}
+
+impl std::fmt::Display for PairError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PairError::Bind(e) => write!(f, "cannot bind the UDP endpoint: {e}"),
+            PairError::Metrics(e) => write!(f, "cannot serve metrics: {e}"),
+            PairError::Sessions(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for PairError {}
+
+/// A running pair.
+pub struct Pair {
+    udp: SocketAddr,
+    metrics: Option<metrics::MetricsServer>,
+    stats: Arc<PairStats>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pair {
+    /// Binds, admits `sessions` and starts the ingest and fanout threads.
+    pub fn start(config: &PairConfig, sessions: &[SessionEntry]) -> Result<Pair, PairError> {
+        let socket = bind_udp(config.listen, &config.socket).map_err(PairError::Bind)?;
+        let udp = socket.local_addr().map_err(PairError::Bind)?;
+        let send_socket = socket.try_clone().map_err(PairError::Bind)?;
+        let stats = Arc::new(PairStats::default());
+        let metrics = match config.metrics {
+            Some(addr) => Some(
+                metrics::MetricsServer::start(addr, stats.clone()).map_err(PairError::Metrics)?,
+            ),
+            None => None,
+        };
+        let mut engine = Engine::new(config.scene.clone());
+        let mut initial = Batch::default();
+        for s in sessions {
+            let key = s.session_key().map_err(PairError::Sessions)?;
+            engine.admit(s.device, s.scene, key, &mut initial);
+        }
+        let mut bus = InprocBus::new(BUS_CAPACITY);
+        let subscriber = bus.subscribe(&[Topic::All]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let tick = (config.scene.evict_after / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
+        let ingest = Ingest {
+            socket: mio::net::UdpSocket::from_std(socket),
+            engine,
+            publisher: bus.publisher(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            tick,
+        };
+        let fanout = Fanout {
+            socket: send_socket,
+            subscriber,
+            stats: stats.clone(),
+        };
+        let threads = vec![
+            spawn("zc-ingest", move || {
+                if let Err(e) = ingest.run(initial) {
+                    eprintln!("zonecast pair: ingest stopped: {e}");
+                }
+            }),
+            spawn("zc-fanout", move || {
+                let _ = fanout.run();
+            }),
+        ];
+        Ok(Pair {
+            udp,
+            metrics,
+            stats,
+            stop,
+            threads,
+        })
+    }
+
+    /// The UDP endpoint devices send to.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    /// The metrics endpoint, if serving.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
+    }
+
+    pub fn stats(&self) -> &Arc<PairStats> {
+        &self.stats
+    }
+
+    /// Whether both halves are still running.
+    pub fn is_running(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Stops both threads and waits for them.
+    pub fn stop(mut self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("the OS refused to start a thread")
+}

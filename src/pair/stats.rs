@@ -1,0 +1,106 @@
+//! Counters a pair exposes: written by the ingest and fanout threads with relaxed atomic
+//! stores once per burst (never per datagram), read by the metrics endpoint and `up`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::scene::{DropCounts, DropReason};
+
+/// Live counters of one pair.
+#[derive(Debug, Default)]
+pub struct PairStats {
+    pub ingest_datagrams: AtomicU64,
+    pub ingest_accepted: AtomicU64,
+    ingest_drops: [AtomicU64; DropReason::ALL.len()],
+    pub sessions: AtomicU64,
+    pub joined: AtomicU64,
+    pub objects: AtomicU64,
+    pub fanout_datagrams: AtomicU64,
+    pub fanout_buffer_full: AtomicU64,
+    pub fanout_refused: AtomicU64,
+    /// Events for a device fanout has no session for (a bug if ever non-zero).
+    pub fanout_no_session: AtomicU64,
+}
+
+/// A plain copy of the counters at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub ingest_datagrams: u64,
+    pub ingest_accepted: u64,
+    pub ingest_drops: DropCounts,
+    pub sessions: u64,
+    pub joined: u64,
+    pub objects: u64,
+    pub fanout_datagrams: u64,
+    pub fanout_buffer_full: u64,
+    pub fanout_refused: u64,
+    pub fanout_no_session: u64,
+}
+
+impl PairStats {
+    /// Publishes the ingest engine's cumulative drop counts.
+    pub fn store_drops(&self, drops: &DropCounts) {
+        for r in DropReason::ALL {
+            self.ingest_drops[r as usize].store(drops.get(r), Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut drops = DropCounts::default();
+        for r in DropReason::ALL {
+            drops.set(r, self.ingest_drops[r as usize].load(Relaxed));
+        }
+        StatsSnapshot {
+            ingest_datagrams: self.ingest_datagrams.load(Relaxed),
+            ingest_accepted: self.ingest_accepted.load(Relaxed),
+            ingest_drops: drops,
+            sessions: self.sessions.load(Relaxed),
+            joined: self.joined.load(Relaxed),
+            objects: self.objects.load(Relaxed),
+            fanout_datagrams: self.fanout_datagrams.load(Relaxed),
+            fanout_buffer_full: self.fanout_buffer_full.load(Relaxed),
+            fanout_refused: self.fanout_refused.load(Relaxed),
+            fanout_no_session: self.fanout_no_session.load(Relaxed),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn to_prometheus(&self) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(s, "# HELP zonecast_{name} {help}\n# TYPE zonecast_{name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(s, "zonecast_{name}{labels} {v}");
+            }
+        };
+        metric("ingest_datagrams_total", "counter", "Datagrams received.", &[("", self.ingest_datagrams)]);
+        metric("ingest_accepted_total", "counter", "Datagrams accepted.", &[("", self.ingest_accepted)]);
+        let labels: Vec<String> = DropReason::ALL
+            .iter()
+            .map(|r| format!("{{reason=\"{}\"}}", r.name()))
+            .collect();
+        let rows: Vec<(&str, u64)> = DropReason::ALL
+            .iter()
+            .zip(&labels)
+            .map(|(r, l)| (l.as_str(), self.ingest_drops.get(*r)))
+            .collect();
+        metric("ingest_dropped_total", "counter", "Datagrams dropped by ingest, by reason.", &rows);
+        metric("sessions", "gauge", "Device sessions admitted.", &[("", self.sessions)]);
+        metric("devices_joined", "gauge", "Devices joined to a scene.", &[("", self.joined)]);
+        metric("objects", "gauge", "Objects held, tombstones included.", &[("", self.objects)]);
+        metric("fanout_datagrams_total", "counter", "Datagrams sent.", &[("", self.fanout_datagrams)]);
+        metric(
+            "fanout_dropped_total",
+            "counter",
+            "Datagrams fanout could not send, by reason.",
+            &[
+                ("{reason=\"buffer_full\"}", self.fanout_buffer_full),
+                ("{reason=\"refused\"}", self.fanout_refused),
+                ("{reason=\"no_session\"}", self.fanout_no_session),
+            ],
+        );
+        s
+    }
+}
