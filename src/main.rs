@@ -6,7 +6,11 @@ mod cli;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "zonecast", version, about = "Low-latency relay for shared real-time spaces")]
+#[command(
+    name = "zonecast",
+    version,
+    about = "Low-latency relay for shared real-time spaces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

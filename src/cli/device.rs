@@ -105,7 +105,10 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
             next_keepalive += Duration::from_secs(1);
         }
         if a.quiet && now >= next_summary {
-            println!("sent={sent} received={received} rejected-by-client={}", dev.dropped());
+            println!(
+                "sent={sent} received={received} rejected-by-client={}",
+                dev.dropped()
+            );
             next_summary += Duration::from_secs(1);
         }
         let mut wake = next_keepalive.min(next_summary);
@@ -132,7 +135,11 @@ fn describe(e: &Event) -> String {
     match e {
         Event::Update(r) | Event::Overwrite(r) => format!(
             "{} object={} from={} translation={:?} payload={}B latency={}",
-            if matches!(e, Event::Update(_)) { "update" } else { "overwrite" },
+            if matches!(e, Event::Update(_)) {
+                "update"
+            } else {
+                "overwrite"
+            },
             r.object,
             r.origin_device,
             r.fields.translation,

@@ -71,7 +71,11 @@ pub fn run(a: PairArgs) -> Result<(), String> {
     let _ = std::io::stdout().flush();
     let every = Duration::from_secs(a.stats_every_secs);
     while pair.is_running() {
-        std::thread::sleep(if every.is_zero() { Duration::from_secs(1) } else { every });
+        std::thread::sleep(if every.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            every
+        });
         if !every.is_zero() {
             let s = pair.stats().snapshot();
             eprintln!(

@@ -89,14 +89,19 @@ pub fn run(a: UpArgs) -> Result<(), String> {
 }
 
 /// Drives the simulated devices and prints one line per second until the duration ends.
-fn simulate(pair: &Pair, devices: &mut [Device], hz: f64, duration_secs: u64) -> Result<(), String> {
+fn simulate(
+    pair: &Pair,
+    devices: &mut [Device],
+    hz: f64,
+    duration_secs: u64,
+) -> Result<(), String> {
     let start = Instant::now();
     let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
     let mut next_send = start;
     let mut next_line = start + Duration::from_secs(1);
     let mut next_keepalive = start + Duration::from_secs(1);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| e.to_string())?;
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
     let mut received = 0u64;
     let mut last = StatsSnapshot::default();
     loop {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::net::unix_ns;
 use crate::wire::{
-    parse_exact, Datagram, Fields, KeepaliveAckBody, Kind, ObjectBody, PeerLeftBody,
-    RedirectBody, RejectBody, RejectReason, SnapshotHead, WireError, LEAVE_TIMED_OUT,
+    parse_exact, Datagram, Fields, KeepaliveAckBody, Kind, ObjectBody, PeerLeftBody, RedirectBody,
+    RejectBody, RejectReason, SnapshotHead, WireError, LEAVE_TIMED_OUT,
 };
 
 /// One object's state as another device wrote it.
@@ -58,14 +58,20 @@ pub enum Event {
         rtt: Duration,
     },
     /// The device now talks to `to` (the client already switched and re-joined).
-    Redirect { to: SocketAddr, epoch: u64 },
+    Redirect {
+        to: SocketAddr,
+        epoch: u64,
+    },
     /// The pair refused datagram `seq`; `reason` is `None` for a code this client doesn't know.
     Reject {
         reason: Option<RejectReason>,
         seq: u64,
         object: u64,
     },
-    PeerLeft { device: u32, timed_out: bool },
+    PeerLeft {
+        device: u32,
+        timed_out: bool,
+    },
 }
 
 impl Event {

@@ -138,7 +138,10 @@ impl Device {
         fields: &Fields,
         payload: &[u8],
     ) -> Result<u64, ClientError> {
-        self.send_object(Kind::ObjectUpdate, ObjectBody::new(object, mask, *fields, payload))
+        self.send_object(
+            Kind::ObjectUpdate,
+            ObjectBody::new(object, mask, *fields, payload),
+        )
     }
 
     /// Replaces the object's whole state.
@@ -148,11 +151,17 @@ impl Device {
         fields: &Fields,
         payload: &[u8],
     ) -> Result<u64, ClientError> {
-        self.send_object(Kind::ObjectOverwrite, ObjectBody::new(object, MASK_ALL, *fields, payload))
+        self.send_object(
+            Kind::ObjectOverwrite,
+            ObjectBody::new(object, MASK_ALL, *fields, payload),
+        )
     }
 
     pub fn delete(&mut self, object: u64) -> Result<u64, ClientError> {
-        self.send_object(Kind::ObjectDelete, ObjectBody::new(object, 0, Fields::default(), &[]))
+        self.send_object(
+            Kind::ObjectDelete,
+            ObjectBody::new(object, 0, Fields::default(), &[]),
+        )
     }
 
     fn send_object(&mut self, kind: Kind, body: ObjectBody<'_>) -> Result<u64, ClientError> {
@@ -185,8 +194,14 @@ impl Device {
             seq,
             timestamp_ns: unix_ns(),
         };
-        let len = seal(&mut self.tx, &fields, body_len, &self.session.key, Direction::ToServer)
-            .map_err(ClientError::Encode)?;
+        let len = seal(
+            &mut self.tx,
+            &fields,
+            body_len,
+            &self.session.key,
+            Direction::ToServer,
+        )
+        .map_err(ClientError::Encode)?;
         self.seq += 1;
         self.socket.send_to(&self.tx[..len], self.session.pair)?;
         Ok(seq)
@@ -208,8 +223,14 @@ impl Device {
             seq,
             timestamp_ns: unix_ns(),
         };
-        let len = seal(&mut self.tx, &fields, body.len(), &self.session.key, Direction::ToServer)
-            .map_err(ClientError::Encode)?;
+        let len = seal(
+            &mut self.tx,
+            &fields,
+            body.len(),
+            &self.session.key,
+            Direction::ToServer,
+        )
+        .map_err(ClientError::Encode)?;
         self.seq += 1;
         Ok(self.tx[..len].to_vec())
     }

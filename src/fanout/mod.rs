@@ -124,7 +124,9 @@ impl Sender {
     /// Adds this sender's totals to `stats`.
     pub fn publish(&self, stats: &PairStats) {
         stats.fanout_datagrams.store(self.totals.sent, Relaxed);
-        stats.fanout_buffer_full.store(self.totals.buffer_full, Relaxed);
+        stats
+            .fanout_buffer_full
+            .store(self.totals.buffer_full, Relaxed);
         stats.fanout_refused.store(self.totals.refused, Relaxed);
         stats.fanout_no_session.store(self.no_session, Relaxed);
     }
@@ -166,7 +168,16 @@ impl Sender {
             self.totals = add(self.totals, self.out.flush(self.fd));
         }
         let addr = addr.map(socket2::SockAddr::from);
-        queue(&mut self.out, r, device, kind, scene, addr.as_ref(), body, now_ns);
+        queue(
+            &mut self.out,
+            r,
+            device,
+            kind,
+            scene,
+            addr.as_ref(),
+            body,
+            now_ns,
+        );
     }
 
     fn flush(&mut self) {

@@ -129,7 +129,13 @@ mod tests {
     use crate::wire::Kind;
 
     fn relay(b: &mut Batch, scene: u32, byte: u8) {
-        b.push(EventKind::Relay(Kind::ObjectUpdate), scene, 1, None, &[byte]);
+        b.push(
+            EventKind::Relay(Kind::ObjectUpdate),
+            scene,
+            1,
+            None,
+            &[byte],
+        );
     }
 
     #[test]
@@ -148,7 +154,10 @@ mod tests {
         sub.recycle(got);
         let again = publisher.publish(Batch::default()).unwrap();
         assert!(again.is_empty() && again.len() == 0);
-        assert_eq!(sub.recv(Duration::from_millis(10)).unwrap().unwrap().len(), 0);
+        assert_eq!(
+            sub.recv(Duration::from_millis(10)).unwrap().unwrap().len(),
+            0
+        );
     }
 
     #[test]
@@ -180,6 +189,9 @@ mod tests {
         let mut bus = InprocBus::new(1);
         drop(bus.subscribe(&[Topic::All]));
         let mut publisher = bus.publisher();
-        assert_eq!(publisher.publish(Batch::default()).unwrap_err(), BusError::Closed);
+        assert_eq!(
+            publisher.publish(Batch::default()).unwrap_err(),
+            BusError::Closed
+        );
     }
 }

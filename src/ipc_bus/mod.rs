@@ -26,7 +26,9 @@ impl Topic {
     pub fn matches(self, kind: EventKind, scene: u32) -> bool {
         match self {
             Topic::All => true,
-            Topic::Scene(s) => s == scene || matches!(kind, EventKind::Admitted | EventKind::Revoked),
+            Topic::Scene(s) => {
+                s == scene || matches!(kind, EventKind::Admitted | EventKind::Revoked)
+            }
         }
     }
 }

@@ -100,7 +100,8 @@ impl Pair {
         let mut bus = InprocBus::new(BUS_CAPACITY);
         let subscriber = bus.subscribe(&[Topic::All]);
         let stop = Arc::new(AtomicBool::new(false));
-        let tick = (config.scene.evict_after / 4).clamp(Duration::from_millis(5), Duration::from_millis(50));
+        let tick = (config.scene.evict_after / 4)
+            .clamp(Duration::from_millis(5), Duration::from_millis(50));
         let ingest = Ingest {
             socket: mio::net::UdpSocket::from_std(socket),
             engine,

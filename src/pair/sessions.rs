@@ -112,13 +112,22 @@ mod tests {
         assert_eq!(back, f);
         assert_eq!(back.devices[2].scene, 1);
         let dup = r#"{"devices":[{"device":1,"scene":1,"key":"00"}]}"#;
-        assert!(matches!(SessionsFile::parse(dup), Err(SessionsError::BadKey(1))));
+        assert!(matches!(
+            SessionsFile::parse(dup),
+            Err(SessionsError::BadKey(1))
+        ));
         let k = "11".repeat(32);
         let dup = format!(
             r#"{{"devices":[{{"device":1,"scene":1,"key":"{k}"}},{{"device":1,"scene":2,"key":"{k}"}}]}}"#
         );
-        assert!(matches!(SessionsFile::parse(&dup), Err(SessionsError::Duplicate(1))));
-        assert!(matches!(SessionsFile::parse("{"), Err(SessionsError::Json(_))));
+        assert!(matches!(
+            SessionsFile::parse(&dup),
+            Err(SessionsError::Duplicate(1))
+        ));
+        assert!(matches!(
+            SessionsFile::parse("{"),
+            Err(SessionsError::Json(_))
+        ));
         assert!(matches!(
             SessionsFile::parse(r#"{"devices":[],"extra":1}"#),
             Err(SessionsError::Json(_))

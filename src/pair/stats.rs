@@ -70,13 +70,26 @@ impl StatsSnapshot {
     pub fn to_prometheus(&self) -> String {
         let mut s = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-            let _ = writeln!(s, "# HELP zonecast_{name} {help}\n# TYPE zonecast_{name} {kind}");
+            let _ = writeln!(
+                s,
+                "# HELP zonecast_{name} {help}\n# TYPE zonecast_{name} {kind}"
+            );
             for (labels, v) in rows {
                 let _ = writeln!(s, "zonecast_{name}{labels} {v}");
             }
         };
-        metric("ingest_datagrams_total", "counter", "Datagrams received.", &[("", self.ingest_datagrams)]);
-        metric("ingest_accepted_total", "counter", "Datagrams accepted.", &[("", self.ingest_accepted)]);
+        metric(
+            "ingest_datagrams_total",
+            "counter",
+            "Datagrams received.",
+            &[("", self.ingest_datagrams)],
+        );
+        metric(
+            "ingest_accepted_total",
+            "counter",
+            "Datagrams accepted.",
+            &[("", self.ingest_accepted)],
+        );
         let labels: Vec<String> = DropReason::ALL
             .iter()
             .map(|r| format!("{{reason=\"{}\"}}", r.name()))
@@ -86,11 +99,36 @@ impl StatsSnapshot {
             .zip(&labels)
             .map(|(r, l)| (l.as_str(), self.ingest_drops.get(*r)))
             .collect();
-        metric("ingest_dropped_total", "counter", "Datagrams dropped by ingest, by reason.", &rows);
-        metric("sessions", "gauge", "Device sessions admitted.", &[("", self.sessions)]);
-        metric("devices_joined", "gauge", "Devices joined to a scene.", &[("", self.joined)]);
-        metric("objects", "gauge", "Objects held, tombstones included.", &[("", self.objects)]);
-        metric("fanout_datagrams_total", "counter", "Datagrams sent.", &[("", self.fanout_datagrams)]);
+        metric(
+            "ingest_dropped_total",
+            "counter",
+            "Datagrams dropped by ingest, by reason.",
+            &rows,
+        );
+        metric(
+            "sessions",
+            "gauge",
+            "Device sessions admitted.",
+            &[("", self.sessions)],
+        );
+        metric(
+            "devices_joined",
+            "gauge",
+            "Devices joined to a scene.",
+            &[("", self.joined)],
+        );
+        metric(
+            "objects",
+            "gauge",
+            "Objects held, tombstones included.",
+            &[("", self.objects)],
+        );
+        metric(
+            "fanout_datagrams_total",
+            "counter",
+            "Datagrams sent.",
+            &[("", self.fanout_datagrams)],
+        );
         metric(
             "fanout_dropped_total",
             "counter",

@@ -30,9 +30,9 @@ pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 
 use crate::ipc_bus::{Batch, EventKind};
 use crate::wire::{
-    parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind,
-    ObjectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT,
-    LEAVE_VOLUNTARY, MAX_BODY, MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
+    parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
+    RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, MAX_BODY,
+    MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
 };
 
 /// Tunables of the scene rules.
@@ -203,10 +203,7 @@ impl Engine {
             return Err(DropReason::Malformed);
         }
         let id = dg.device();
-        let dev = self
-            .devices
-            .get_mut(&id)
-            .ok_or(DropReason::UnknownDevice)?;
+        let dev = self.devices.get_mut(&id).ok_or(DropReason::UnknownDevice)?;
         dg.verify(&dev.key, Direction::ToServer)?;
         if !dev.replay.accept(dg.seq()) {
             return Err(DropReason::Replay);
@@ -221,7 +218,13 @@ impl Engine {
         let (scene, joined) = (dev.scene, dev.joined);
         let reject = |out: &mut Batch, reason: RejectReason, object: u64| {
             let body = RejectBody::new(reason, dg.seq(), object);
-            out.push(EventKind::Direct(Kind::Reject), scene, id, Some(from), body.as_bytes());
+            out.push(
+                EventKind::Direct(Kind::Reject),
+                scene,
+                id,
+                Some(from),
+                body.as_bytes(),
+            );
         };
         if dg.scene() != scene {
             reject(out, RejectReason::WrongScene, 0);

@@ -118,9 +118,15 @@ impl<P: Publisher> Ingest<P> {
                     batch = self.publisher.publish(batch)?;
                 }
                 self.publish_counters(received);
-                self.stats.sessions.store(self.engine.sessions() as u64, Relaxed);
-                self.stats.joined.store(self.engine.joined() as u64, Relaxed);
-                self.stats.objects.store(self.engine.objects() as u64, Relaxed);
+                self.stats
+                    .sessions
+                    .store(self.engine.sessions() as u64, Relaxed);
+                self.stats
+                    .joined
+                    .store(self.engine.joined() as u64, Relaxed);
+                self.stats
+                    .objects
+                    .store(self.engine.objects() as u64, Relaxed);
                 next_tick = now + self.tick;
             }
         }

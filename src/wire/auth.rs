@@ -91,12 +91,7 @@ impl SessionKey {
         }
         let n = nonce(device, dir, seq);
         self.cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&n),
-                signed,
-                &mut [],
-                Tag::from_slice(tag),
-            )
+            .decrypt_in_place_detached(Nonce::from_slice(&n), signed, &mut [], Tag::from_slice(tag))
             .map_err(|_| WireError::BadTag)
     }
 }

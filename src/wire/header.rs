@@ -4,7 +4,9 @@ use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::auth::{Direction, SessionKey};
-use super::{Kind, WireError, HEADER_LEN, MAGIC, MAX_BODY, MAX_DATAGRAM, MAX_SEQ, TAG_LEN, VERSION};
+use super::{
+    Kind, WireError, HEADER_LEN, MAGIC, MAX_BODY, MAX_DATAGRAM, MAX_SEQ, TAG_LEN, VERSION,
+};
 
 /// The header as it lies on the wire (see docs/PROTOCOL.md, "Header").
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]

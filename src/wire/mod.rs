@@ -14,8 +14,8 @@ mod object;
 
 pub use auth::{nonce, Direction, SessionKey};
 pub use bodies::{
-    JoinBody, KeepaliveAckBody, PeerLeftBody, RedirectBody, RejectBody, RejectReason,
-    parse_exact, SnapshotHead, SnapshotRecords, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, SNAPSHOT_HEAD_LEN,
+    parse_exact, JoinBody, KeepaliveAckBody, PeerLeftBody, RedirectBody, RejectBody, RejectReason,
+    SnapshotHead, SnapshotRecords, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, SNAPSHOT_HEAD_LEN,
 };
 pub use header::{seal, Datagram, Header, HeaderFields};
 pub use object::{

@@ -1,0 +1,402 @@
+//! Scene rule tests with no sockets and a virtual clock: ownership, ordering, replay, eviction,
+//! snapshots, and every drop reason.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::wire::{
+    seal, Fields, HeaderFields, ObjectBody, SnapshotHead, HEADER_LEN, MASK_PAYLOAD,
+    MASK_TRANSLATION, MAX_PAYLOAD,
+};
+
+/// A test device: its id, scene, key, address and next sequence number.
+struct Dev {
+    id: u32,
+    scene: u32,
+    key: SessionKey,
+    addr: SocketAddr,
+    seq: u64,
+}
+
+impl Dev {
+    fn new(id: u32, scene: u32) -> Dev {
+        Dev {
+            id,
+            scene,
+            key: SessionKey::new([id as u8; 32]),
+            addr: format!("127.0.0.1:{}", 5000 + id).parse().unwrap(),
+            seq: 100,
+        }
+    }
+
+    /// Seals `body` with an explicit sequence number and timestamp.
+    fn raw(&self, kind: Kind, body: &[u8], seq: u64, ts: u64) -> Vec<u8> {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        buf[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+        let f = HeaderFields {
+            kind,
+            device: self.id,
+            scene: self.scene,
+            seq,
+            timestamp_ns: ts,
+        };
+        let len = seal(&mut buf, &f, body.len(), &self.key, Direction::ToServer).unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    fn dgram(&mut self, kind: Kind, body: &[u8]) -> Vec<u8> {
+        self.seq += 1;
+        self.raw(kind, body, self.seq, self.seq * 1000)
+    }
+
+    fn join(&mut self) -> Vec<u8> {
+        self.dgram(Kind::Join, &[0; 8])
+    }
+
+    fn update(&mut self, object: u64, x: f32) -> Vec<u8> {
+        let f = Fields {
+            translation: [x, 0.0, 0.0],
+            ..Fields::default()
+        };
+        self.dgram(Kind::ObjectUpdate, &body(object, MASK_TRANSLATION, f, &[]))
+    }
+}
+
+fn body(object: u64, mask: u8, f: Fields, payload: &[u8]) -> Vec<u8> {
+    let b = ObjectBody::new(object, mask, f, payload);
+    let mut out = vec![0u8; b.len()];
+    b.emit(&mut out).unwrap();
+    out
+}
+
+struct World {
+    engine: Engine,
+    now: Instant,
+    out: Batch,
+}
+
+impl World {
+    fn new(devs: &[&Dev]) -> World {
+        let mut w = World {
+            engine: Engine::new(Config::default()),
+            now: Instant::now(),
+            out: Batch::default(),
+        };
+        for d in devs {
+            w.engine.admit(d.id, d.scene, d.key.clone(), &mut w.out);
+        }
+        w.out.clear();
+        w
+    }
+
+    fn feed(&mut self, from: &Dev, bytes: &[u8]) -> Result<(), DropReason> {
+        self.engine
+            .handle(self.now, from.addr, bytes, &mut self.out)
+    }
+
+    /// The kinds of the events produced since the last call.
+    fn events(&mut self) -> Vec<(EventKind, u32)> {
+        let v = self.out.iter().map(|(e, _)| (e.kind, e.device)).collect();
+        self.out.clear();
+        v
+    }
+
+    fn x_of(&self, scene: u32, object: u64) -> Option<f32> {
+        self.engine
+            .object(scene, object)
+            .map(|o| o.fields.translation[0])
+    }
+}
+
+const REJECT: EventKind = EventKind::Direct(Kind::Reject);
+const UPDATE: EventKind = EventKind::Relay(Kind::ObjectUpdate);
+
+#[test]
+fn join_answers_with_snapshot_and_keepalive_with_ack() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    assert_eq!(
+        w.events(),
+        vec![
+            (EventKind::Joined, 1),
+            (EventKind::Direct(Kind::Snapshot), 1)
+        ]
+    );
+    let k = a.dgram(Kind::Keepalive, &[]);
+    w.feed(&a, &k).unwrap();
+    assert_eq!(w.events(), vec![(EventKind::Direct(Kind::KeepaliveAck), 1)]);
+    assert_eq!(w.engine.joined(), 1);
+}
+
+#[test]
+fn first_writer_owns_and_only_owner_writes() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
+    let mut w = World::new(&[&a, &b]);
+    let (ja, jb) = (a.join(), b.join());
+    w.feed(&a, &ja).unwrap();
+    w.feed(&b, &jb).unwrap();
+    w.events();
+    let u = a.update(10, 1.0);
+    w.feed(&a, &u).unwrap();
+    assert_eq!(w.events(), vec![(UPDATE, 1)]);
+    let forged_owner = b.update(10, 9.0);
+    assert_eq!(w.feed(&b, &forged_owner), Err(DropReason::NotOwner));
+    assert_eq!(w.events(), vec![(REJECT, 2)]);
+    assert_eq!(w.x_of(1, 10), Some(1.0));
+    // The relayed body names its origin.
+    let u = a.update(10, 2.0);
+    w.feed(&a, &u).unwrap();
+    let (_, data) = w.out.iter().next().unwrap();
+    let relayed = ObjectBody::parse(data).unwrap();
+    assert_eq!((relayed.origin_device, relayed.origin_seq), (1, a.seq));
+    assert_eq!(relayed.origin_timestamp_ns, a.seq * 1000);
+}
+
+#[test]
+fn last_writer_wins_drops_late_updates_and_replays() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    let b = body(5, MASK_TRANSLATION, Fields::default(), &[]);
+    let newer = a.raw(Kind::ObjectUpdate, &b, 300, 3_000);
+    let older = a.raw(Kind::ObjectUpdate, &b, 299, 2_000);
+    w.feed(&a, &newer).unwrap();
+    assert_eq!(w.feed(&a, &older), Err(DropReason::Stale));
+    assert_eq!(w.feed(&a, &newer), Err(DropReason::Replay));
+    // Far below the window: a replay too.
+    let ancient = a.raw(Kind::ObjectUpdate, &b, 300 - REPLAY_WINDOW, 1);
+    assert_eq!(w.feed(&a, &ancient), Err(DropReason::Replay));
+    assert_eq!(w.engine.drops().get(DropReason::Stale), 1);
+    assert_eq!(w.engine.drops().get(DropReason::Replay), 2);
+}
+
+#[test]
+fn authentication_and_framing_drops() {
+    let mut a = Dev::new(1, 1);
+    let stranger = Dev::new(9, 1);
+    let mut w = World::new(&[&a]);
+    let mut forged = a.join();
+    let n = forged.len();
+    forged[n - 1] ^= 0x80;
+    assert_eq!(w.feed(&a, &forged), Err(DropReason::BadTag));
+    let j = stranger.raw(Kind::Join, &[0; 8], 1, 1);
+    assert_eq!(w.feed(&stranger, &j), Err(DropReason::UnknownDevice));
+    assert_eq!(w.feed(&a, &[0u8; 10]), Err(DropReason::Truncated));
+    assert_eq!(
+        w.feed(&a, &[0u8; MAX_DATAGRAM + 1]),
+        Err(DropReason::Oversized)
+    );
+    assert_eq!(w.feed(&a, &[0u8; 60]), Err(DropReason::Malformed));
+    // A server-to-device kind sent to the server.
+    let wrong_way = a.dgram(Kind::Snapshot, &[]);
+    assert_eq!(w.feed(&a, &wrong_way), Err(DropReason::Malformed));
+    // None of these produced an event for anyone.
+    assert!(w.events().is_empty());
+    // Authenticated but not joined, or in the wrong scene: refused with a reject.
+    let u = a.update(1, 1.0);
+    assert_eq!(w.feed(&a, &u), Err(DropReason::NotJoined));
+    assert_eq!(w.events(), vec![(REJECT, 1)]);
+    a.scene = 2;
+    let j = a.join();
+    assert_eq!(w.feed(&a, &j), Err(DropReason::WrongScene));
+    assert_eq!(w.events(), vec![(REJECT, 1)]);
+    // Authenticated with a bad body.
+    a.scene = 1;
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    w.events();
+    let bad = a.dgram(Kind::ObjectUpdate, &[1, 2, 3]);
+    assert_eq!(
+        w.feed(&a, &bad),
+        Err(DropReason::Truncated).or(Err(DropReason::Malformed))
+    );
+    assert_eq!(w.engine.accepted(), 1);
+}
+
+#[test]
+fn delete_leaves_a_tombstone_that_expires() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    w.engine = Engine::new(Config {
+        evict_after: Duration::from_secs(3600),
+        ..Config::default()
+    });
+    w.engine.admit(1, 1, a.key.clone(), &mut w.out);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    let u = a.update(3, 1.0);
+    let late = a.update(3, 2.0);
+    w.feed(&a, &late).unwrap();
+    let del = a.dgram(Kind::ObjectDelete, &body(3, 0, Fields::default(), &[]));
+    w.feed(&a, &del).unwrap();
+    assert_eq!(w.x_of(1, 3), None);
+    // The reordered older update does not bring it back.
+    assert_eq!(w.feed(&a, &u), Err(DropReason::Stale));
+    let del2 = a.dgram(Kind::ObjectDelete, &body(3, 0, Fields::default(), &[]));
+    assert_eq!(w.feed(&a, &del2), Err(DropReason::UnknownObject));
+    assert_eq!(w.engine.objects(), 1);
+    w.now += Config::default().tombstone_ttl;
+    w.engine.tick(w.now, &mut w.out);
+    assert_eq!(w.engine.objects(), 0);
+    // A newer write recreates it.
+    let again = a.update(3, 4.0);
+    w.feed(&a, &again).unwrap();
+    assert_eq!(w.x_of(1, 3), Some(4.0));
+}
+
+#[test]
+fn silent_devices_are_evicted_at_the_window_edge_and_release_objects() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
+    let mut w = World::new(&[&a, &b]);
+    let (ja, jb) = (a.join(), b.join());
+    w.feed(&a, &ja).unwrap();
+    w.feed(&b, &jb).unwrap();
+    let u = a.update(7, 1.0);
+    w.feed(&a, &u).unwrap();
+    w.events();
+    let start = w.now;
+    let evict = Config::default().evict_after;
+    // b keeps talking, a goes silent.
+    w.now = start + evict - Duration::from_millis(1);
+    let k = b.dgram(Kind::Keepalive, &[]);
+    w.feed(&b, &k).unwrap();
+    w.engine.tick(w.now, &mut w.out);
+    assert_eq!(w.events(), vec![(EventKind::Direct(Kind::KeepaliveAck), 2)]);
+    w.now = start + evict;
+    w.engine.tick(w.now, &mut w.out);
+    let evs: Vec<_> = w
+        .out
+        .iter()
+        .map(|(e, d)| (e.kind, e.device, d.to_vec()))
+        .collect();
+    assert_eq!(evs, vec![(EventKind::Left, 1, vec![LEAVE_TIMED_OUT])]);
+    w.out.clear();
+    assert_eq!(w.engine.joined(), 1);
+    // The object stays and b may claim it.
+    let claim = b.update(7, 5.0);
+    w.feed(&b, &claim).unwrap();
+    assert_eq!(w.x_of(1, 7), Some(5.0));
+    assert_eq!(w.engine.object(1, 7).unwrap().owner, Some(2));
+}
+
+#[test]
+fn leave_is_announced_and_roaming_is_followed() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    w.events();
+    a.addr = "127.0.0.1:6001".parse().unwrap();
+    let k = a.dgram(Kind::Keepalive, &[]);
+    w.feed(&a, &k).unwrap();
+    assert_eq!(w.events()[0], (EventKind::Moved, 1));
+    let l = a.dgram(Kind::Leave, &[]);
+    w.feed(&a, &l).unwrap();
+    assert_eq!(w.events(), vec![(EventKind::Left, 1)]);
+    assert_eq!(w.engine.joined(), 0);
+}
+
+#[test]
+fn late_joiner_snapshot_holds_every_object_in_chunks() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
+    let mut w = World::new(&[&a, &b]);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    let payload = vec![0xAB; MAX_PAYLOAD];
+    for object in 0..5u64 {
+        let f = Fields {
+            translation: [object as f32, 0.0, 0.0],
+            ..Fields::default()
+        };
+        let d = a.dgram(
+            Kind::ObjectOverwrite,
+            &body(object, MASK_TRANSLATION | MASK_PAYLOAD, f, &payload),
+        );
+        w.feed(&a, &d).unwrap();
+    }
+    for object in 5..40u64 {
+        let u = a.update(object, object as f32);
+        w.feed(&a, &u).unwrap();
+    }
+    w.events();
+    let j = b.join();
+    w.feed(&b, &j).unwrap();
+    let mut seen = Vec::new();
+    let mut chunks = 0;
+    for (e, data) in w.out.iter() {
+        if e.kind != EventKind::Direct(Kind::Snapshot) {
+            continue;
+        }
+        assert!(data.len() <= MAX_BODY);
+        chunks += 1;
+        let (head, recs) = SnapshotHead::parse(data).unwrap();
+        assert_eq!(head.chunk_index.get(), chunks - 1);
+        for r in recs {
+            let r = r.unwrap();
+            assert_eq!(r.fields.translation[0], r.object as f32);
+            assert_eq!(r.origin_device, 1);
+            seen.push(r.object);
+        }
+    }
+    let (head, _) = SnapshotHead::parse(w.out.iter().last().unwrap().1).unwrap();
+    assert_eq!(head.chunk_count.get(), chunks);
+    assert!(
+        chunks >= 5,
+        "five 1 KiB payloads need five chunks, got {chunks}"
+    );
+    seen.sort();
+    assert_eq!(seen, (0..40).collect::<Vec<_>>());
+}
+
+#[test]
+fn scene_full_is_refused() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World {
+        engine: Engine::new(Config {
+            max_objects_per_scene: 2,
+            ..Config::default()
+        }),
+        now: Instant::now(),
+        out: Batch::default(),
+    };
+    w.engine.admit(1, 1, a.key.clone(), &mut w.out);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    for o in 0..2 {
+        let u = a.update(o, 0.0);
+        w.feed(&a, &u).unwrap();
+    }
+    let u = a.update(2, 0.0);
+    assert_eq!(w.feed(&a, &u), Err(DropReason::SceneFull));
+    let u = a.update(1, 3.0);
+    w.feed(&a, &u).unwrap();
+}
+
+#[test]
+fn readmission_with_a_new_key_starts_over() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    let j = a.join();
+    w.feed(&a, &j).unwrap();
+    w.events();
+    let same_key = a.key.clone();
+    w.engine.admit(1, 1, same_key, &mut w.out);
+    assert!(w.events().is_empty(), "same session: nothing changes");
+    a.key = SessionKey::new([0xEE; 32]);
+    w.engine.admit(1, 1, a.key.clone(), &mut w.out);
+    assert_eq!(
+        w.events(),
+        vec![
+            (EventKind::Left, 1),
+            (EventKind::Revoked, 1),
+            (EventKind::Admitted, 1)
+        ]
+    );
+    let u = a.update(1, 1.0);
+    assert_eq!(w.feed(&a, &u), Err(DropReason::NotJoined));
+}
