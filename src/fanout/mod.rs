@@ -108,13 +108,13 @@ impl Sender {
                         reason: data.first().copied().unwrap_or(0),
                         reserved: [0; 3],
                     };
-                    self.to_scene(Kind::PeerLeft, e.scene, None, body.as_bytes(), now_ns);
+                    self.send_to_scene(Kind::PeerLeft, e.scene, None, body.as_bytes(), now_ns);
                 }
                 EventKind::Relay(kind) => {
-                    self.to_scene(kind, e.scene, Some(e.device), data, now_ns);
+                    self.send_to_scene(kind, e.scene, Some(e.device), data, now_ns);
                 }
                 EventKind::Direct(kind) => {
-                    self.to_device(kind, e.scene, e.device, e.addr, data, now_ns);
+                    self.send_to_device(kind, e.scene, e.device, e.addr, data, now_ns);
                 }
             }
         }
@@ -132,7 +132,14 @@ impl Sender {
     }
 
     /// One datagram to every joined member of `scene` except `skip`.
-    fn to_scene(&mut self, kind: Kind, scene: u32, skip: Option<u32>, body: &[u8], now_ns: u64) {
+    fn send_to_scene(
+        &mut self,
+        kind: Kind,
+        scene: u32,
+        skip: Option<u32>,
+        body: &[u8],
+        now_ns: u64,
+    ) {
         let Some(members) = self.table.members.get(&scene) else {
             return;
         };
@@ -151,7 +158,7 @@ impl Sender {
     }
 
     /// One datagram to `device`, at `addr` if given (it may not have joined yet).
-    fn to_device(
+    fn send_to_device(
         &mut self,
         kind: Kind,
         scene: u32,

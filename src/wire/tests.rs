@@ -48,7 +48,7 @@ fn open(bytes: &[u8], dir: Direction) -> (Kind, Vec<u8>) {
 fn sample_object(mask: u8, payload: &[u8]) -> Vec<u8> {
     let f = Fields {
         translation: [1.0, -2.5, 3.25],
-        rotation: [0.0, 0.7071, 0.0, 0.7071],
+        rotation: [0.0, 0.6, 0.0, 0.8],
         scale: [2.0, 2.0, 2.0],
     };
     let mut b = ObjectBody::new(77, mask, f, payload);
