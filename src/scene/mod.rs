@@ -265,9 +265,9 @@ impl Engine {
             kind => {
                 let body = match ObjectBody::parse(dg.body()) {
                     Ok(body) if kind != Kind::ObjectDelete || body.mask == 0 => body,
-                    Ok(_) | Err(_) => {
+                    parsed => {
                         reject(out, RejectReason::Malformed, 0);
-                        return Err(DropReason::Malformed);
+                        return Err(parsed.err().map_or(DropReason::Malformed, DropReason::from));
                     }
                 };
                 let order = (dg.timestamp_ns(), dg.seq());

@@ -1,0 +1,185 @@
+//! Shared helpers of the end-to-end tests: a real `zonecast pair` process on loopback with a
+//! generated sessions file, devices from the client library, and the pair's metrics.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use zonecast::client::{Device, Event, ObjectRecord, Session};
+use zonecast::pair::SessionsFile;
+use zonecast::wire::{Fields, MASK_TRANSLATION};
+
+/// A `zonecast pair` child process, killed on drop.
+pub struct PairProcess {
+    pub child: Child,
+    pub udp: SocketAddr,
+    pub metrics: SocketAddr,
+    pub sessions: SessionsFile,
+    _dir: tempfile::TempDir,
+}
+
+impl PairProcess {
+    /// Starts a pair with `devices` sessions in scene 1 and the given extra arguments.
+    pub fn start(devices: u32, extra: &[&str]) -> PairProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = SessionsFile::generate(1, devices, 1);
+        let path = dir.path().join("sessions.json");
+        std::fs::write(&path, sessions.to_json()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
+            .args([
+                "pair",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics",
+                "127.0.0.1:0",
+            ])
+            .arg("--sessions")
+            .arg(&path)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "zonecast pair: udp=ADDR metrics=http://ADDR/metrics sessions=N"
+        let field = |name: &str| -> String {
+            let start = line
+                .find(name)
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                + name.len();
+            line[start..].split_whitespace().next().unwrap().to_string()
+        };
+        let udp = field("udp=").parse().unwrap();
+        let metrics = field("metrics=http://")
+            .trim_end_matches("/metrics")
+            .parse()
+            .unwrap();
+        PairProcess {
+            child,
+            udp,
+            metrics,
+            sessions,
+            _dir: dir,
+        }
+    }
+
+    /// A connected (not yet joined) device for session `device`.
+    pub fn device(&self, device: u32) -> Device {
+        let s = self.sessions.get(device).unwrap();
+        Device::connect(Session {
+            device,
+            scene: s.scene,
+            key: s.session_key().unwrap(),
+            pair: self.udp,
+        })
+        .unwrap()
+    }
+
+    /// A device that has joined and received its snapshot.
+    pub fn joined(&self, device: u32) -> Device {
+        let mut d = self.device(device);
+        d.join(0.0).unwrap();
+        match d.recv(Duration::from_secs(5)).unwrap() {
+            Some(Event::Snapshot { .. }) => d,
+            other => panic!("device {device} expected a snapshot, got {other:?}"),
+        }
+    }
+
+    /// The pair's metrics, `name{labels}` to value.
+    pub fn metrics(&self) -> HashMap<String, u64> {
+        let mut s = TcpStream::connect(self.metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("zonecast_"))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn dropped(&self, reason: &str) -> u64 {
+        self.metrics()[&format!("zonecast_ingest_dropped_total{{reason=\"{reason}\"}}")]
+    }
+
+    /// Waits until the metric reaches `at_least` (counters are published once per burst).
+    pub fn wait_metric(&self, key: &str, at_least: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.metrics().get(key).copied().unwrap_or(0);
+            if v >= at_least || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for PairProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn drop_key(reason: &str) -> String {
+    format!("zonecast_ingest_dropped_total{{reason=\"{reason}\"}}")
+}
+
+/// Everything `d` receives until `quiet` passes with nothing new.
+pub fn drain(d: &mut Device, quiet: Duration) -> Vec<Event> {
+    let mut out = Vec::new();
+    while let Some(e) = d.recv(quiet).unwrap() {
+        out.push(e);
+    }
+    out
+}
+
+/// The object updates among `events`.
+pub fn updates(events: &[Event]) -> Vec<ObjectRecord> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Update(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Moves `object` to x.
+pub fn move_to(d: &mut Device, object: u64, x: f32) -> u64 {
+    let f = Fields {
+        translation: [x, 0.0, 0.0],
+        ..Fields::default()
+    };
+    d.update(object, MASK_TRANSLATION, &f, &[]).unwrap()
+}
+
+/// Receives until `n` updates arrived or `timeout` passed.
+pub fn collect_updates(d: &mut Device, n: usize, timeout: Duration) -> Vec<ObjectRecord> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        if let Some(Event::Update(r)) = d.recv(left).unwrap() {
+            got.push(r);
+        }
+    }
+    got
+}
