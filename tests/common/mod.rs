@@ -19,6 +19,7 @@ pub struct PairProcess {
     pub udp: SocketAddr,
     pub metrics: SocketAddr,
     pub sessions: SessionsFile,
+    pub sessions_path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -66,6 +67,7 @@ impl PairProcess {
             udp,
             metrics,
             sessions,
+            sessions_path: path,
             _dir: dir,
         }
     }

@@ -1,0 +1,48 @@
+//! Interoperability: a device written in Python from docs/PROTOCOL.md alone
+//! (tests/interop/zc_client.py) talks to a real pair next to a Rust device, both ways.
+//! Needs python3 with `cryptography`; scripts/test installs it when missing.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn python_client_from_the_protocol_doc_interoperates() {
+    let pair = PairProcess::start(2, &[]);
+    let mut rust_dev = pair.joined(2);
+    let py = pair.sessions.get(1).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/zc_client.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(pair.udp.to_string())
+        .args(["1", &py.scene.to_string(), &py.key, "50", "1.5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (scripts/test installs it)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("python client printed nothing")
+        .unwrap();
+    assert!(first.contains(r#""event": "snapshot""#), "{first}");
+
+    // Python -> pair -> Rust.
+    let got = collect_updates(&mut rust_dev, 1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "the Rust device never got the Python update");
+    assert_eq!((got[0].object, got[0].origin_device), (50, 1));
+    assert_eq!(got[0].fields.translation, [1.5, 0.0, 0.0]);
+
+    // Rust -> pair -> Python.
+    move_to(&mut rust_dev, 60, 2.5);
+    let second = lines.next().expect("python client got no update").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(v["event"], "update");
+    assert_eq!(v["object"], 60);
+    assert_eq!(v["origin_device"], 2);
+    assert_eq!(v["translation"][0], 2.5);
+    assert!(child.wait().unwrap().success(), "python client failed");
+}
