@@ -214,7 +214,7 @@ fn drive(a: &Args, devices: &mut [Device], paths: &mut [Path]) -> Outcome {
     let start = Instant::now() + Duration::from_millis(20);
     let measure_from = start + Duration::from_secs_f64(a.warmup_secs);
     let end = measure_from + Duration::from_secs_f64(a.secs);
-    let measure_from_ns = unix_ns() + (measure_from - Instant::now()).as_nanos() as u64;
+    let warmup_x = measure_from.duration_since(start).as_secs_f32();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
     let payload = vec![0x42u8; a.payload];
     let mask = if a.payload > 0 {
@@ -251,7 +251,8 @@ fn drive(a: &Args, devices: &mut [Device], paths: &mut [Path]) -> Outcome {
                     translation: [x, 0.0, 0.0],
                     ..Fields::default()
                 };
-                if next[i] >= measure_from {
+                // x is the scheduled send time: the receiver uses it to tell warm-up apart.
+                if x >= warmup_x {
                     sent_measured += 1;
                 }
                 match &mut paths[i] {
@@ -296,7 +297,7 @@ fn drive(a: &Args, devices: &mut [Device], paths: &mut [Path]) -> Outcome {
             fd.revents = 0;
             while let Ok(Some(e)) = devices[i].try_recv() {
                 if let Event::Update(r) = e {
-                    if r.origin_timestamp_ns >= measure_from_ns {
+                    if r.fields.translation[0] >= warmup_x {
                         delivered += 1;
                         let ns = unix_ns().saturating_sub(r.origin_timestamp_ns).max(1);
                         let _ = latency.record(ns);

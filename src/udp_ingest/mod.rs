@@ -85,22 +85,30 @@ impl<P: Publisher> Ingest<P> {
                     return Err(e.into());
                 }
             }
+            let mut errors = 0;
             loop {
                 let n = match rx.recv(fd) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // ICMP errors surfaced by the kernel (e.g. ECONNREFUSED) are not fatal.
-                    Err(_) => break,
+                    // A pending socket error (e.g. an ICMP report) is consumed by the call that
+                    // returns it: try again, or queued datagrams would wait for the next edge.
+                    Err(_) if errors < 8 => {
+                        errors += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 };
                 let now = Instant::now();
                 for i in 0..n {
                     let d = rx.get(i);
                     received += 1;
                     match d.from {
-                        Some(from) if !d.truncated => {
+                        _ if d.truncated => self.engine.count_drop(DropReason::Oversized),
+                        Some(from) => {
                             let _ = self.engine.handle(now, from, d.bytes, &mut batch);
                         }
-                        _ => self.engine.count_drop(DropReason::Oversized),
+                        // Not an IP source: cannot happen on a UDP/IP socket.
+                        None => self.engine.count_drop(DropReason::Malformed),
                     }
                 }
                 if !batch.is_empty() {

@@ -1,0 +1,82 @@
+//! The device client against scripted servers on loopback: it follows a verified redirect and
+//! re-joins at the new endpoint, and ignores forged or misaddressed datagrams.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use zerocopy::IntoBytes;
+use zonecast::client::{Device, Event, Session};
+use zonecast::wire::{
+    seal, Datagram, Direction, HeaderFields, Kind, RedirectBody, SessionKey, HEADER_LEN,
+    MAX_DATAGRAM,
+};
+
+/// A server-to-device datagram of `kind` for `device`, sealed under `key`.
+fn to_device(key: &SessionKey, device: u32, seq: u64, kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    buf[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    let f = HeaderFields {
+        kind,
+        device,
+        scene: 1,
+        seq,
+        timestamp_ns: 1,
+    };
+    let len = seal(&mut buf, &f, body.len(), key, Direction::ToDevice).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn follows_a_verified_redirect_and_rejoins_there() {
+    let old = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let new = UdpSocket::bind("127.0.0.1:0").unwrap();
+    new.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let key = SessionKey::random();
+    let mut dev = Device::connect(Session {
+        device: 4,
+        scene: 1,
+        key: key.clone(),
+        pair: old.local_addr().unwrap(),
+    })
+    .unwrap();
+    let me = dev.local_addr().unwrap();
+    let body = RedirectBody::new(9, new.local_addr().unwrap());
+
+    // Forged (wrong key) and misaddressed (another device) redirects are ignored.
+    let forged = to_device(
+        &SessionKey::random(),
+        4,
+        10,
+        Kind::Redirect,
+        body.as_bytes(),
+    );
+    let other = to_device(&key, 5, 11, Kind::Redirect, body.as_bytes());
+    old.send_to(&forged, me).unwrap();
+    old.send_to(&other, me).unwrap();
+    assert_eq!(dev.recv(Duration::from_millis(200)).unwrap(), None);
+    assert_eq!(dev.dropped(), 2);
+    assert_eq!(dev.session().pair, old.local_addr().unwrap());
+
+    let genuine = to_device(&key, 4, 12, Kind::Redirect, body.as_bytes());
+    old.send_to(&genuine, me).unwrap();
+    match dev.recv(Duration::from_secs(5)).unwrap() {
+        Some(Event::Redirect { to, epoch }) => {
+            assert_eq!((to, epoch), (new.local_addr().unwrap(), 9));
+        }
+        other => panic!("expected a redirect, got {other:?}"),
+    }
+    assert_eq!(dev.session().pair, new.local_addr().unwrap());
+    // The client re-joined at the new endpoint, sealed under its key.
+    let mut buf = [0u8; 2048];
+    let (len, from) = new.recv_from(&mut buf).unwrap();
+    assert_eq!(from, me);
+    let dg = Datagram::parse(&buf[..len]).unwrap();
+    dg.verify(&key, Direction::ToServer).unwrap();
+    assert_eq!((dg.kind(), dg.device()), (Kind::Join, 4));
+
+    // The same redirect replayed is dropped by the client's replay window.
+    old.send_to(&genuine, me).unwrap();
+    assert_eq!(dev.recv(Duration::from_millis(200)).unwrap(), None);
+    assert_eq!(dev.dropped(), 3);
+}
