@@ -12,11 +12,10 @@
 //!        [--payload 0] [--runs 1]
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use zonecast::client::{Device, Event, Session};
+use zonecast::client::{Device, Event, Poller, Session};
 use zonecast::net::unix_ns;
 use zonecast::pair::{Pair, PairConfig, SessionsFile};
 use zonecast::wire::{
@@ -227,14 +226,7 @@ fn drive(a: &Args, devices: &mut [Device], paths: &mut [Path]) -> Outcome {
     let mut next: Vec<Instant> = (0..n).map(|i| start + offset(i)).collect();
     let mut sent_measured = 0u64;
     let mut delivered = 0u64;
-    let mut fds: Vec<libc::pollfd> = devices
-        .iter()
-        .map(|d| libc::pollfd {
-            fd: d.socket().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut poller = Poller::new(devices);
     let mut buf = [0u8; MAX_DATAGRAM];
     // Raw mode: each receiver sees one sequence per sender-of-record, as from a pair.
     let mut inbound_seq = vec![unix_ns() / 1000; n];
@@ -280,22 +272,14 @@ fn drive(a: &Args, devices: &mut [Device], paths: &mut [Path]) -> Outcome {
             .min()
             .unwrap_or(drain_until);
         let wait = wake.saturating_duration_since(Instant::now());
-        let ts = libc::timespec {
-            tv_sec: wait.as_secs() as libc::time_t,
-            tv_nsec: wait.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: fds is a valid array of pollfd; ts a valid timespec; no signal mask.
-        let ready =
-            unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
-        if ready <= 0 {
+        if poller.wait(wait) == 0 {
             continue;
         }
-        for (i, fd) in fds.iter_mut().enumerate() {
-            if fd.revents & libc::POLLIN == 0 {
+        for (i, dev) in devices.iter_mut().enumerate() {
+            if !poller.is_readable(i) {
                 continue;
             }
-            fd.revents = 0;
-            while let Ok(Some(e)) = devices[i].try_recv() {
+            while let Ok(Some(e)) = dev.try_recv() {
                 if let Event::Update(r) = e {
                     if r.fields.translation[0] >= warmup_x {
                         delivered += 1;

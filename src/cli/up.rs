@@ -3,13 +3,12 @@
 //! runs simulated devices moving objects on circles, and prints live rates every second.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use zonecast::client::{Device, Event, Session};
+use zonecast::client::{Device, Event, Poller, Session};
 use zonecast::net::unix_ns;
 use zonecast::pair::{Pair, PairConfig, SessionsFile, StatsSnapshot};
 use zonecast::wire::{Fields, MASK_ROTATION, MASK_TRANSLATION};
@@ -104,6 +103,7 @@ fn simulate(
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
     let mut received = 0u64;
     let mut last = StatsSnapshot::default();
+    let mut poller = Poller::new(devices);
     loop {
         let now = Instant::now();
         if duration_secs > 0 && now >= start + Duration::from_secs(duration_secs) {
@@ -162,21 +162,6 @@ fn simulate(
             next_line += Duration::from_secs(1);
         }
         let wake = next_send.min(next_line).min(next_keepalive);
-        wait_readable(devices, wake.saturating_duration_since(Instant::now()));
+        poller.wait(wake.saturating_duration_since(Instant::now()));
     }
-}
-
-/// Sleeps until one of the devices has a datagram queued, or `timeout` passes.
-fn wait_readable(devices: &[Device], timeout: Duration) {
-    let mut fds: Vec<libc::pollfd> = devices
-        .iter()
-        .map(|d| libc::pollfd {
-            fd: d.socket().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms = timeout.as_millis().min(1000) as i32;
-    // SAFETY: fds is a valid array of pollfd of the given length.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
 }

@@ -7,15 +7,16 @@
 //! switches the device to its new endpoint and re-joins there by itself.
 
 mod event;
+mod poller;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use zerocopy::IntoBytes;
 
 pub use event::{Event, ObjectRecord};
+pub use poller::Poller;
 
 use crate::net::unix_ns;
 use crate::scene::ReplayWindow;
@@ -184,8 +185,8 @@ impl Device {
         self.seal_and_send(kind, body.len())
     }
 
-    /// Builds the datagram of `kind` whose body is already in `tx`; returns its sequence number.
-    fn seal_and_send(&mut self, kind: Kind, body_len: usize) -> Result<u64, ClientError> {
+    /// Seals the datagram of `kind` whose body is already in `tx`; returns (seq, length).
+    fn seal_tx(&mut self, kind: Kind, body_len: usize) -> Result<(u64, usize), ClientError> {
         let seq = self.seq.min(MAX_SEQ);
         let fields = HeaderFields {
             kind,
@@ -203,6 +204,12 @@ impl Device {
         )
         .map_err(ClientError::Encode)?;
         self.seq += 1;
+        Ok((seq, len))
+    }
+
+    /// Seals and sends the datagram whose body is already in `tx`; returns its sequence number.
+    fn seal_and_send(&mut self, kind: Kind, body_len: usize) -> Result<u64, ClientError> {
+        let (seq, len) = self.seal_tx(kind, body_len)?;
         self.socket.send_to(&self.tx[..len], self.session.pair)?;
         Ok(seq)
     }
@@ -212,26 +219,15 @@ impl Device {
         self.socket.send_to(bytes, self.session.pair).map(|_| ())
     }
 
-    /// A sealed datagram as it would be sent, without sending it (for tests).
+    /// A sealed datagram as it would be sent, without sending it (for tests). It uses up a
+    /// sequence number like a sent one.
     pub fn seal_raw(&mut self, kind: Kind, body: &[u8]) -> Result<Vec<u8>, ClientError> {
-        self.tx[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
-        let seq = self.seq;
-        let fields = HeaderFields {
-            kind,
-            device: self.session.device,
-            scene: self.session.scene,
-            seq,
-            timestamp_ns: unix_ns(),
-        };
-        let len = seal(
-            &mut self.tx,
-            &fields,
-            body.len(),
-            &self.session.key,
-            Direction::ToServer,
-        )
-        .map_err(ClientError::Encode)?;
-        self.seq += 1;
+        let end = HEADER_LEN + body.len();
+        if end > self.tx.len() {
+            return Err(ClientError::Encode(WireError::Oversized));
+        }
+        self.tx[HEADER_LEN..end].copy_from_slice(body);
+        let (_, len) = self.seal_tx(kind, body.len())?;
         Ok(self.tx[..len].to_vec())
     }
 
@@ -246,14 +242,7 @@ impl Device {
             if left.is_zero() {
                 return Ok(None);
             }
-            let mut pfd = libc::pollfd {
-                fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, ms) };
+            Poller::new(std::slice::from_ref(self)).wait(left);
         }
     }
 

@@ -55,53 +55,67 @@ pub struct Received<'a> {
     pub truncated: bool,
 }
 
-/// A reusable recvmmsg batch.
-pub struct RecvBatch {
-    bufs: Vec<[u8; RECV_BUF]>,
+/// Buffers, address slots, iovecs and message headers for `count` datagrams of `BUF` bytes,
+/// allocated once and wired together; what recvmmsg and sendmmsg both need.
+struct Slots<const BUF: usize> {
+    bufs: Vec<[u8; BUF]>,
     addrs: Vec<libc::sockaddr_storage>,
     iovecs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
-    filled: usize,
 }
 
-// SAFETY: the raw pointers only point into the batch's own heap allocations.
-unsafe impl Send for RecvBatch {}
+// SAFETY: the raw pointers only point into the slots' own heap allocations, which move with them.
+unsafe impl<const BUF: usize> Send for Slots<BUF> {}
 
-impl RecvBatch {
-    pub fn new(count: usize) -> RecvBatch {
+impl<const BUF: usize> Slots<BUF> {
+    fn new(count: usize) -> Slots<BUF> {
         let count = count.max(1);
-        let mut b = RecvBatch {
-            bufs: vec![[0u8; RECV_BUF]; count],
+        let mut s = Slots {
+            bufs: vec![[0u8; BUF]; count],
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             addrs: vec![unsafe { mem::zeroed() }; count],
             iovecs: Vec::with_capacity(count),
             hdrs: Vec::with_capacity(count),
-            filled: 0,
         };
         for i in 0..count {
-            b.iovecs.push(libc::iovec {
-                iov_base: b.bufs[i].as_mut_ptr().cast(),
-                iov_len: RECV_BUF,
+            s.iovecs.push(libc::iovec {
+                iov_base: s.bufs[i].as_mut_ptr().cast(),
+                iov_len: BUF,
             });
         }
         for i in 0..count {
             // SAFETY: mmsghdr is plain old data; the pointers are set right below.
             let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
-            h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_iov = &mut b.iovecs[i];
+            h.msg_hdr.msg_name = (&mut s.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_iov = &mut s.iovecs[i];
             h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
+            s.hdrs.push(h);
         }
-        b
+        s
+    }
+}
+
+/// A reusable recvmmsg batch.
+pub struct RecvBatch {
+    slots: Slots<RECV_BUF>,
+    filled: usize,
+}
+
+impl RecvBatch {
+    pub fn new(count: usize) -> RecvBatch {
+        RecvBatch {
+            slots: Slots::new(count),
+            filled: 0,
+        }
     }
 
     pub fn capacity(&self) -> usize {
-        self.hdrs.len()
+        self.slots.hdrs.len()
     }
 
     /// Receives up to `capacity` datagrams without blocking. `WouldBlock` when none is queued.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for h in &mut self.hdrs {
+        for h in &mut self.slots.hdrs {
             h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
@@ -111,8 +125,8 @@ impl RecvBatch {
             let n = unsafe {
                 libc::recvmmsg(
                     fd,
-                    self.hdrs.as_mut_ptr(),
-                    self.hdrs.len() as libc::c_uint,
+                    self.slots.hdrs.as_mut_ptr(),
+                    self.slots.hdrs.len() as libc::c_uint,
                     libc::MSG_DONTWAIT,
                     std::ptr::null_mut(),
                 )
@@ -131,11 +145,11 @@ impl RecvBatch {
 
     /// The `i`-th datagram of the last `recv`.
     pub fn get(&self, i: usize) -> Received<'_> {
-        let h = &self.hdrs[i];
+        let h = &self.slots.hdrs[i];
         let len = (h.msg_len as usize).min(RECV_BUF);
         Received {
-            from: to_socket_addr(&self.addrs[i]),
-            bytes: &self.bufs[i][..len],
+            from: to_socket_addr(&self.slots.addrs[i]),
+            bytes: &self.slots.bufs[i][..len],
             truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
         }
     }
@@ -161,49 +175,23 @@ pub struct FlushReport {
 
 /// A reusable sendmmsg batch.
 pub struct SendBatch {
-    bufs: Vec<[u8; SEND_BUF]>,
-    addrs: Vec<libc::sockaddr_storage>,
-    iovecs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    slots: Slots<SEND_BUF>,
     queued: usize,
 }
-
-// SAFETY: the raw pointers only point into the batch's own heap allocations.
-unsafe impl Send for SendBatch {}
 
 /// How long a flush waits, in total, for a full send buffer to drain before dropping.
 const FULL_WAIT_MS: i32 = 2;
 
 impl SendBatch {
     pub fn new(count: usize) -> SendBatch {
-        let count = count.max(1);
-        let mut b = SendBatch {
-            bufs: vec![[0u8; SEND_BUF]; count],
-            // SAFETY: plain old data.
-            addrs: vec![unsafe { mem::zeroed() }; count],
-            iovecs: Vec::with_capacity(count),
-            hdrs: Vec::with_capacity(count),
+        SendBatch {
+            slots: Slots::new(count),
             queued: 0,
-        };
-        for i in 0..count {
-            b.iovecs.push(libc::iovec {
-                iov_base: b.bufs[i].as_mut_ptr().cast(),
-                iov_len: 0,
-            });
         }
-        for i in 0..count {
-            // SAFETY: plain old data; pointers set right below.
-            let mut h: libc::mmsghdr = unsafe { mem::zeroed() };
-            h.msg_hdr.msg_name = (&mut b.addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_iov = &mut b.iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            b.hdrs.push(h);
-        }
-        b
     }
 
     pub fn is_full(&self) -> bool {
-        self.queued == self.hdrs.len()
+        self.queued == self.slots.hdrs.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -213,14 +201,14 @@ impl SendBatch {
     /// The buffer of the next datagram; call `commit` once it is written. The caller flushes
     /// first when the batch is full.
     pub fn next_buf(&mut self) -> &mut [u8; SEND_BUF] {
-        let last = self.bufs.len() - 1;
-        &mut self.bufs[self.queued.min(last)]
+        let last = self.slots.bufs.len() - 1;
+        &mut self.slots.bufs[self.queued.min(last)]
     }
 
     /// Queues the datagram written into `next_buf` for `to`.
     pub fn commit(&mut self, len: usize, to: &SockAddr) {
         let i = self.queued;
-        if i == self.hdrs.len() {
+        if i == self.slots.hdrs.len() {
             return;
         }
         let alen = (to.len() as usize).min(mem::size_of::<libc::sockaddr_storage>());
@@ -228,12 +216,12 @@ impl SendBatch {
         unsafe {
             std::ptr::copy_nonoverlapping(
                 to.as_ptr().cast::<u8>(),
-                (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast::<u8>(),
+                (&mut self.slots.addrs[i] as *mut libc::sockaddr_storage).cast::<u8>(),
                 alen,
             );
         }
-        self.iovecs[i].iov_len = len.min(SEND_BUF);
-        self.hdrs[i].msg_hdr.msg_namelen = alen as libc::socklen_t;
+        self.slots.iovecs[i].iov_len = len.min(SEND_BUF);
+        self.slots.hdrs[i].msg_hdr.msg_namelen = alen as libc::socklen_t;
         self.queued += 1;
     }
 
@@ -248,7 +236,7 @@ impl SendBatch {
             let n = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[at..].as_mut_ptr(),
+                    self.slots.hdrs[at..].as_mut_ptr(),
                     (self.queued - at) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
