@@ -5,6 +5,7 @@
 //! loops), [`pair`] (wires them into a server), [`client`] (the device library).
 
 pub mod client;
+pub mod control;
 pub mod fanout;
 pub mod ipc_bus;
 pub mod net;

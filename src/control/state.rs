@@ -1,0 +1,605 @@
+//! The controller's state machine (pure: no sockets, no clock; `now` comes in).
+//!
+//! It owns regions (implicit: the names pairs and scenes use), scenes, pairs, devices and the
+//! **epoch**, a counter that increases with every assignment change. A scene is served by one
+//! pair, chosen as the least loaded live pair of the scene's region; its devices are homed on
+//! that pair. A pair whose heartbeat is older than `dead_after` is declared dead at the next
+//! `tick`, and its scenes move to the least loaded live pair left in the region. Each pair
+//! learns its assignment (scenes and device sessions) from heartbeat replies; a pair that was
+//! declared dead is answered `stale_epoch` and must drop everything and register again, so a
+//! partitioned old owner cannot keep serving a scene that moved.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use super::protocol::{ok, ControlError, ErrorCode, Load, Request};
+use crate::wire::SessionKey;
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Required by operator and pair ops.
+    pub token: String,
+    /// Required by device.register when set; registration is open otherwise.
+    pub device_token: Option<String>,
+    /// How often pairs are asked to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A pair silent this long is dead.
+    pub dead_after: Duration,
+    /// How long a dead pair stays listed (and told `stale_epoch`) before it is forgotten.
+    pub forget_after: Duration,
+    /// First epoch (the server seeds it from the clock so epochs grow across restarts).
+    pub first_epoch: u64,
+}
+
+impl Config {
+    pub fn new(token: impl Into<String>) -> Config {
+        Config {
+            token: token.into(),
+            device_token: None,
+            heartbeat_interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(250),
+            forget_after: Duration::from_secs(60),
+            first_epoch: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PairRec {
+    region: String,
+    udp: SocketAddr,
+    capacity: u32,
+    version: String,
+    last_heartbeat: Instant,
+    load: Load,
+    alive: bool,
+    /// Epoch of the last change to this pair's scenes or sessions.
+    assigned_epoch: u64,
+}
+
+#[derive(Clone, Debug)]
+struct SceneRec {
+    name: String,
+    region: String,
+    pair: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct DeviceRec {
+    scene: u32,
+    key: String,
+    name: Option<String>,
+}
+
+/// Something the controller decided on its own (for the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `pair` missed its heartbeats; each scene went to a new pair, or to none.
+    PairDead {
+        pair: u32,
+        moved: Vec<(u32, Option<u32>)>,
+    },
+    /// A dead pair was forgotten.
+    PairForgotten { pair: u32 },
+}
+
+/// The controller's whole state.
+pub struct Controller {
+    config: Config,
+    epoch: u64,
+    pairs: BTreeMap<u32, PairRec>,
+    scenes: BTreeMap<u32, SceneRec>,
+    devices: BTreeMap<u32, DeviceRec>,
+    next_pair: u32,
+    next_scene: u32,
+    next_device: u32,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ControlError {
+    ControlError::new(code, message)
+}
+
+impl Controller {
+    pub fn new(config: Config) -> Controller {
+        Controller {
+            epoch: config.first_epoch.max(1),
+            config,
+            pairs: BTreeMap::new(),
+            scenes: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            next_pair: 1,
+            next_scene: 1,
+            next_device: 1,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves one request. Errors change nothing.
+    pub fn handle(&mut self, now: Instant, req: Request) -> Result<Value, ControlError> {
+        use Request::*;
+        match req {
+            SceneCreate {
+                token,
+                name,
+                region,
+            } => {
+                self.operator(&token)?;
+                self.scene_create(name, region)
+            }
+            SceneList { token } => {
+                self.operator(&token)?;
+                let scenes: Vec<Value> =
+                    self.scenes.keys().map(|id| self.scene_json(*id)).collect();
+                Ok(ok(json!({ "scenes": scenes })))
+            }
+            SceneGet { token, scene } => {
+                self.operator(&token)?;
+                self.scene(scene)?;
+                Ok(ok(json!({ "scene": self.scene_json(scene) })))
+            }
+            SceneDelete { token, scene } => {
+                self.operator(&token)?;
+                self.scene_delete(scene)
+            }
+            PairRegister {
+                token,
+                region,
+                udp,
+                capacity,
+                version,
+            } => {
+                self.operator(&token)?;
+                self.pair_register(now, region, &udp, capacity, version)
+            }
+            PairHeartbeat {
+                token,
+                pair,
+                epoch,
+                load,
+            } => {
+                self.operator(&token)?;
+                self.pair_heartbeat(now, pair, epoch, load)
+            }
+            PairDeregister { token, pair } => {
+                self.operator(&token)?;
+                self.pair_deregister(pair)
+            }
+            DeviceRegister { token, scene, name } => {
+                if let Some(required) = &self.config.device_token {
+                    check_token(required, &token)?;
+                }
+                self.device_register(scene, name)
+            }
+            DeviceLocate { device } => {
+                let d = self.device(device)?;
+                Ok(ok(self.location(device, d.scene)?))
+            }
+            DeviceDeregister { device, key } => {
+                let d = self.device(device)?;
+                if !bool::from(d.key.as_bytes().ct_eq(key.trim().as_bytes())) {
+                    return Err(err(ErrorCode::Unauthorized, "wrong key for this device"));
+                }
+                let scene = d.scene;
+                self.devices.remove(&device);
+                self.bump_scene(scene);
+                Ok(ok(json!({ "device": device, "epoch": self.epoch })))
+            }
+            ClusterStatus { token } => {
+                self.operator(&token)?;
+                Ok(ok(self.status(now)))
+            }
+            Discovery {} => Ok(ok(json!({ "role": "active", "epoch": self.epoch }))),
+        }
+    }
+
+    /// Declares silent pairs dead, moves their scenes, forgets long-dead pairs.
+    pub fn tick(&mut self, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let dead: Vec<u32> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| {
+                p.alive && now.saturating_duration_since(p.last_heartbeat) > self.config.dead_after
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for pair in dead {
+            if let Some(p) = self.pairs.get_mut(&pair) {
+                p.alive = false;
+            }
+            let moved = self.move_scenes_off(pair);
+            changes.push(Change::PairDead { pair, moved });
+        }
+        let forget: Vec<u32> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| {
+                !p.alive
+                    && now.saturating_duration_since(p.last_heartbeat) > self.config.forget_after
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for pair in forget {
+            self.pairs.remove(&pair);
+            changes.push(Change::PairForgotten { pair });
+        }
+        changes
+    }
+
+    fn operator(&self, token: &Option<String>) -> Result<(), ControlError> {
+        check_token(&self.config.token, token)
+    }
+
+    fn scene(&self, scene: u32) -> Result<&SceneRec, ControlError> {
+        self.scenes
+            .get(&scene)
+            .ok_or_else(|| err(ErrorCode::UnknownScene, format!("no scene {scene}")))
+    }
+
+    fn device(&self, device: u32) -> Result<&DeviceRec, ControlError> {
+        self.devices
+            .get(&device)
+            .ok_or_else(|| err(ErrorCode::UnknownDevice, format!("no device {device}")))
+    }
+
+    fn scene_create(&mut self, name: String, region: String) -> Result<Value, ControlError> {
+        let name = name.trim().to_string();
+        let region = region.trim().to_string();
+        if name.is_empty() || region.is_empty() || name.len() > 128 || region.len() > 64 {
+            return Err(err(
+                ErrorCode::InvalidValue,
+                "name (1-128) and region (1-64) are required",
+            ));
+        }
+        if self.scenes.values().any(|s| s.name == name) {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!("a scene named `{name}` exists"),
+            ));
+        }
+        let id = self.next_scene;
+        self.next_scene += 1;
+        let pair = self.least_loaded(&region, None);
+        self.scenes.insert(id, SceneRec { name, region, pair });
+        self.bump(pair);
+        Ok(ok(
+            json!({ "scene": self.scene_json(id), "epoch": self.epoch }),
+        ))
+    }
+
+    fn scene_delete(&mut self, scene: u32) -> Result<Value, ControlError> {
+        let rec = self.scene(scene)?.clone();
+        self.scenes.remove(&scene);
+        self.devices.retain(|_, d| d.scene != scene);
+        self.bump(rec.pair);
+        Ok(ok(json!({ "scene": scene, "epoch": self.epoch })))
+    }
+
+    fn pair_register(
+        &mut self,
+        now: Instant,
+        region: String,
+        udp: &str,
+        capacity: u32,
+        version: String,
+    ) -> Result<Value, ControlError> {
+        let region = region.trim().to_string();
+        if region.is_empty() || region.len() > 64 {
+            return Err(err(
+                ErrorCode::InvalidValue,
+                "region (1-64 characters) is required",
+            ));
+        }
+        let udp: SocketAddr = udp.parse().map_err(|_| {
+            err(
+                ErrorCode::InvalidValue,
+                format!("udp `{udp}` is not HOST:PORT"),
+            )
+        })?;
+        if udp.ip().is_unspecified() || udp.port() == 0 {
+            return Err(err(
+                ErrorCode::InvalidValue,
+                "udp must be a reachable address and port",
+            ));
+        }
+        if capacity == 0 {
+            return Err(err(ErrorCode::InvalidValue, "capacity must be at least 1"));
+        }
+        let id = self.next_pair;
+        self.next_pair += 1;
+        self.pairs.insert(
+            id,
+            PairRec {
+                region: region.clone(),
+                udp,
+                capacity,
+                version,
+                last_heartbeat: now,
+                load: Load::default(),
+                alive: true,
+                assigned_epoch: 0,
+            },
+        );
+        // Scenes of the region that had no live pair go to the least loaded one now.
+        let orphans: Vec<u32> = self
+            .scenes
+            .iter()
+            .filter(|(_, s)| s.region == region && s.pair.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for scene in orphans {
+            let pair = self.least_loaded(&region, None);
+            if let Some(s) = self.scenes.get_mut(&scene) {
+                s.pair = pair;
+            }
+            self.bump(pair);
+        }
+        Ok(ok(json!({
+            "pair": id,
+            "epoch": self.epoch,
+            "heartbeat_ms": self.config.heartbeat_interval.as_millis() as u64,
+            "dead_after_ms": self.config.dead_after.as_millis() as u64,
+        })))
+    }
+
+    fn pair_heartbeat(
+        &mut self,
+        now: Instant,
+        pair: u32,
+        epoch: u64,
+        load: Load,
+    ) -> Result<Value, ControlError> {
+        let p = self
+            .pairs
+            .get_mut(&pair)
+            .ok_or_else(|| err(ErrorCode::UnknownPair, format!("no pair {pair}: register")))?;
+        if !p.alive {
+            let msg = format!("pair {pair} was declared dead; its scenes moved: register again");
+            return Err(err(ErrorCode::StaleEpoch, msg));
+        }
+        p.last_heartbeat = now;
+        p.load = load;
+        let assigned = p.assigned_epoch;
+        if epoch == assigned {
+            return Ok(ok(json!({ "epoch": assigned })));
+        }
+        Ok(ok(
+            json!({ "epoch": assigned, "assignment": self.assignment(pair) }),
+        ))
+    }
+
+    fn pair_deregister(&mut self, pair: u32) -> Result<Value, ControlError> {
+        if !self.pairs.contains_key(&pair) {
+            return Err(err(ErrorCode::UnknownPair, format!("no pair {pair}")));
+        }
+        if let Some(p) = self.pairs.get_mut(&pair) {
+            p.alive = false;
+        }
+        let moved = self.move_scenes_off(pair);
+        self.pairs.remove(&pair);
+        let moved: Vec<Value> = moved
+            .iter()
+            .map(|(scene, to)| json!({ "scene": scene, "pair": to }))
+            .collect();
+        Ok(ok(
+            json!({ "pair": pair, "moved": moved, "epoch": self.epoch }),
+        ))
+    }
+
+    fn device_register(&mut self, scene: u32, name: Option<String>) -> Result<Value, ControlError> {
+        self.scene(scene)?;
+        if let Some(n) = &name {
+            if n.len() > 128 {
+                return Err(err(
+                    ErrorCode::InvalidValue,
+                    "name is at most 128 characters",
+                ));
+            }
+        }
+        // Refuse before creating anything if no live pair serves the scene.
+        self.serving_pair(scene)?;
+        let id = self.next_device;
+        self.next_device += 1;
+        let key = SessionKey::random().to_hex();
+        self.devices.insert(
+            id,
+            DeviceRec {
+                scene,
+                key: key.clone(),
+                name,
+            },
+        );
+        self.bump_scene(scene);
+        let mut reply = self.location(id, scene)?;
+        reply["key"] = Value::String(key);
+        Ok(ok(reply))
+    }
+
+    /// Where `device` of `scene` is homed now.
+    fn location(&self, device: u32, scene: u32) -> Result<Value, ControlError> {
+        let (pair, rec) = self.serving_pair(scene)?;
+        Ok(json!({
+            "device": device,
+            "scene": scene,
+            "pair": pair,
+            "udp": rec.udp.to_string(),
+            "epoch": self.epoch,
+        }))
+    }
+
+    fn serving_pair(&self, scene: u32) -> Result<(u32, &PairRec), ControlError> {
+        let s = self.scene(scene)?;
+        s.pair
+            .and_then(|id| self.pairs.get(&id).filter(|p| p.alive).map(|p| (id, p)))
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::NoPair,
+                    format!("no live pair in region `{}` serves scene {scene}", s.region),
+                )
+            })
+    }
+
+    /// Moves every scene of `pair` to the least loaded other live pair of its region.
+    fn move_scenes_off(&mut self, pair: u32) -> Vec<(u32, Option<u32>)> {
+        let scenes: Vec<u32> = self
+            .scenes
+            .iter()
+            .filter(|(_, s)| s.pair == Some(pair))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut moved = Vec::new();
+        for scene in scenes {
+            let region = self.scenes[&scene].region.clone();
+            let to = self.least_loaded(&region, Some(pair));
+            if let Some(s) = self.scenes.get_mut(&scene) {
+                s.pair = to;
+            }
+            self.bump(to);
+            moved.push((scene, to));
+        }
+        moved
+    }
+
+    /// The live pair of `region` with the fewest devices per unit of capacity, then the lowest
+    /// reported input rate, then the lowest id.
+    fn least_loaded(&self, region: &str, except: Option<u32>) -> Option<u32> {
+        let mut devices: BTreeMap<u32, u64> = BTreeMap::new();
+        for d in self.devices.values() {
+            if let Some(p) = self.scenes.get(&d.scene).and_then(|s| s.pair) {
+                *devices.entry(p).or_default() += 1;
+            }
+        }
+        self.pairs
+            .iter()
+            .filter(|(id, p)| p.alive && p.region == region && Some(**id) != except)
+            .min_by(|(a, pa), (b, pb)| {
+                let fill = |id: &u32, p: &PairRec| {
+                    devices.get(id).copied().unwrap_or(0) as f64 / f64::from(p.capacity)
+                };
+                fill(a, pa)
+                    .total_cmp(&fill(b, pb))
+                    .then(
+                        pa.load
+                            .datagrams_in_per_sec
+                            .total_cmp(&pb.load.datagrams_in_per_sec),
+                    )
+                    .then(a.cmp(b))
+            })
+            .map(|(id, _)| *id)
+    }
+
+    /// A new epoch for a change that concerns `pair`.
+    fn bump(&mut self, pair: Option<u32>) {
+        self.epoch += 1;
+        if let Some(p) = pair.and_then(|id| self.pairs.get_mut(&id)) {
+            p.assigned_epoch = self.epoch;
+        }
+    }
+
+    fn bump_scene(&mut self, scene: u32) {
+        let pair = self.scenes.get(&scene).and_then(|s| s.pair);
+        self.bump(pair);
+    }
+
+    /// What `pair` must serve: its scenes and their device sessions.
+    fn assignment(&self, pair: u32) -> Value {
+        let scenes: Vec<u32> = self
+            .scenes
+            .iter()
+            .filter(|(_, s)| s.pair == Some(pair))
+            .map(|(id, _)| *id)
+            .collect();
+        let sessions: Vec<Value> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| scenes.contains(&d.scene))
+            .map(|(id, d)| json!({ "device": id, "scene": d.scene, "key": d.key }))
+            .collect();
+        json!({ "scenes": scenes, "sessions": sessions })
+    }
+
+    fn scene_json(&self, id: u32) -> Value {
+        let Some(s) = self.scenes.get(&id) else {
+            return Value::Null;
+        };
+        let devices = self.devices.values().filter(|d| d.scene == id).count();
+        json!({ "id": id, "name": s.name, "region": s.region, "pair": s.pair, "devices": devices })
+    }
+
+    fn status(&self, now: Instant) -> Value {
+        let mut regions: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+        for p in self.pairs.values() {
+            let r = regions.entry(&p.region).or_default();
+            r.0 += usize::from(p.alive);
+            r.1 += usize::from(!p.alive);
+        }
+        for s in self.scenes.values() {
+            regions.entry(&s.region).or_default().2 += 1;
+        }
+        let regions: Vec<Value> = regions
+            .iter()
+            .map(|(name, (live, dead, scenes))| {
+                json!({ "name": name, "live_pairs": live, "dead_pairs": dead, "scenes": scenes })
+            })
+            .collect();
+        let pairs: Vec<Value> = self
+            .pairs
+            .iter()
+            .map(|(id, p)| {
+                let scenes: Vec<u32> = self
+                    .scenes
+                    .iter()
+                    .filter(|(_, s)| s.pair == Some(*id))
+                    .map(|(sid, _)| *sid)
+                    .collect();
+                let devices = self.devices.values().filter(|d| scenes.contains(&d.scene)).count();
+                json!({
+                    "id": id,
+                    "region": p.region,
+                    "udp": p.udp.to_string(),
+                    "capacity": p.capacity,
+                    "version": p.version,
+                    "alive": p.alive,
+                    "heartbeat_age_ms": now.saturating_duration_since(p.last_heartbeat).as_millis() as u64,
+                    "load": p.load,
+                    "scenes": scenes,
+                    "devices": devices,
+                })
+            })
+            .collect();
+        let scenes: Vec<Value> = self.scenes.keys().map(|id| self.scene_json(*id)).collect();
+        let named = self.devices.values().filter(|d| d.name.is_some()).count();
+        json!({
+            "epoch": self.epoch,
+            "regions": regions,
+            "pairs": pairs,
+            "scenes": scenes,
+            "devices": self.devices.len(),
+            "named_devices": named,
+        })
+    }
+}
+
+/// Compares a presented token with the required one in constant time.
+fn check_token(required: &str, presented: &Option<String>) -> Result<(), ControlError> {
+    match presented {
+        Some(t) if bool::from(t.as_bytes().ct_eq(required.as_bytes())) => Ok(()),
+        Some(_) => Err(err(ErrorCode::Unauthorized, "wrong token")),
+        None => Err(err(
+            ErrorCode::Unauthorized,
+            "this op requires the cluster token",
+        )),
+    }
+}
