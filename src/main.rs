@@ -18,19 +18,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pair (UDP ingest + bus + fanout) serving the device sessions of a file.
+    /// Run the controller (ZeroMQ control plane).
+    Controller(cli::controller::ControllerArgs),
+    /// Show the cluster: regions, pairs with load and health, scenes.
+    Status(cli::controller::OperatorArgs),
+    /// Create, list, show or delete scenes.
+    Scene(cli::controller::SceneArgs),
+    /// Run a pair (UDP ingest + bus + fanout), registered with a controller or serving the
+    /// device sessions of a file.
     Pair(cli::pair::PairArgs),
     /// Join a scene as a device: print what arrives, optionally send updates.
     Device(cli::device::DeviceArgs),
     /// Print a sessions file with fresh random keys.
     Sessions(cli::sessions::SessionsArgs),
-    /// Run a whole local setup in one process: a pair, its sessions and simulated devices.
+    /// Run a whole local cluster in one process: a controller, two pairs, a demo scene and
+    /// simulated devices.
     Up(cli::up::UpArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Controller(a) => cli::controller::run_controller(a),
+        Command::Status(a) => cli::controller::run_status(a),
+        Command::Scene(a) => cli::controller::run_scene(a),
         Command::Pair(a) => cli::pair::run(a),
         Command::Device(a) => cli::device::run(a),
         Command::Sessions(a) => cli::sessions::run(a),

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use zonecast::client::{Device, Event, Session};
+use zonecast::client::{Device, Event, Roaming, Session};
+use zonecast::control::client::ControlClient;
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{Fields, SessionKey, MASK_TRANSLATION};
@@ -15,20 +16,30 @@ use super::micros;
 
 #[derive(Args)]
 pub struct DeviceArgs {
-    /// The pair's UDP endpoint.
+    /// Register through this controller (with --scene): it gives the device its id, key and
+    /// pair, and tells it where to go when that pair fails.
+    #[arg(long, conflicts_with_all = ["sessions", "key", "device"], requires = "scene")]
+    control: Option<String>,
+    /// Name to register under (with --control).
+    #[arg(long, requires = "control")]
+    name: Option<String>,
+    /// Device token, if the controller requires one (with --control).
+    #[arg(long, env = "ZONECAST_DEVICE_TOKEN", hide_env_values = true)]
+    device_token: Option<String>,
+    /// The pair's UDP endpoint (static sessions).
     #[arg(long, default_value = "127.0.0.1:7200")]
     pair: SocketAddr,
-    /// This device's id.
+    /// This device's id (static sessions).
     #[arg(long)]
-    device: u32,
+    device: Option<u32>,
     /// Take scene and key from this sessions file.
-    #[arg(long, conflicts_with_all = ["scene", "key"])]
+    #[arg(long, conflicts_with_all = ["scene", "key"], requires = "device")]
     sessions: Option<PathBuf>,
-    /// Scene id (without --sessions).
-    #[arg(long, requires = "key")]
+    /// Scene id: with --control, the scene to register in; otherwise with --key.
+    #[arg(long)]
     scene: Option<u32>,
-    /// Session key, 64 hex characters (without --sessions).
-    #[arg(long, requires = "scene")]
+    /// Session key, 64 hex characters (static sessions, with --device and --scene).
+    #[arg(long, requires_all = ["scene", "device"])]
     key: Option<String>,
     /// Send this many updates per second (0: only listen).
     #[arg(long, default_value_t = 0.0)]
@@ -45,39 +56,66 @@ pub struct DeviceArgs {
 }
 
 pub fn run(a: DeviceArgs) -> Result<(), String> {
-    let (scene, key) = match (&a.sessions, a.scene, &a.key) {
-        (Some(path), _, _) => {
+    let mut roaming = None;
+    let session = match (&a.control, &a.sessions, a.device, a.scene, &a.key) {
+        (Some(control), _, _, Some(scene), _) => {
+            let mut client = ControlClient::new(control).map_err(|e| e.to_string())?;
+            let reg = client
+                .register_device(scene, a.name.as_deref(), a.device_token.as_deref())
+                .map_err(|e| e.to_string())?;
+            roaming = Some(Roaming::new(client));
+            Session {
+                device: reg.location.device,
+                scene,
+                key: reg.key,
+                pair: reg.location.udp,
+            }
+        }
+        (None, Some(path), Some(device), _, _) => {
             let file = SessionsFile::load(path).map_err(|e| e.to_string())?;
             let entry = file
-                .get(a.device)
-                .ok_or_else(|| format!("device {} is not in {}", a.device, path.display()))?;
-            (entry.scene, entry.session_key().map_err(|e| e.to_string())?)
+                .get(device)
+                .ok_or_else(|| format!("device {device} is not in {}", path.display()))?;
+            Session {
+                device,
+                scene: entry.scene,
+                key: entry.session_key().map_err(|e| e.to_string())?,
+                pair: a.pair,
+            }
         }
-        (None, Some(scene), Some(key)) => {
-            let key = SessionKey::from_hex(key).ok_or("--key must be 64 hex characters")?;
-            (scene, key)
+        (None, None, Some(device), Some(scene), Some(key)) => Session {
+            device,
+            scene,
+            key: SessionKey::from_hex(key).ok_or("--key must be 64 hex characters")?,
+            pair: a.pair,
+        },
+        _ => {
+            return Err(
+                "give --control and --scene, or --device with --sessions FILE, or --device, --scene and --key"
+                    .into(),
+            )
         }
-        _ => return Err("give --sessions FILE, or --scene and --key".into()),
     };
-    let session = Session {
-        device: a.device,
-        scene,
-        key,
-        pair: a.pair,
-    };
+    let (device, scene) = (session.device, session.scene);
     let mut dev = Device::connect(session).map_err(|e| e.to_string())?;
-    dev.join(0.0).map_err(|e| e.to_string())?;
     println!(
         "device {} in scene {} via {} (local {})",
-        a.device,
+        device,
         scene,
-        a.pair,
+        dev.session().pair,
         dev.local_addr().map_err(|e| e.to_string())?
     );
+    let first = dev
+        .join_until_snapshot(0.0, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?
+        .ok_or("no snapshot from the pair within 5 s: is it running and serving this device?")?;
+    if !a.quiet {
+        println!("{}", describe(&first));
+    }
     let start = Instant::now();
     let stop = (a.duration_secs > 0).then(|| start + Duration::from_secs(a.duration_secs));
     let period = (a.send_hz > 0.0).then(|| Duration::from_secs_f64(1.0 / a.send_hz));
-    let object = a.object.unwrap_or(u64::from(a.device));
+    let object = a.object.unwrap_or(u64::from(device));
     let mut next_send = start;
     let mut next_keepalive = start + Duration::from_secs(1);
     let mut next_summary = start + Duration::from_secs(1);
@@ -100,9 +138,21 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
                 next_send += p;
             }
         }
-        if now >= next_keepalive {
-            dev.keepalive().map_err(|e| e.to_string())?;
-            next_keepalive += Duration::from_secs(1);
+        match roaming.as_mut() {
+            Some(r) => {
+                if let Some(loc) = r.poll(&mut dev, now).map_err(|e| e.to_string())? {
+                    println!(
+                        "re-homed to pair {} at {} (epoch {})",
+                        loc.pair, loc.udp, loc.epoch
+                    );
+                }
+                next_keepalive = r.next_wake(&dev);
+            }
+            None if now >= next_keepalive => {
+                dev.keepalive().map_err(|e| e.to_string())?;
+                next_keepalive += Duration::from_secs(1);
+            }
+            None => {}
         }
         if a.quiet && now >= next_summary {
             println!(
@@ -119,7 +169,8 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
         match dev.recv(wait).map_err(|e| e.to_string())? {
             Some(e) => {
                 received += 1;
-                if !a.quiet {
+                let routine = roaming.is_some() && matches!(e, Event::KeepaliveAck { .. });
+                if !a.quiet && !routine {
                     println!("{}", describe(&e));
                 }
             }

@@ -1,6 +1,7 @@
 //! Subcommands of the `zonecast` binary. Each returns `Result<(), String>` with a message
 //! meant for a person.
 
+pub mod controller;
 pub mod device;
 pub mod pair;
 pub mod sessions;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use zonecast::net::SocketOptions;
+use zonecast::pair::agent::AgentConfig;
 use zonecast::pair::{Pair, PairConfig, SessionsFile};
 use zonecast::scene;
 
@@ -15,9 +16,24 @@ pub struct PairArgs {
     /// UDP endpoint devices send to.
     #[arg(long, default_value = "127.0.0.1:7200")]
     listen: SocketAddr,
-    /// Sessions file (see `zonecast sessions`).
+    /// Sessions file (see `zonecast sessions`): static sessions, with or without a controller.
+    #[arg(long, required_unless_present = "control")]
+    sessions: Option<PathBuf>,
+    /// Register with this controller and serve what it assigns.
     #[arg(long)]
-    sessions: PathBuf,
+    control: Option<String>,
+    /// Region to register in.
+    #[arg(long, default_value = "local")]
+    region: String,
+    /// Cluster token.
+    #[arg(long, env = "ZONECAST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Device sessions this pair offers to serve (the controller balances by it).
+    #[arg(long, default_value_t = 10_000)]
+    capacity: u32,
+    /// UDP endpoint devices are told to use (default: the bound one).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -42,7 +58,10 @@ pub struct PairArgs {
 }
 
 pub fn run(a: PairArgs) -> Result<(), String> {
-    let sessions = SessionsFile::load(&a.sessions).map_err(|e| e.to_string())?;
+    let sessions = match &a.sessions {
+        Some(path) => SessionsFile::load(path).map_err(|e| e.to_string())?,
+        None => SessionsFile::default(),
+    };
     let config = PairConfig {
         listen: a.listen,
         socket: SocketOptions {
@@ -57,7 +76,26 @@ pub fn run(a: PairArgs) -> Result<(), String> {
         },
         metrics: a.metrics,
     };
-    let pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
+    let mut pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
+    if let Some(control) = &a.control {
+        let token = a
+            .token
+            .clone()
+            .ok_or("--control needs --token (or ZONECAST_TOKEN)")?;
+        let advertise = a.advertise.unwrap_or(pair.udp_addr());
+        if advertise.ip().is_unspecified() {
+            return Err("listening on an unspecified address: give --advertise HOST:PORT".into());
+        }
+        pair.register(AgentConfig {
+            control: control.clone(),
+            token,
+            region: a.region.clone(),
+            advertise,
+            capacity: a.capacity,
+            version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .map_err(|e| e.to_string())?;
+    }
     let metrics = pair
         .metrics_addr()
         .map(|m| format!("http://{m}/metrics"))

@@ -8,6 +8,7 @@
 
 mod event;
 mod poller;
+mod roaming;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -17,6 +18,7 @@ use zerocopy::IntoBytes;
 
 pub use event::{Event, ObjectRecord};
 pub use poller::Poller;
+pub use roaming::Roaming;
 
 use crate::net::unix_ns;
 use crate::scene::ReplayWindow;
@@ -69,6 +71,9 @@ pub struct Device {
     inbound: ReplayWindow,
     interest_radius: f32,
     dropped: u64,
+    last_heard: Option<Instant>,
+    /// When the last Join went out while no snapshot has answered it yet.
+    join_pending: Option<Instant>,
     rx: [u8; 2048],
     tx: [u8; MAX_DATAGRAM],
 }
@@ -91,6 +96,8 @@ impl Device {
             inbound: ReplayWindow::default(),
             interest_radius: 0.0,
             dropped: 0,
+            last_heard: None,
+            join_pending: None,
             rx: [0; 2048],
             tx: [0; MAX_DATAGRAM],
         })
@@ -113,6 +120,46 @@ impl Device {
         self.dropped
     }
 
+    /// The interest radius of the last join.
+    pub fn interest_radius(&self) -> f32 {
+        self.interest_radius
+    }
+
+    /// When the last verified datagram from the pair arrived.
+    pub fn last_heard(&self) -> Option<Instant> {
+        self.last_heard
+    }
+
+    /// Talks to `pair` from now on and joins there (after a redirect or a `device.locate`).
+    pub fn redirect(&mut self, pair: SocketAddr) -> Result<u64, ClientError> {
+        self.session.pair = pair;
+        // A new pair numbers its datagrams afresh.
+        self.inbound = ReplayWindow::default();
+        self.join(self.interest_radius)
+    }
+
+    /// Joins and waits for the first snapshot chunk, re-sending the join every 100 ms: with a
+    /// controller, a registration can reach the device before its session reaches the pair.
+    /// Returns the chunk, or `None` if none came within `timeout`.
+    pub fn join_until_snapshot(
+        &mut self,
+        interest_radius: f32,
+        timeout: Duration,
+    ) -> Result<Option<Event>, ClientError> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            self.join(interest_radius)?;
+            let step = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < step {
+                match self.recv(step.saturating_duration_since(Instant::now()))? {
+                    Some(e @ Event::Snapshot { .. }) => return Ok(Some(e)),
+                    Some(_) | None => {}
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Joins the scene; the pair answers with a snapshot. Radius 0 means the whole scene.
     pub fn join(&mut self, interest_radius: f32) -> Result<u64, ClientError> {
         self.interest_radius = interest_radius;
@@ -120,7 +167,14 @@ impl Device {
             interest_radius: interest_radius.into(),
             reserved: 0.into(),
         };
-        self.send(Kind::Join, body.as_bytes())
+        let seq = self.send(Kind::Join, body.as_bytes())?;
+        self.join_pending = Some(Instant::now());
+        Ok(seq)
+    }
+
+    /// Since when a Join has gone unanswered (no snapshot yet), if one has.
+    pub fn join_pending_since(&self) -> Option<Instant> {
+        self.join_pending
     }
 
     pub fn leave(&mut self) -> Result<u64, ClientError> {
@@ -258,8 +312,7 @@ impl Device {
             };
             match self.decode(len) {
                 Some(Event::Redirect { to, epoch }) => {
-                    self.session.pair = to;
-                    self.join(self.interest_radius)?;
+                    self.redirect(to)?;
                     return Ok(Some(Event::Redirect { to, epoch }));
                 }
                 Some(e) => return Ok(Some(e)),
@@ -278,6 +331,11 @@ impl Device {
         if !self.inbound.accept(dg.seq()) {
             return None;
         }
-        Event::decode(&dg).ok()
+        let event = Event::decode(&dg).ok()?;
+        self.last_heard = Some(Instant::now());
+        if matches!(event, Event::Snapshot { .. }) {
+            self.join_pending = None;
+        }
+        Some(event)
     }
 }

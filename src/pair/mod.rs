@@ -2,6 +2,7 @@
 //! and an optional Prometheus metrics endpoint. This is where the layers are wired together;
 //! the logic lives in `scene`, `udp_ingest`, `ipc_bus` and `fanout`.
 
+pub mod agent;
 mod metrics;
 mod sessions;
 mod stats;
@@ -21,7 +22,7 @@ use crate::ipc_bus::inproc::InprocBus;
 use crate::ipc_bus::{Batch, Topic};
 use crate::net::{bind_udp, SocketOptions};
 use crate::scene::{self, Engine};
-use crate::udp_ingest::Ingest;
+use crate::udp_ingest::{self, Ingest, SessionControl};
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.
 const BUS_CAPACITY: usize = 1024;
@@ -75,6 +76,7 @@ pub struct Pair {
     metrics: Option<metrics::MetricsServer>,
     stats: Arc<PairStats>,
     stop: Arc<AtomicBool>,
+    sessions: SessionControl,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -102,13 +104,17 @@ impl Pair {
         let stop = Arc::new(AtomicBool::new(false));
         let tick = (config.scene.evict_after / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(50));
+        let mut socket = mio::net::UdpSocket::from_std(socket);
+        let (poll, sessions_control, commands) =
+            udp_ingest::prepare(&mut socket).map_err(PairError::Bind)?;
         let ingest = Ingest {
-            socket: mio::net::UdpSocket::from_std(socket),
+            socket,
             engine,
             publisher: bus.publisher(),
             stats: stats.clone(),
             stop: stop.clone(),
             tick,
+            commands,
         };
         let fanout = Fanout {
             socket: send_socket,
@@ -117,7 +123,7 @@ impl Pair {
         };
         let threads = vec![
             spawn("zc-ingest", move || {
-                if let Err(e) = ingest.run(initial) {
+                if let Err(e) = ingest.run(poll, initial) {
                     eprintln!("zonecast pair: ingest stopped: {e}");
                 }
             }),
@@ -130,6 +136,7 @@ impl Pair {
             metrics,
             stats,
             stop,
+            sessions: sessions_control,
             threads,
         })
     }
@@ -144,6 +151,11 @@ impl Pair {
         self.metrics.as_ref().map(|m| m.addr())
     }
 
+    /// Where to send session changes (admit, revoke) to the running pair.
+    pub fn sessions(&self) -> SessionControl {
+        self.sessions.clone()
+    }
+
     pub fn stats(&self) -> &Arc<PairStats> {
         &self.stats
     }
@@ -151,6 +163,21 @@ impl Pair {
     /// Whether both halves are still running.
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
+    }
+
+    /// Starts the agent that registers this pair with a controller and applies its assignment.
+    pub fn register(
+        &mut self,
+        config: agent::AgentConfig,
+    ) -> std::io::Result<Arc<agent::AgentStatus>> {
+        let (status, thread) = agent::spawn(
+            config,
+            self.sessions(),
+            self.stats.clone(),
+            self.stop.clone(),
+        )?;
+        self.threads.push(thread);
+        Ok(status)
     }
 
     /// Stops both threads and waits for them.

@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::ipc_bus::{Batch, BusError, Publisher};
 use crate::net::mmsg::RecvBatch;
 use crate::pair::PairStats;
 use crate::scene::{DropReason, Engine};
+use crate::wire::SessionKey;
 
 /// Datagrams taken per recvmmsg call.
 pub const BURST: usize = 64;
@@ -62,16 +64,61 @@ pub struct Ingest<P: Publisher> {
     pub stop: Arc<AtomicBool>,
     /// How often eviction and tombstone expiry run.
     pub tick: Duration,
+    /// Session changes from the pair's agent (the controller's assignment).
+    pub commands: Receiver<SessionCommand>,
 }
+
+/// A change to the sessions a pair serves, applied by ingest between bursts.
+#[derive(Clone, Debug)]
+pub enum SessionCommand {
+    Admit {
+        device: u32,
+        scene: u32,
+        key: SessionKey,
+    },
+    Revoke {
+        device: u32,
+    },
+}
+
+/// The sending side of ingest's command queue: queues a command and wakes the loop.
+#[derive(Clone)]
+pub struct SessionControl {
+    tx: Sender<SessionCommand>,
+    waker: Arc<Waker>,
+}
+
+impl SessionControl {
+    /// Queues `commands`; false if ingest has stopped.
+    pub fn send(&self, commands: impl IntoIterator<Item = SessionCommand>) -> bool {
+        for c in commands {
+            if self.tx.send(c).is_err() {
+                return false;
+            }
+        }
+        self.waker.wake().is_ok()
+    }
+}
+
+/// The poll ingest will wait on, with its command queue: socket and waker registered.
+pub fn prepare(
+    socket: &mut UdpSocket,
+) -> io::Result<(Poll, SessionControl, Receiver<SessionCommand>)> {
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(socket, SOCKET, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    Ok((poll, SessionControl { tx, waker }, rx))
+}
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
 
 impl<P: Publisher> Ingest<P> {
     /// Runs until `stop` is set or the bus closes. `batch` carries events produced before the
     /// loop started (initial sessions); it is published first.
-    pub fn run(mut self, batch: Batch) -> Result<(), IngestError> {
-        let mut poll = Poll::new()?;
-        const SOCKET: Token = Token(0);
-        poll.registry()
-            .register(&mut self.socket, SOCKET, Interest::READABLE)?;
+    pub fn run(mut self, mut poll: Poll, batch: Batch) -> Result<(), IngestError> {
         let mut events = Events::with_capacity(4);
         let mut rx = RecvBatch::new(BURST);
         let mut batch = self.publisher.publish(batch)?;
@@ -84,6 +131,17 @@ impl<P: Publisher> Ingest<P> {
                 if e.kind() != io::ErrorKind::Interrupted {
                     return Err(e.into());
                 }
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                match cmd {
+                    SessionCommand::Admit { device, scene, key } => {
+                        self.engine.admit(device, scene, key, &mut batch)
+                    }
+                    SessionCommand::Revoke { device } => self.engine.revoke(device, &mut batch),
+                }
+            }
+            if !batch.is_empty() {
+                batch = self.publisher.publish(batch)?;
             }
             let mut errors = 0;
             loop {

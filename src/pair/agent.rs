@@ -1,0 +1,258 @@
+//! The pair's agent: registers the pair with the controller, heartbeats every
+//! `heartbeat_ms` with load figures, and turns the assignment in heartbeat replies into session
+//! admits and revokes for ingest.
+//!
+//! While the controller does not answer, the pair keeps relaying on its last assignment. When
+//! the controller says the pair is stale (declared dead, or unknown after a controller
+//! restart), the agent revokes every session it admitted, so the pair stops serving scenes
+//! that moved, and registers again as a new pair.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::PairStats;
+use crate::control::client::{ControlClient, RequestError};
+use crate::control::{ErrorCode, Load};
+use crate::udp_ingest::{SessionCommand, SessionControl};
+use crate::wire::SessionKey;
+
+/// How the pair presents itself to the controller.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Controller endpoint, e.g. `tcp://127.0.0.1:7100`.
+    pub control: String,
+    pub token: String,
+    pub region: String,
+    /// The UDP endpoint devices are told to use.
+    pub advertise: SocketAddr,
+    pub capacity: u32,
+    pub version: String,
+}
+
+/// What the agent knows, shared for display.
+#[derive(Debug, Default)]
+pub struct AgentStatus {
+    /// Pair id given by the controller (0: not registered).
+    pub pair: AtomicU32,
+    pub registered: AtomicBool,
+}
+
+/// Starts the agent thread; it runs until `stop` is set.
+pub fn spawn(
+    config: AgentConfig,
+    sessions: SessionControl,
+    stats: Arc<PairStats>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<(Arc<AgentStatus>, JoinHandle<()>)> {
+    let status = Arc::new(AgentStatus::default());
+    let shared = status.clone();
+    let handle = std::thread::Builder::new()
+        .name("zc-agent".into())
+        .spawn(move || {
+            let mut agent = match Agent::new(config, sessions, stats, shared) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("zonecast pair: agent cannot start: {e}");
+                    return;
+                }
+            };
+            while !stop.load(Relaxed) {
+                let wait = agent.step();
+                std::thread::sleep(wait);
+            }
+        })?;
+    Ok((status, handle))
+}
+
+struct Agent {
+    config: AgentConfig,
+    client: ControlClient,
+    sessions: SessionControl,
+    stats: Arc<PairStats>,
+    status: Arc<AgentStatus>,
+    pair: Option<u32>,
+    epoch: u64,
+    interval: Duration,
+    /// Sessions admitted on the controller's word: device -> (scene, key hex).
+    admitted: BTreeMap<u32, (u32, String)>,
+    last_rates: (Instant, u64, u64),
+    outage_logged: bool,
+}
+
+impl Agent {
+    fn new(
+        config: AgentConfig,
+        sessions: SessionControl,
+        stats: Arc<PairStats>,
+        status: Arc<AgentStatus>,
+    ) -> std::io::Result<Agent> {
+        let interval = Duration::from_millis(50);
+        let client = ControlClient::new(&config.control)?
+            .with_timeout(interval * 2)
+            .with_retries(1);
+        Ok(Agent {
+            config,
+            client,
+            sessions,
+            stats,
+            status,
+            pair: None,
+            epoch: 0,
+            interval,
+            admitted: BTreeMap::new(),
+            last_rates: (Instant::now(), 0, 0),
+            outage_logged: false,
+        })
+    }
+
+    /// One register or heartbeat exchange; returns how long to wait before the next.
+    fn step(&mut self) -> Duration {
+        let result = match self.pair {
+            None => self.register(),
+            Some(pair) => self.heartbeat(pair),
+        };
+        match result {
+            Ok(()) => {
+                if self.outage_logged {
+                    eprintln!("zonecast pair: controller reachable again");
+                    self.outage_logged = false;
+                }
+                self.interval
+            }
+            Err(RequestError::Refused(e))
+                if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::UnknownPair) =>
+            {
+                eprintln!("zonecast pair: {e}; dropping every assigned session");
+                self.apply(&[]);
+                self.pair = None;
+                self.epoch = 0;
+                self.status.registered.store(false, Relaxed);
+                Duration::ZERO
+            }
+            Err(RequestError::Unavailable(e)) => {
+                if !self.outage_logged {
+                    eprintln!("zonecast pair: {e}; relaying on the last assignment");
+                    self.outage_logged = true;
+                }
+                self.interval
+            }
+            Err(e) => {
+                eprintln!("zonecast pair: {e}");
+                Duration::from_secs(1)
+            }
+        }
+    }
+
+    fn register(&mut self) -> Result<(), RequestError> {
+        let reply = self.client.request(&json!({
+            "op": "pair.register",
+            "token": self.config.token,
+            "region": self.config.region,
+            "udp": self.config.advertise.to_string(),
+            "capacity": self.config.capacity,
+            "version": self.config.version,
+        }))?;
+        let pair = reply["pair"]
+            .as_u64()
+            .ok_or_else(|| RequestError::BadReply("no `pair`".into()))? as u32;
+        if let Some(ms) = reply["heartbeat_ms"].as_u64() {
+            self.interval = Duration::from_millis(ms.clamp(5, 10_000));
+        }
+        self.pair = Some(pair);
+        self.epoch = 0;
+        self.status.pair.store(pair, Relaxed);
+        self.status.registered.store(true, Relaxed);
+        eprintln!(
+            "zonecast pair: registered as pair {pair} in region {} (heartbeat every {} ms)",
+            self.config.region,
+            self.interval.as_millis()
+        );
+        self.heartbeat(pair)
+    }
+
+    fn heartbeat(&mut self, pair: u32) -> Result<(), RequestError> {
+        let load = self.load();
+        let reply = self.client.request(&json!({
+            "op": "pair.heartbeat",
+            "token": self.config.token,
+            "pair": pair,
+            "epoch": self.epoch,
+            "load": load,
+        }))?;
+        if let Some(assignment) = reply.get("assignment") {
+            let sessions = parse_sessions(assignment)?;
+            self.apply(&sessions);
+        }
+        if let Some(epoch) = reply["epoch"].as_u64() {
+            self.epoch = epoch;
+        }
+        Ok(())
+    }
+
+    /// Makes the admitted sessions equal to `wanted`.
+    fn apply(&mut self, wanted: &[(u32, u32, String)]) {
+        let mut commands = Vec::new();
+        let wanted_map: BTreeMap<u32, (u32, String)> = wanted
+            .iter()
+            .map(|(d, s, k)| (*d, (*s, k.clone())))
+            .collect();
+        for device in self.admitted.keys() {
+            if !wanted_map.contains_key(device) {
+                commands.push(SessionCommand::Revoke { device: *device });
+            }
+        }
+        for (device, (scene, key)) in &wanted_map {
+            if self.admitted.get(device) == Some(&(*scene, key.clone())) {
+                continue;
+            }
+            if let Some(key) = SessionKey::from_hex(key) {
+                commands.push(SessionCommand::Admit {
+                    device: *device,
+                    scene: *scene,
+                    key,
+                });
+            }
+        }
+        if !commands.is_empty() {
+            self.sessions.send(commands);
+        }
+        self.admitted = wanted_map;
+    }
+
+    fn load(&mut self) -> Load {
+        let s = self.stats.snapshot();
+        let (at, last_in, last_out) = self.last_rates;
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        let load = Load {
+            joined: s.joined,
+            objects: s.objects,
+            datagrams_in_per_sec: (s.ingest_datagrams.saturating_sub(last_in)) as f64 / secs,
+            datagrams_out_per_sec: (s.fanout_datagrams.saturating_sub(last_out)) as f64 / secs,
+            dropped: s.ingest_drops.total(),
+        };
+        self.last_rates = (Instant::now(), s.ingest_datagrams, s.fanout_datagrams);
+        load
+    }
+}
+
+/// The `sessions` of an assignment: (device, scene, key hex).
+fn parse_sessions(assignment: &Value) -> Result<Vec<(u32, u32, String)>, RequestError> {
+    let bad = |what: &str| RequestError::BadReply(format!("assignment: {what}"));
+    let list = assignment["sessions"]
+        .as_array()
+        .ok_or_else(|| bad("no sessions"))?;
+    list.iter()
+        .map(|s| {
+            let device = s["device"].as_u64().ok_or_else(|| bad("device"))? as u32;
+            let scene = s["scene"].as_u64().ok_or_else(|| bad("scene"))? as u32;
+            let key = s["key"].as_str().ok_or_else(|| bad("key"))?.to_string();
+            Ok((device, scene, key))
+        })
+        .collect()
+}
