@@ -1,6 +1,7 @@
 //! Interoperability: a device written in Python from docs/PROTOCOL.md alone
 //! (tests/interop/zc_client.py) talks to a real pair next to a Rust device, both ways.
-//! Needs python3 with `cryptography`; scripts/test installs it when missing.
+//! Also pyzmq (libzmq) driving the controller. Needs python3 with `cryptography` and `pyzmq`;
+//! scripts/test installs them when missing.
 
 mod common;
 
@@ -45,4 +46,36 @@ fn python_client_from_the_protocol_doc_interoperates() {
     assert_eq!(v["origin_device"], 2);
     assert_eq!(v["translation"][0], 2.5);
     assert!(child.wait().unwrap().success(), "python client failed");
+}
+
+#[test]
+fn pyzmq_drives_the_controller() {
+    let ctl = ControllerProcess::start();
+    let _pair = controlled_pair(&ctl.endpoint, "eu");
+    ctl.wait_live_pairs("eu", 1);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/pyzmq_control.py"
+    );
+    let out = Command::new("python3")
+        .args([script, &ctl.endpoint, TOKEN])
+        .output()
+        .expect("python3 must be installed (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "pyzmq client failed (scripts/test installs pyzmq): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // What pyzmq created is there for Rust clients too.
+    let st = ctl.status();
+    assert!(st["scenes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "from-pyzmq"));
+    assert_eq!(st["devices"], 1);
+    let device = v["device"].as_u64().unwrap() as u32;
+    let loc = ctl.client().locate(device).unwrap();
+    assert_eq!(loc.scene as u64, v["scene"].as_u64().unwrap());
 }

@@ -67,13 +67,13 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
 #[derive(Args)]
 pub struct OperatorArgs {
     /// Controller endpoint.
-    #[arg(long, default_value = DEFAULT_CONTROL)]
+    #[arg(long, global = true, default_value = DEFAULT_CONTROL)]
     control: String,
     /// Cluster token.
-    #[arg(long, env = "ZONECAST_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "ZONECAST_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Print the raw JSON reply.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: bool,
 }
 

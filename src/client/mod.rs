@@ -151,9 +151,9 @@ impl Device {
             self.join(interest_radius)?;
             let step = Instant::now() + Duration::from_millis(100);
             while Instant::now() < step {
-                match self.recv(step.saturating_duration_since(Instant::now()))? {
-                    Some(e @ Event::Snapshot { .. }) => return Ok(Some(e)),
-                    Some(_) | None => {}
+                let left = step.saturating_duration_since(Instant::now());
+                if let Some(e @ Event::Snapshot { .. }) = self.recv(left)? {
+                    return Ok(Some(e));
                 }
             }
         }

@@ -9,7 +9,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use zonecast::client::{Device, Event, ObjectRecord, Session};
+use zonecast::control::client::ControlClient;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{Fields, MASK_TRANSLATION};
 
@@ -128,6 +130,122 @@ impl PairProcess {
     pub fn is_alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
+}
+
+/// The first line a child prints on stdout, and the value of `name=` in it.
+fn first_line_field(child: &mut Child, name: &str) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let start = line
+        .find(name)
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        + name.len();
+    line[start..].split_whitespace().next().unwrap().to_string()
+}
+
+pub const TOKEN: &str = "test-token";
+
+/// A `zonecast controller` child process, killed on drop.
+pub struct ControllerProcess {
+    pub child: Child,
+    pub endpoint: String,
+}
+
+impl ControllerProcess {
+    pub fn start() -> ControllerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
+            .args([
+                "controller",
+                "--control",
+                "tcp://127.0.0.1:0",
+                "--token",
+                TOKEN,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let endpoint = first_line_field(&mut child, "control=");
+        ControllerProcess { child, endpoint }
+    }
+
+    pub fn client(&self) -> ControlClient {
+        ControlClient::new(&self.endpoint).unwrap()
+    }
+
+    /// Creates a scene in `region` and returns its id.
+    pub fn scene(&self, name: &str, region: &str) -> u32 {
+        let reply = self
+            .client()
+            .request(&json!({"op": "scene.create", "token": TOKEN, "name": name, "region": region}))
+            .unwrap();
+        reply["scene"]["id"].as_u64().unwrap() as u32
+    }
+
+    pub fn status(&self) -> Value {
+        self.client()
+            .request(&json!({"op": "cluster.status", "token": TOKEN}))
+            .unwrap()
+    }
+
+    /// Waits until `region` has `live` live pairs.
+    pub fn wait_live_pairs(&self, region: &str, live: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let st = self.status();
+            let n = st["regions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == region)
+                .map(|r| r["live_pairs"].as_u64().unwrap())
+                .unwrap_or(0);
+            if n == live {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "region {region} never had {live} live pairs: {}",
+            self.status()
+        );
+    }
+
+    /// Registers a device in `scene` and joins it at its pair (snapshot received).
+    pub fn device(&self, scene: u32) -> Device {
+        let reg = self.client().register_device(scene, None, None).unwrap();
+        let mut d = Device::connect(Session {
+            device: reg.location.device,
+            scene,
+            key: reg.key,
+            pair: reg.location.udp,
+        })
+        .unwrap();
+        let snap = d.join_until_snapshot(0.0, Duration::from_secs(5)).unwrap();
+        assert!(
+            snap.is_some(),
+            "device {} got no snapshot",
+            reg.location.device
+        );
+        d
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `zonecast pair` registered with a controller.
+pub fn controlled_pair(control: &str, region: &str) -> PairProcess {
+    PairProcess::start(
+        0,
+        &["--control", control, "--region", region, "--token", TOKEN],
+    )
 }
 
 impl Drop for PairProcess {
