@@ -75,8 +75,14 @@ fn follows_a_verified_redirect_and_rejoins_there() {
     dg.verify(&key, Direction::ToServer).unwrap();
     assert_eq!((dg.kind(), dg.device()), (Kind::Join, 4));
 
-    // The same redirect replayed is dropped by the client's replay window.
+    assert_eq!(dev.epoch(), 9);
+
+    // The same redirect replayed, or an older one, is dropped: epochs only move forward.
     old.send_to(&genuine, me).unwrap();
+    let older = RedirectBody::new(8, old.local_addr().unwrap());
+    let older = to_device(&key, 4, 13, Kind::Redirect, older.as_bytes());
+    old.send_to(&older, me).unwrap();
     assert_eq!(dev.recv(Duration::from_millis(200)).unwrap(), None);
-    assert_eq!(dev.dropped(), 3);
+    assert_eq!(dev.dropped(), 4);
+    assert_eq!(dev.session().pair, new.local_addr().unwrap());
 }

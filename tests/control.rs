@@ -175,7 +175,7 @@ fn a_pair_that_comes_back_stale_is_fenced_and_serves_nothing_it_lost() {
         "it must not get its old scene back"
     );
     // The device, told by the controller, moves and is served again.
-    dev.redirect(moved.udp).unwrap();
+    dev.redirect(moved.udp, moved.epoch).unwrap();
     let snap = dev
         .join_until_snapshot(0.0, Duration::from_secs(5))
         .unwrap();

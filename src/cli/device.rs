@@ -57,6 +57,7 @@ pub struct DeviceArgs {
 
 pub fn run(a: DeviceArgs) -> Result<(), String> {
     let mut roaming = None;
+    let mut epoch = 0;
     let session = match (&a.control, &a.sessions, a.device, a.scene, &a.key) {
         (Some(control), _, _, Some(scene), _) => {
             let mut client = ControlClient::new(control).map_err(|e| e.to_string())?;
@@ -64,6 +65,7 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
                 .register_device(scene, a.name.as_deref(), a.device_token.as_deref())
                 .map_err(|e| e.to_string())?;
             roaming = Some(Roaming::new(client));
+            epoch = reg.location.epoch;
             Session {
                 device: reg.location.device,
                 scene,
@@ -98,6 +100,7 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
     };
     let (device, scene) = (session.device, session.scene);
     let mut dev = Device::connect(session).map_err(|e| e.to_string())?;
+    dev.set_epoch(epoch);
     println!(
         "device {} in scene {} via {} (local {})",
         device,

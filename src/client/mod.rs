@@ -74,6 +74,8 @@ pub struct Device {
     last_heard: Option<Instant>,
     /// When the last Join went out while no snapshot has answered it yet.
     join_pending: Option<Instant>,
+    /// Epoch of the assignment the device follows (0: none known).
+    epoch: u64,
     rx: [u8; 2048],
     tx: [u8; MAX_DATAGRAM],
 }
@@ -98,6 +100,7 @@ impl Device {
             dropped: 0,
             last_heard: None,
             join_pending: None,
+            epoch: 0,
             rx: [0; 2048],
             tx: [0; MAX_DATAGRAM],
         })
@@ -130,9 +133,21 @@ impl Device {
         self.last_heard
     }
 
-    /// Talks to `pair` from now on and joins there (after a redirect or a `device.locate`).
-    pub fn redirect(&mut self, pair: SocketAddr) -> Result<u64, ClientError> {
+    /// Epoch of the assignment the device follows (0: none known).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Records the epoch of the assignment the device was registered under.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
+    /// Talks to `pair` from now on, under assignment `epoch`, and joins there (after a
+    /// redirect or a `device.locate`).
+    pub fn redirect(&mut self, pair: SocketAddr, epoch: u64) -> Result<u64, ClientError> {
         self.session.pair = pair;
+        self.epoch = self.epoch.max(epoch);
         // A new pair numbers its datagrams afresh.
         self.inbound = ReplayWindow::default();
         self.join(self.interest_radius)
@@ -311,8 +326,11 @@ impl Device {
                 Err(e) => return Err(e.into()),
             };
             match self.decode(len) {
+                // A redirect older than the assignment the device follows is a replay: the
+                // inbound window restarts with each pair, the epoch does not.
+                Some(Event::Redirect { epoch, .. }) if epoch <= self.epoch => self.dropped += 1,
                 Some(Event::Redirect { to, epoch }) => {
-                    self.redirect(to)?;
+                    self.redirect(to, epoch)?;
                     return Ok(Some(Event::Redirect { to, epoch }));
                 }
                 Some(e) => return Ok(Some(e)),

@@ -69,7 +69,7 @@ impl Roaming {
         if loc.udp == dev.session().pair {
             return Ok(None);
         }
-        dev.redirect(loc.udp)?;
+        dev.redirect(loc.udp, loc.epoch)?;
         Ok(Some(loc))
     }
 

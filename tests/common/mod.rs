@@ -223,6 +223,7 @@ impl ControllerProcess {
             pair: reg.location.udp,
         })
         .unwrap();
+        d.set_epoch(reg.location.epoch);
         let snap = d.join_until_snapshot(0.0, Duration::from_secs(5)).unwrap();
         assert!(
             snap.is_some(),
