@@ -1,5 +1,6 @@
 //! End-to-end tests of the command line: `zonecast device` receiving and sending through a real
-//! pair, `zonecast sessions`, and `zonecast up` showing updates flowing.
+//! pair, `zonecast sessions`, and `zonecast up` (controller, two pairs, devices) showing updates
+//! flowing.
 
 mod common;
 
@@ -113,7 +114,8 @@ fn sessions_command_writes_a_loadable_file() {
 #[test]
 fn up_runs_a_local_setup_with_updates_flowing() {
     let out = zonecast()
-        .args(["up", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+        .args(["up", "--control", "tcp://127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
         .args(["--devices", "3", "--hz", "50", "--duration-secs", "3"])
         .output()
         .unwrap();
@@ -131,4 +133,9 @@ fn up_runs_a_local_setup_with_updates_flowing() {
         .unwrap_or_else(|| panic!("no received rate in {line}"));
     assert!(received > 0, "{line}");
     assert!(line.contains("joined 3"), "{line}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("  pair ")).count(),
+        2,
+        "{text}"
+    );
 }

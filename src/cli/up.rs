@@ -1,32 +1,39 @@
-//! `zonecast up`: a whole local setup in one process, for newcomers and demos. Starts a pair
-//! on loopback with generated sessions (written to a file so `zonecast device` can join too),
-//! runs simulated devices moving objects on circles, and prints live rates every second.
+//! `zonecast up`: a whole local cluster in one process, for newcomers and demos: a controller,
+//! two pairs registered in region `local`, a demo scene, and simulated devices registered
+//! through the control plane, moving objects on circles. Prints what runs where, then live
+//! rates every second.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use zonecast::client::{Device, Event, Poller, Session};
+use serde_json::json;
+use zonecast::client::{Device, Event, Poller, Roaming, Session};
+use zonecast::control::client::ControlClient;
+use zonecast::control::server::ControllerServer;
 use zonecast::net::unix_ns;
-use zonecast::pair::{Pair, PairConfig, SessionsFile, StatsSnapshot};
-use zonecast::wire::{Fields, MASK_ROTATION, MASK_TRANSLATION};
+use zonecast::pair::agent::AgentConfig;
+use zonecast::pair::{Pair, PairConfig, StatsSnapshot};
+use zonecast::wire::{Fields, SessionKey, MASK_ROTATION, MASK_TRANSLATION};
 
+use super::controller::controller_config;
 use super::micros;
 
-/// Sessions provisioned beyond the simulated devices, for people to join with.
-const SPARE_SESSIONS: u32 = 2;
+const REGION: &str = "local";
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// UDP endpoint of the pair.
-    #[arg(long, default_value = "127.0.0.1:7200")]
-    listen: SocketAddr,
-    /// Prometheus metrics endpoint.
+    /// Control endpoint of the controller.
+    #[arg(long, default_value = super::controller::DEFAULT_CONTROL)]
+    control: String,
+    /// UDP endpoint of the first pair; the second takes the next port (port 0: any free ports).
     #[arg(long, default_value = "127.0.0.1:7201")]
+    listen: SocketAddr,
+    /// Metrics endpoint of the first pair; the second takes the next port.
+    #[arg(long, default_value = "127.0.0.1:9201")]
     metrics: SocketAddr,
-    /// Simulated devices (0: only the pair).
+    /// Simulated devices (0: only the cluster).
     #[arg(long, default_value_t = 4)]
     devices: u32,
     /// Updates per second each simulated device sends.
@@ -35,62 +42,120 @@ pub struct UpArgs {
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     duration_secs: u64,
-    /// Where to write the sessions file (default: a fresh temporary folder).
-    #[arg(long)]
-    sessions_out: Option<PathBuf>,
+}
+
+/// The address after `a` (same address when the port is 0: any free port).
+fn next_port(a: SocketAddr) -> SocketAddr {
+    let mut b = a;
+    if a.port() != 0 {
+        b.set_port(a.port().wrapping_add(1));
+    }
+    b
 }
 
 pub fn run(a: UpArgs) -> Result<(), String> {
-    let sessions = SessionsFile::generate(1, a.devices + SPARE_SESSIONS, 1);
-    let path = match a.sessions_out {
-        Some(p) => p,
-        None => {
-            let dir = std::env::temp_dir().join(format!("zonecast-up-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            dir.join("sessions.json")
-        }
-    };
-    std::fs::write(&path, sessions.to_json()).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config = PairConfig {
-        listen: a.listen,
-        metrics: Some(a.metrics),
-        ..PairConfig::default()
-    };
-    let pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
-    let udp = pair.udp_addr();
-    println!("zonecast up");
-    println!("  pair      udp {udp}  (ingest + in-process bus + fanout)");
-    if let Some(m) = pair.metrics_addr() {
-        println!("  metrics   http://{m}/metrics");
+    let token = SessionKey::random().to_hex();
+    let controller =
+        ControllerServer::start(&a.control, controller_config(token.clone(), 50, 250))?;
+    let control = controller.endpoint().to_string();
+    let mut pairs = Vec::new();
+    let (mut listen, mut metrics) = (a.listen, a.metrics);
+    for _ in 0..2 {
+        let config = PairConfig {
+            listen,
+            metrics: Some(metrics),
+            ..PairConfig::default()
+        };
+        let mut pair = Pair::start(&config, &[]).map_err(|e| e.to_string())?;
+        let status = pair
+            .register(AgentConfig {
+                control: control.clone(),
+                token: token.clone(),
+                region: REGION.into(),
+                advertise: pair.udp_addr(),
+                capacity: 10_000,
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .map_err(|e| e.to_string())?;
+        pairs.push((pair, status));
+        listen = next_port(listen);
+        metrics = next_port(metrics);
     }
-    println!("  sessions  {}  scene 1", path.display());
-    println!("  devices   {} simulated at {} Hz", a.devices, a.hz);
-    for spare in a.devices + 1..=a.devices + SPARE_SESSIONS {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pairs
+        .iter()
+        .any(|(_, s)| !s.registered.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        if Instant::now() > deadline {
+            return Err("the pairs did not register with the controller".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut client = ControlClient::new(&control).map_err(|e| e.to_string())?;
+    let scene = client
+        .request(&json!({"op": "scene.create", "token": token, "name": "demo", "region": REGION}))
+        .map_err(|e| e.to_string())?["scene"]["id"]
+        .as_u64()
+        .ok_or("scene.create returned no id")? as u32;
+
+    println!("zonecast up: a local cluster in one process");
+    println!("  controller  {control}   token {token}");
+    for (pair, status) in &pairs {
+        let id = status.pair.load(std::sync::atomic::Ordering::Relaxed);
+        let m = pair
+            .metrics_addr()
+            .map(|m| format!("http://{m}/metrics"))
+            .unwrap_or_default();
         println!(
-            "  join in   zonecast device --pair {udp} --sessions {} --device {spare}",
-            path.display()
+            "  pair {id}      udp {}   region {REGION}   metrics {m}",
+            pair.udp_addr()
         );
     }
+    println!("  scene {scene}     `demo` in region {REGION}");
+    println!("  devices     {} simulated at {} Hz", a.devices, a.hz);
+    println!("  join in     zonecast device --control {control} --scene {scene}");
+    println!("  look        zonecast status --control {control} --token {token}");
     let mut devices = Vec::new();
-    for s in sessions.devices.iter().take(a.devices as usize) {
-        let key = s.session_key().map_err(|e| e.to_string())?;
-        let session = Session {
-            device: s.device,
-            scene: s.scene,
-            key,
-            pair: udp,
-        };
-        let mut d = Device::connect(session).map_err(|e| e.to_string())?;
-        d.join(0.0).map_err(|e| e.to_string())?;
+    let mut roaming = Vec::new();
+    for _ in 0..a.devices {
+        let reg = client
+            .register_device(scene, Some("simulated"), None)
+            .map_err(|e| e.to_string())?;
+        let mut d = Device::connect(Session {
+            device: reg.location.device,
+            scene,
+            key: reg.key,
+            pair: reg.location.udp,
+        })
+        .map_err(|e| e.to_string())?;
+        d.set_epoch(reg.location.epoch);
         devices.push(d);
+        roaming.push(Roaming::new(
+            ControlClient::new(&control).map_err(|e| e.to_string())?,
+        ));
     }
-    simulate(&pair, &mut devices, a.hz, a.duration_secs)
+    // Sessions reach the pair with its next heartbeat: join once they are there.
+    std::thread::sleep(Duration::from_millis(120));
+    for d in devices.iter_mut() {
+        d.join(0.0).map_err(|e| e.to_string())?;
+    }
+    let pairs: Vec<Pair> = pairs.into_iter().map(|(p, _)| p).collect();
+    simulate(
+        &controller,
+        &pairs,
+        &mut devices,
+        &mut roaming,
+        a.hz,
+        a.duration_secs,
+    )
 }
 
 /// Drives the simulated devices and prints one line per second until the duration ends.
 fn simulate(
-    pair: &Pair,
+    controller: &ControllerServer,
+    pairs: &[Pair],
     devices: &mut [Device],
+    roaming: &mut [Roaming],
     hz: f64,
     duration_secs: u64,
 ) -> Result<(), String> {
@@ -98,7 +163,6 @@ fn simulate(
     let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
     let mut next_send = start;
     let mut next_line = start + Duration::from_secs(1);
-    let mut next_keepalive = start + Duration::from_secs(1);
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
     let mut received = 0u64;
@@ -109,8 +173,11 @@ fn simulate(
         if duration_secs > 0 && now >= start + Duration::from_secs(duration_secs) {
             return Ok(());
         }
-        if !pair.is_running() {
-            return Err("the pair stopped".into());
+        if !controller.is_running() || pairs.iter().any(|p| !p.is_running()) {
+            return Err("a part of the cluster stopped".into());
+        }
+        for (d, r) in devices.iter_mut().zip(roaming.iter_mut()) {
+            r.poll(d, now).map_err(|e| e.to_string())?;
         }
         if now >= next_send && !devices.is_empty() {
             let t = start.elapsed().as_secs_f32();
@@ -127,12 +194,6 @@ fn simulate(
             }
             next_send += period;
         }
-        if now >= next_keepalive {
-            for d in devices.iter_mut() {
-                d.keepalive().map_err(|e| e.to_string())?;
-            }
-            next_keepalive += Duration::from_secs(1);
-        }
         for d in devices.iter_mut() {
             while let Some(e) = d.try_recv().map_err(|e| e.to_string())? {
                 if let Event::Update(r) = e {
@@ -143,7 +204,7 @@ fn simulate(
             }
         }
         if now >= next_line {
-            let s = pair.stats().snapshot();
+            let s = sum(pairs);
             println!(
                 "t={:>4}s  ingest {:>6}/s  fanout {:>6}/s  dropped {}  joined {}  objects {}  |  devices received {:>6}/s  p50 {}  p99 {}",
                 start.elapsed().as_secs(),
@@ -161,7 +222,24 @@ fn simulate(
             latency.reset();
             next_line += Duration::from_secs(1);
         }
-        let wake = next_send.min(next_line).min(next_keepalive);
+        let mut wake = next_send.min(next_line);
+        for (d, r) in devices.iter().zip(roaming.iter()) {
+            wake = wake.min(r.next_wake(d));
+        }
         poller.wait(wake.saturating_duration_since(Instant::now()));
     }
+}
+
+/// The counters of every pair added up.
+fn sum(pairs: &[Pair]) -> StatsSnapshot {
+    let mut total = StatsSnapshot::default();
+    for p in pairs {
+        let s = p.stats().snapshot();
+        total.ingest_accepted += s.ingest_accepted;
+        total.fanout_datagrams += s.fanout_datagrams;
+        total.joined += s.joined;
+        total.objects += s.objects;
+        total.ingest_drops.merge(&s.ingest_drops);
+    }
+    total
 }

@@ -3,7 +3,7 @@
 //! routing envelope and goes back unchanged, so libzmq REQ/DEALER clients interoperate.
 //!
 //! The state machine runs on the server's own thread (a current-thread tokio runtime); a timer
-//! ticks it every `dead_after / 5` to declare silent pairs dead promptly.
+//! ticks it every `dead_after / 10` to declare silent pairs dead promptly.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -99,7 +99,7 @@ async fn serve(
             return;
         }
     };
-    let tick_every = (config.dead_after / 5).max(Duration::from_millis(5));
+    let tick_every = (config.dead_after / 10).max(Duration::from_millis(5));
     let mut controller = Controller::new(config);
     let _ = ready.send(Ok(bound));
     let mut ticker = tokio::time::interval(tick_every);

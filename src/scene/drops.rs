@@ -90,6 +90,13 @@ impl DropCounts {
         self.0[reason as usize]
     }
 
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &DropCounts) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
