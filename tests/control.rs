@@ -236,3 +236,42 @@ fn status_command_shows_pairs_and_scenes() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unauthorized"));
 }
+
+#[test]
+fn pairs_keep_relaying_while_the_controller_is_down() {
+    let mut ctl = ControllerProcess::start();
+    let pair = controlled_pair(&ctl.endpoint, "eu");
+    ctl.wait_live_pairs("eu", 1);
+    let scene = ctl.scene("arena", "eu");
+    let mut a = ctl.device(scene);
+    let mut b = ctl.device(scene);
+    ctl.child.kill().unwrap();
+    ctl.child.wait().unwrap();
+    // Several heartbeat intervals without a controller.
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..10 {
+        move_to(&mut a, 1, i as f32);
+    }
+    let got = collect_updates(&mut b, 10, Duration::from_secs(5));
+    assert_eq!(
+        got.len(),
+        10,
+        "the pair stopped relaying without its controller"
+    );
+    assert_eq!(b.session().pair, pair.udp);
+}
+
+#[test]
+fn the_controller_serves_ipc_endpoints_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("ipc://{}", dir.path().join("control.sock").display());
+    let ctl = ControllerProcess::start_at(&endpoint);
+    assert_eq!(ctl.endpoint, endpoint);
+    let _pair = controlled_pair(&ctl.endpoint, "eu");
+    ctl.wait_live_pairs("eu", 1);
+    let scene = ctl.scene("arena", "eu");
+    let mut a = ctl.device(scene);
+    let mut b = ctl.device(scene);
+    move_to(&mut a, 1, 1.0);
+    assert_eq!(collect_updates(&mut b, 1, Duration::from_secs(5)).len(), 1);
+}

@@ -155,14 +155,13 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start() -> ControllerProcess {
+        ControllerProcess::start_at("tcp://127.0.0.1:0")
+    }
+
+    /// A controller bound at `endpoint` (tcp:// or ipc://).
+    pub fn start_at(endpoint: &str) -> ControllerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
-            .args([
-                "controller",
-                "--control",
-                "tcp://127.0.0.1:0",
-                "--token",
-                TOKEN,
-            ])
+            .args(["controller", "--control", endpoint, "--token", TOKEN])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
