@@ -120,6 +120,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::Unauthorized,
+        ErrorCode::TooLarge,
+        ErrorCode::UnknownScene,
+        ErrorCode::UnknownPair,
+        ErrorCode::UnknownDevice,
+        ErrorCode::Conflict,
+        ErrorCode::NoPair,
+        ErrorCode::StaleEpoch,
+        ErrorCode::InvalidValue,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad_request",
@@ -136,23 +150,9 @@ impl ErrorCode {
         }
     }
 
+    /// The code named `s`, if it is one (inverse of `as_str`).
     pub fn parse(s: &str) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            BadRequest,
-            UnknownOp,
-            Unauthorized,
-            TooLarge,
-            UnknownScene,
-            UnknownPair,
-            UnknownDevice,
-            Conflict,
-            NoPair,
-            StaleEpoch,
-            InvalidValue,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 

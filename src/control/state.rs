@@ -453,12 +453,7 @@ impl Controller {
 
     /// Moves every scene of `pair` to the least loaded other live pair of its region.
     fn move_scenes_off(&mut self, pair: u32) -> Vec<(u32, Option<u32>)> {
-        let scenes: Vec<u32> = self
-            .scenes
-            .iter()
-            .filter(|(_, s)| s.pair == Some(pair))
-            .map(|(id, _)| *id)
-            .collect();
+        let scenes = self.scenes_of(pair);
         let mut moved = Vec::new();
         for scene in scenes {
             let region = self.scenes[&scene].region.clone();
@@ -513,14 +508,18 @@ impl Controller {
         self.bump(pair);
     }
 
-    /// What `pair` must serve: its scenes and their device sessions.
-    fn assignment(&self, pair: u32) -> Value {
-        let scenes: Vec<u32> = self
-            .scenes
+    /// The scenes `pair` serves.
+    fn scenes_of(&self, pair: u32) -> Vec<u32> {
+        self.scenes
             .iter()
             .filter(|(_, s)| s.pair == Some(pair))
             .map(|(id, _)| *id)
-            .collect();
+            .collect()
+    }
+
+    /// What `pair` must serve: its scenes and their device sessions.
+    fn assignment(&self, pair: u32) -> Value {
+        let scenes = self.scenes_of(pair);
         let sessions: Vec<Value> = self
             .devices
             .iter()
@@ -558,12 +557,7 @@ impl Controller {
             .pairs
             .iter()
             .map(|(id, p)| {
-                let scenes: Vec<u32> = self
-                    .scenes
-                    .iter()
-                    .filter(|(_, s)| s.pair == Some(*id))
-                    .map(|(sid, _)| *sid)
-                    .collect();
+                let scenes = self.scenes_of(*id);
                 let devices = self.devices.values().filter(|d| scenes.contains(&d.scene)).count();
                 json!({
                     "id": id,
