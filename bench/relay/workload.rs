@@ -1,0 +1,106 @@
+//! What one measurement runs and what it yields, shared by every mode.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+/// The workload: identical for the raw floor, zonecast and NATS.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub devices: u32,
+    /// Devices are spread round-robin over scenes 1..=scenes.
+    pub scenes: u32,
+    /// Updates per second each device sends.
+    pub hz: f64,
+    /// Application payload bytes per update.
+    pub payload: usize,
+    pub secs: f64,
+    pub warmup_secs: f64,
+    /// Extra devices that join and never read (slow-device experiment).
+    pub stuck: u32,
+}
+
+impl Workload {
+    pub fn scene_of(&self, device_index: usize) -> u32 {
+        1 + (device_index as u32 % self.scenes.max(1))
+    }
+
+    /// Datagrams per second the receivers should get: each update reaches every other live
+    /// member of its scene.
+    pub fn offered_per_sec(&self) -> f64 {
+        let mut members = vec![0u32; self.scenes.max(1) as usize];
+        for i in 0..self.devices as usize {
+            members[(self.scene_of(i) - 1) as usize] += 1;
+        }
+        members
+            .iter()
+            .map(|m| f64::from(*m) * f64::from(m.saturating_sub(1)) * self.hz)
+            .sum()
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "devices": self.devices, "scenes": self.scenes, "hz_per_device": self.hz,
+            "payload_bytes": self.payload, "secs": self.secs, "warmup_secs": self.warmup_secs,
+            "stuck_devices": self.stuck,
+        })
+    }
+}
+
+/// What one measurement produced.
+pub struct Outcome {
+    pub latency: Histogram<u64>,
+    pub delivered: u64,
+    pub expected: u64,
+    pub elapsed: Duration,
+    /// Drops counted by the server, by reason (zonecast only).
+    pub server_drops: Value,
+}
+
+impl Outcome {
+    pub fn new(elapsed: Duration) -> Outcome {
+        Outcome {
+            latency: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+            delivered: 0,
+            expected: 0,
+            elapsed,
+            server_drops: Value::Null,
+        }
+    }
+
+    pub fn us(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    pub fn delivered_per_sec(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn delivered_ratio(&self) -> f64 {
+        self.delivered as f64 / self.expected.max(1) as f64
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "p50_us": self.us(0.5), "p90_us": self.us(0.9), "p99_us": self.us(0.99),
+            "p999_us": self.us(0.999), "max_us": self.latency.max() as f64 / 1000.0,
+            "delivered": self.delivered, "expected": self.expected,
+            "delivered_per_sec": self.delivered_per_sec(),
+            "server_drops": self.server_drops,
+        })
+    }
+
+    /// The latency CDF as (microseconds, fraction) points.
+    pub fn cdf(&self) -> Vec<(f64, f64)> {
+        let total = self.latency.len().max(1) as f64;
+        let mut seen = 0u64;
+        self.latency
+            .iter_recorded()
+            .map(|v| {
+                seen += v.count_at_value();
+                (v.value_iterated_to() as f64 / 1000.0, seen as f64 / total)
+            })
+            .collect()
+    }
+}
