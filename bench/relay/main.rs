@@ -47,17 +47,29 @@ struct Args {
 fn parse_args() -> Args {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let get = |name: &str| -> Option<String> {
-        argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).cloned()
+        argv.iter()
+            .position(|a| a == name)
+            .and_then(|i| argv.get(i + 1))
+            .cloned()
     };
     let num = |name: &str, default: f64| -> f64 {
-        get(name).map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a number"))).unwrap_or(default)
+        get(name)
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name} takes a number"))
+            })
+            .unwrap_or(default)
     };
     let flag = |name: &str| argv.iter().any(|a| a == name);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let default_modes = if servers::nats_available() { "raw,zonecast,nats" } else { "raw,zonecast" };
+    let default_modes = if servers::nats_available() {
+        "raw,zonecast,nats"
+    } else {
+        "raw,zonecast"
+    };
     Args {
         w: Workload {
             devices: num("--devices", 8.0) as u32,
@@ -75,7 +87,11 @@ fn parse_args() -> Args {
             .map(str::to_string)
             .collect(),
         sweep: get("--sweep")
-            .map(|s| s.split(',').map(|v| v.parse().expect("--sweep takes rates")).collect())
+            .map(|s| {
+                s.split(',')
+                    .map(|v| v.parse().expect("--sweep takes rates"))
+                    .collect()
+            })
             .unwrap_or_default(),
         sweep_secs: num("--sweep-secs", 2.0),
         slow: flag("--slow"),
@@ -93,7 +109,11 @@ fn parse_args() -> Args {
 /// Runs `w` once in `mode`; the server (if any) lives for this run only.
 fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
     let sessions = SessionsFile::generate(1, w.devices + w.stuck, w.scenes);
-    let server_cpu = (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) > 1).then_some(1);
+    let server_cpu = (std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        > 1)
+    .then_some(1);
     let mut progress = Progress::new(format!("{mode} {label}"));
     let outcome = match mode {
         "raw" => udp::run(w, udp::Path::Raw, &sessions, &mut progress),
@@ -122,14 +142,20 @@ fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
 fn save(a: &Args, name: &str, value: &Value) {
     std::fs::create_dir_all(&a.out).expect("results folder");
     let path = a.out.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(value).expect("json")).expect("write result");
+    std::fs::write(&path, serde_json::to_string_pretty(value).expect("json"))
+        .expect("write result");
 }
 
 fn main() {
     let a = parse_args();
     servers::pin(0);
     let mach = machine();
-    println!("benchmark: {} | modes {} | results in {}", mach["cpu"].as_str().unwrap_or("?"), a.modes.join(","), a.out.display());
+    println!(
+        "benchmark: {} | modes {} | results in {}",
+        mach["cpu"].as_str().unwrap_or("?"),
+        a.modes.join(","),
+        a.out.display()
+    );
     let mut measured = Measured::default();
 
     println!("\nlatency: {} devices x {} Hz in {} scene(s), payload {} B, {} s (+{} s warm-up), {} run(s)",
@@ -141,28 +167,46 @@ fn main() {
         for mode in &order {
             let o = measure(&a, &a.w, mode, &format!("run {}", run + 1));
             report::print_row(mode, &o);
-            save(&a, &format!("latency-{mode}-run{}", run + 1), &json!({
-                "kind": "latency", "mode": mode, "run": run + 1, "workload": a.w.to_json(),
-                "machine": mach, "pair_args": a.pair_args, "result": o.to_json(),
-            }));
+            save(
+                &a,
+                &format!("latency-{mode}-run{}", run + 1),
+                &json!({
+                    "kind": "latency", "mode": mode, "run": run + 1, "workload": a.w.to_json(),
+                    "machine": mach, "pair_args": a.pair_args, "result": o.to_json(),
+                }),
+            );
             measured.latency.push((mode.clone(), o));
         }
     }
     measured.print_latency_summary();
 
     if !a.sweep.is_empty() {
-        println!("\nthroughput vs offered load ({} s per level)", a.sweep_secs);
+        println!(
+            "\nthroughput vs offered load ({} s per level)",
+            a.sweep_secs
+        );
         for &hz in &a.sweep {
-            let w = Workload { hz, secs: a.sweep_secs, warmup_secs: 0.5, ..a.w.clone() };
+            let w = Workload {
+                hz,
+                secs: a.sweep_secs,
+                warmup_secs: 0.5,
+                ..a.w.clone()
+            };
             for mode in &a.modes {
                 let o = measure(&a, &w, mode, &format!("{hz} Hz"));
                 println!("  {mode:>9} offered {:>10.0}/s  delivered {:>10.0}/s ({:>6.2}%)  p99 {:>9.1}us",
                     w.offered_per_sec(), o.delivered_per_sec(), 100.0 * o.delivered_ratio(), o.us(0.99));
-                save(&a, &format!("throughput-{mode}-{hz}hz"), &json!({
-                    "kind": "throughput", "mode": mode, "workload": w.to_json(), "machine": mach,
-                    "pair_args": a.pair_args, "offered_per_sec": w.offered_per_sec(), "result": o.to_json(),
-                }));
-                measured.throughput.push((mode.clone(), w.offered_per_sec(), o));
+                save(
+                    &a,
+                    &format!("throughput-{mode}-{hz}hz"),
+                    &json!({
+                        "kind": "throughput", "mode": mode, "workload": w.to_json(), "machine": mach,
+                        "pair_args": a.pair_args, "offered_per_sec": w.offered_per_sec(), "result": o.to_json(),
+                    }),
+                );
+                measured
+                    .throughput
+                    .push((mode.clone(), w.offered_per_sec(), o));
             }
         }
     }
@@ -171,13 +215,25 @@ fn main() {
         println!("\nslow device: zonecast, the same workload with and without one device that never reads");
         for run in 0..a.runs {
             for stuck in [0, 1] {
-                let w = Workload { stuck, ..a.w.clone() };
-                let o = measure(&a, &w, "zonecast", &format!("stuck={stuck} run {}", run + 1));
+                let w = Workload {
+                    stuck,
+                    ..a.w.clone()
+                };
+                let o = measure(
+                    &a,
+                    &w,
+                    "zonecast",
+                    &format!("stuck={stuck} run {}", run + 1),
+                );
                 report::print_row(&format!("stuck={stuck}"), &o);
-                save(&a, &format!("slow-stuck{stuck}-run{}", run + 1), &json!({
-                    "kind": "slow_device", "stuck": stuck, "workload": w.to_json(), "machine": mach,
-                    "result": o.to_json(),
-                }));
+                save(
+                    &a,
+                    &format!("slow-stuck{stuck}-run{}", run + 1),
+                    &json!({
+                        "kind": "slow_device", "stuck": stuck, "workload": w.to_json(), "machine": mach,
+                        "result": o.to_json(),
+                    }),
+                );
                 measured.slow.push((stuck, o));
             }
         }
@@ -186,17 +242,27 @@ fn main() {
     if a.memory {
         println!("\nmemory: 100k sessions joined over 100 scenes, 1M objects");
         let m = memory::measure(100_000, 1_000_000, 100);
-        println!("  {:.0} bytes per session (ingest {:.0} + fanout {:.0}), {:.0} bytes per object",
+        println!(
+            "  {:.0} bytes per session (ingest {:.0} + fanout {:.0}), {:.0} bytes per object",
             m["bytes_per_session"].as_f64().unwrap_or(0.0),
             m["bytes_per_session_ingest"].as_f64().unwrap_or(0.0),
             m["bytes_per_session_fanout"].as_f64().unwrap_or(0.0),
-            m["bytes_per_object"].as_f64().unwrap_or(0.0));
-        save(&a, "memory", &json!({"kind": "memory", "machine": mach, "result": m}));
+            m["bytes_per_object"].as_f64().unwrap_or(0.0)
+        );
+        save(
+            &a,
+            "memory",
+            &json!({"kind": "memory", "machine": mach, "result": m}),
+        );
         measured.memory = Some(m);
     }
 
     if a.report {
-        let cmd = std::env::args().skip(1).filter(|x| x != "--bench").collect::<Vec<_>>().join(" ");
+        let cmd = std::env::args()
+            .skip(1)
+            .filter(|x| x != "--bench")
+            .collect::<Vec<_>>()
+            .join(" ");
         report::write(&measured, &a.w, a.runs, &mach, &cmd, &a.out).expect("report written");
         println!("\nwrote docs/BENCHMARKS.md and docs/bench/*.svg");
     }

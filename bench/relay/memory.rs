@@ -41,10 +41,23 @@ fn live() -> i64 {
     LIVE.load(Relaxed)
 }
 
-fn datagram(key: &SessionKey, device: u32, scene: u32, seq: u64, kind: Kind, body: &[u8]) -> Vec<u8> {
+fn datagram(
+    key: &SessionKey,
+    device: u32,
+    scene: u32,
+    seq: u64,
+    kind: Kind,
+    body: &[u8],
+) -> Vec<u8> {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     buf[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
-    let f = HeaderFields { kind, device, scene, seq, timestamp_ns: seq };
+    let f = HeaderFields {
+        kind,
+        device,
+        scene,
+        seq,
+        timestamp_ns: seq,
+    };
     let n = seal(&mut buf, &f, body.len(), key, Direction::ToServer).expect("seal");
     buf.truncate(n);
     buf
@@ -55,15 +68,27 @@ pub fn measure(sessions: u32, objects: u32, scenes: u32) -> Value {
     let started = Instant::now();
     let now = Instant::now();
     let from: SocketAddr = "127.0.0.1:40000".parse().expect("literal");
-    let keys: Vec<SessionKey> = (0..sessions).map(|i| SessionKey::new([(i % 251) as u8; 32])).collect();
+    let keys: Vec<SessionKey> = (0..sessions)
+        .map(|i| SessionKey::new([(i % 251) as u8; 32]))
+        .collect();
     let scene_of = |d: u32| 1 + d % scenes;
 
     let base = live();
-    let mut engine = Engine::new(Config { max_objects_per_scene: 65_535, ..Config::default() });
+    let mut engine = Engine::new(Config {
+        max_objects_per_scene: 65_535,
+        ..Config::default()
+    });
     for d in 0..sessions {
         let mut out = Batch::default();
         engine.admit(d + 1, scene_of(d), keys[d as usize].clone(), &mut out);
-        let j = datagram(&keys[d as usize], d + 1, scene_of(d), 1, Kind::Join, &[0; 8]);
+        let j = datagram(
+            &keys[d as usize],
+            d + 1,
+            scene_of(d),
+            1,
+            Kind::Join,
+            &[0; 8],
+        );
         let _ = engine.handle(now, from, &j, &mut out);
     }
     let engine_sessions = live() - base;
@@ -81,16 +106,30 @@ pub fn measure(sessions: u32, objects: u32, scenes: u32) -> Value {
     for o in 0..objects {
         let d = o % sessions;
         seq[d as usize] += 1;
-        let f = Fields { translation: [o as f32, 0.0, 0.0], ..Fields::default() };
+        let f = Fields {
+            translation: [o as f32, 0.0, 0.0],
+            ..Fields::default()
+        };
         let b = ObjectBody::new(u64::from(o), MASK_TRANSLATION, f, &[]);
         let mut body = vec![0u8; b.len()];
         let _ = b.emit(&mut body);
-        let u = datagram(&keys[d as usize], d + 1, scene_of(d), seq[d as usize], Kind::ObjectUpdate, &body);
+        let u = datagram(
+            &keys[d as usize],
+            d + 1,
+            scene_of(d),
+            seq[d as usize],
+            Kind::ObjectUpdate,
+            &body,
+        );
         let mut out = Batch::default();
         let _ = engine.handle(now, from, &u, &mut out);
     }
     let object_bytes = live() - base;
-    assert_eq!(engine.objects(), objects as usize, "every object was accepted");
+    assert_eq!(
+        engine.objects(),
+        objects as usize,
+        "every object was accepted"
+    );
     assert_eq!(engine.joined(), sessions as usize);
     let per_session = (engine_sessions + fanout_sessions) as f64 / f64::from(sessions);
     let per_object = object_bytes as f64 / f64::from(objects);

@@ -19,7 +19,12 @@ use zonecast::wire::{
 use super::progress::Progress;
 use super::workload::{Outcome, Workload};
 
-pub fn run(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progress: &mut Progress) -> Outcome {
+pub fn run(
+    w: &Workload,
+    server: SocketAddr,
+    sessions: &SessionsFile,
+    progress: &mut Progress,
+) -> Outcome {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,7 +32,12 @@ pub fn run(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progress: 
     rt.block_on(drive(w, server, sessions, progress))
 }
 
-async fn drive(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progress: &mut Progress) -> Outcome {
+async fn drive(
+    w: &Workload,
+    server: SocketAddr,
+    sessions: &SessionsFile,
+    progress: &mut Progress,
+) -> Outcome {
     let total = (w.devices + w.stuck) as usize;
     let live = w.devices as usize;
     let entries = &sessions.devices[..total];
@@ -69,18 +79,24 @@ async fn drive(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progre
             let mut sub = sub;
             while let Some(msg) = sub.next().await {
                 let now = unix_ns();
-                let Ok(dg) = Datagram::parse(&msg.payload) else { continue };
+                let Ok(dg) = Datagram::parse(&msg.payload) else {
+                    continue;
+                };
                 let Some((_, key)) = keys.iter().find(|(id, _)| *id == dg.device()) else {
                     continue;
                 };
                 if dg.verify(key, Direction::ToServer).is_err() {
                     continue;
                 }
-                let Ok(body) = ObjectBody::parse(dg.body()) else { continue };
+                let Ok(body) = ObjectBody::parse(dg.body()) else {
+                    continue;
+                };
                 if body.fields.translation[0] >= warmup_x {
                     let mut o = shared.lock().expect("not poisoned");
                     o.delivered += 1;
-                    let _ = o.latency.record(now.saturating_sub(body.origin_timestamp_ns).max(1));
+                    let _ = o
+                        .latency
+                        .record(now.saturating_sub(body.origin_timestamp_ns).max(1));
                 }
             }
         });
@@ -89,8 +105,16 @@ async fn drive(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progre
         c.flush().await.expect("flush");
     }
     let payload = vec![0x42u8; w.payload];
-    let mask = if w.payload > 0 { MASK_TRANSLATION | MASK_PAYLOAD } else { MASK_TRANSLATION };
-    let members = |i: usize| (0..live).filter(|j| *j != i && w.scene_of(*j) == w.scene_of(i)).count() as u64;
+    let mask = if w.payload > 0 {
+        MASK_TRANSLATION | MASK_PAYLOAD
+    } else {
+        MASK_TRANSLATION
+    };
+    let members = |i: usize| {
+        (0..live)
+            .filter(|j| *j != i && w.scene_of(*j) == w.scene_of(i))
+            .count() as u64
+    };
     let mut next: Vec<Instant> = (0..live)
         .map(|i| start + period.mul_f64(i as f64 / live as f64))
         .collect();
@@ -107,12 +131,17 @@ async fn drive(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progre
                 if x >= warmup_x {
                     shared.lock().expect("not poisoned").expected += members(i);
                 }
-                let fields = Fields { translation: [x, 0.0, 0.0], ..Fields::default() };
+                let fields = Fields {
+                    translation: [x, 0.0, 0.0],
+                    ..Fields::default()
+                };
                 let (id, key) = &keys[i];
                 let mut b = ObjectBody::new(u64::from(*id), mask, fields, &payload);
                 b.origin_device = *id;
                 b.origin_timestamp_ns = unix_ns();
-                let Ok(len) = b.emit(&mut buf[HEADER_LEN..]) else { continue };
+                let Ok(len) = b.emit(&mut buf[HEADER_LEN..]) else {
+                    continue;
+                };
                 let f = HeaderFields {
                     kind: Kind::ObjectUpdate,
                     device: *id,
@@ -123,7 +152,9 @@ async fn drive(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progre
                 seq[i] += 1;
                 if let Ok(n) = seal(&mut buf, &f, len, key, Direction::ToServer) {
                     let subject = format!("zc.scene.{}", w.scene_of(i));
-                    let _ = clients[i].publish(subject, Bytes::copy_from_slice(&buf[..n])).await;
+                    let _ = clients[i]
+                        .publish(subject, Bytes::copy_from_slice(&buf[..n]))
+                        .await;
                 }
                 next[i] += period;
             }
@@ -132,7 +163,12 @@ async fn drive(w: &Workload, server: SocketAddr, sessions: &SessionsFile, progre
             let o = shared.lock().expect("not poisoned");
             progress.tick(&o, start);
         }
-        let wake = next.iter().copied().filter(|t| *t < end).min().unwrap_or(end);
+        let wake = next
+            .iter()
+            .copied()
+            .filter(|t| *t < end)
+            .min()
+            .unwrap_or(end);
         tokio::time::sleep_until(wake.into()).await;
     }
     for c in &clients {

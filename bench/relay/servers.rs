@@ -49,13 +49,19 @@ impl Drop for Server {
 /// `zonecast pair` serving the sessions in `sessions`, with `extra` arguments.
 pub fn zonecast_pair(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonecast"));
-    cmd.args(["pair", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
-        .args(["--stats-every-secs", "0"])
-        .arg("--sessions")
-        .arg(sessions)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "pair",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+    .args(["--stats-every-secs", "0"])
+    .arg("--sessions")
+    .arg(sessions)
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     pinned(&mut cmd, cpu);
     let mut child = cmd.spawn().expect("zonecast pair starts");
     let mut line = String::new();
@@ -97,7 +103,9 @@ pub fn nats_server(cpu: Option<usize>) -> Server {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     pinned(&mut cmd, cpu);
-    let child = cmd.spawn().expect("nats-server starts (scripts/bench installs it)");
+    let child = cmd
+        .spawn()
+        .expect("nats-server starts (scripts/bench installs it)");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {

@@ -53,14 +53,20 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
     }
     if let Path::Relay(_) = path {
         for d in devices.iter_mut() {
-            let snap = d.join_until_snapshot(0.0, Duration::from_secs(5)).expect("join");
+            let snap = d
+                .join_until_snapshot(0.0, Duration::from_secs(5))
+                .expect("join");
             assert!(snap.is_some(), "the pair did not answer a join");
         }
     }
     let live = w.devices as usize;
     // Scene members, by device index; stuck devices are members that never read.
     let members: Vec<Vec<usize>> = (0..total)
-        .map(|i| (0..total).filter(|j| *j != i && w.scene_of(*j) == w.scene_of(i)).collect())
+        .map(|i| {
+            (0..total)
+                .filter(|j| *j != i && w.scene_of(*j) == w.scene_of(i))
+                .collect()
+        })
         .collect();
     let receivers_of = |i: usize| members[i].iter().filter(|j| **j < live).count() as u64;
     let keys: Vec<_> = devices.iter().map(|d| d.session().key.clone()).collect();
@@ -140,11 +146,23 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
                 next[i] += period;
             }
         }
-        let wake = next.iter().copied().filter(|t| *t < end).min().unwrap_or(drain_until);
+        let wake = next
+            .iter()
+            .copied()
+            .filter(|t| *t < end)
+            .min()
+            .unwrap_or(drain_until);
         if poller.wait(wake.saturating_duration_since(Instant::now())) > 0 {
             for i in 0..live {
                 if poller.is_readable(i) {
-                    receive(&devices[i], &keys[i], ids[i], &mut rx, warmup_x, &mut outcome);
+                    receive(
+                        &devices[i],
+                        &keys[i],
+                        ids[i],
+                        &mut rx,
+                        warmup_x,
+                        &mut outcome,
+                    );
                 }
             }
         }
@@ -167,17 +185,23 @@ fn receive(
         let now = unix_ns();
         for k in 0..n {
             let d = rx.get(k);
-            let Ok(dg) = Datagram::parse(d.bytes) else { continue };
+            let Ok(dg) = Datagram::parse(d.bytes) else {
+                continue;
+            };
             if dg.device() != id || dg.kind() != Kind::ObjectUpdate {
                 continue;
             }
             if dg.verify(key, Direction::ToDevice).is_err() {
                 continue;
             }
-            let Ok(body) = ObjectBody::parse(dg.body()) else { continue };
+            let Ok(body) = ObjectBody::parse(dg.body()) else {
+                continue;
+            };
             if body.fields.translation[0] >= warmup_x {
                 out.delivered += 1;
-                let _ = out.latency.record(now.saturating_sub(body.origin_timestamp_ns).max(1));
+                let _ = out
+                    .latency
+                    .record(now.saturating_sub(body.origin_timestamp_ns).max(1));
             }
         }
         if n < rx.capacity() {

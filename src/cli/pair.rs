@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use zonecast::net::SocketOptions;
 use zonecast::pair::agent::AgentConfig;
-use zonecast::pair::{Pair, PairConfig, SessionsFile};
+use zonecast::pair::{Pair, PairConfig, SessionsFile, Threading};
 use zonecast::scene;
 
 #[derive(Args)]
@@ -52,6 +52,13 @@ pub struct PairArgs {
     /// Socket send buffer request, bytes.
     #[arg(long, default_value_t = 4 << 20)]
     send_buffer: usize,
+    /// Run ingest and fanout on two threads joined by the in-process channel bus, instead of
+    /// one thread that runs each burst to completion.
+    #[arg(long)]
+    split_threads: bool,
+    /// Spin on the socket instead of sleeping: lowest latency, one core at 100%.
+    #[arg(long)]
+    busy_poll: bool,
     /// Print a counters line to stderr this often (0: never).
     #[arg(long, default_value_t = 10)]
     stats_every_secs: u64,
@@ -75,6 +82,12 @@ pub fn run(a: PairArgs) -> Result<(), String> {
             ..scene::Config::default()
         },
         metrics: a.metrics,
+        threading: if a.split_threads {
+            Threading::Split
+        } else {
+            Threading::Fused
+        },
+        busy_poll: a.busy_poll,
     };
     let mut pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
     if let Some(control) = &a.control {

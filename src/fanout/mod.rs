@@ -6,6 +6,7 @@
 //! `refused`); a full socket send buffer waits at most a few milliseconds, then drops and
 //! counts. Allocation only happens when a session or a scene is added.
 
+mod direct;
 mod table;
 
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use zerocopy::IntoBytes;
 
+pub use direct::DirectFanout;
 pub use table::{Recipient, Table};
 
 use crate::ipc_bus::{Batch, BusError, EventKind, Subscriber};
@@ -38,7 +40,7 @@ pub struct Fanout<S: Subscriber> {
 impl<S: Subscriber> Fanout<S> {
     /// Runs until the bus closes (ingest stopped).
     pub fn run(mut self) -> Result<(), BusError> {
-        let mut sender = Sender::new(self.socket.as_raw_fd());
+        let mut sender = Sender::new(self.socket);
         loop {
             match self.subscriber.recv(Duration::from_millis(200)) {
                 Ok(Some(batch)) => {
@@ -56,6 +58,8 @@ impl<S: Subscriber> Fanout<S> {
 /// The state of the send side, separate from the loop so it can be driven by tests.
 pub struct Sender {
     fd: RawFd,
+    /// Keeps the socket behind `fd` open.
+    _socket: std::net::UdpSocket,
     table: Table,
     out: SendBatch,
     /// First outgoing sequence number of every session: the wall clock in microseconds when
@@ -66,9 +70,10 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(fd: RawFd) -> Sender {
+    pub fn new(socket: std::net::UdpSocket) -> Sender {
         Sender {
-            fd,
+            fd: socket.as_raw_fd(),
+            _socket: socket,
             table: Table::default(),
             out: SendBatch::new(BURST),
             first_seq: unix_ns() / 1000,

@@ -57,6 +57,12 @@ pub trait Publisher: Send {
     fn publish(&mut self, batch: Batch) -> Result<Batch, BusError>;
 }
 
+impl<P: Publisher + ?Sized> Publisher for Box<P> {
+    fn publish(&mut self, batch: Batch) -> Result<Batch, BusError> {
+        (**self).publish(batch)
+    }
+}
+
 /// The receiving side of the bus.
 pub trait Subscriber: Send {
     /// Waits up to `timeout` for the next batch. `Ok(None)` on timeout.

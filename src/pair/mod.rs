@@ -17,9 +17,9 @@ use std::time::Duration;
 pub use sessions::{SessionEntry, SessionsError, SessionsFile};
 pub use stats::{PairStats, StatsSnapshot};
 
-use crate::fanout::Fanout;
+use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
-use crate::ipc_bus::{Batch, Topic};
+use crate::ipc_bus::{Batch, Publisher, Topic};
 use crate::net::{bind_udp, SocketOptions};
 use crate::scene::{self, Engine};
 use crate::udp_ingest::{self, Ingest, SessionControl};
@@ -36,6 +36,20 @@ pub struct PairConfig {
     pub scene: scene::Config,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// How ingest and fanout share the CPU.
+    pub threading: Threading,
+    /// Spin on the socket instead of sleeping in epoll: lowest latency, one core at 100%.
+    pub busy_poll: bool,
+}
+
+/// How a pair runs its ingest and fanout halves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Threading {
+    /// One thread takes each burst from recvmmsg through the engine to sendmmsg (direct bus).
+    #[default]
+    Fused,
+    /// Ingest and fanout on two threads joined by the in-process channel bus.
+    Split,
 }
 
 impl Default for PairConfig {
@@ -45,6 +59,8 @@ impl Default for PairConfig {
             socket: SocketOptions::default(),
             scene: scene::Config::default(),
             metrics: None,
+            threading: Threading::default(),
+            busy_poll: false,
         }
     }
 }
@@ -99,38 +115,57 @@ impl Pair {
             let key = s.session_key().map_err(PairError::Sessions)?;
             engine.admit(s.device, s.scene, key, &mut initial);
         }
-        let mut bus = InprocBus::new(BUS_CAPACITY);
-        let subscriber = bus.subscribe(&[Topic::All]);
         let stop = Arc::new(AtomicBool::new(false));
         let tick = (config.scene.evict_after / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(50));
         let mut socket = mio::net::UdpSocket::from_std(socket);
         let (poll, sessions_control, commands) =
             udp_ingest::prepare(&mut socket).map_err(PairError::Bind)?;
-        let ingest = Ingest {
+        let busy_poll = config.busy_poll;
+        let ingest = |publisher: Box<dyn Publisher>| Ingest {
             socket,
             engine,
-            publisher: bus.publisher(),
+            publisher,
             stats: stats.clone(),
             stop: stop.clone(),
             tick,
             commands,
+            busy_poll,
         };
-        let fanout = Fanout {
-            socket: send_socket,
-            subscriber,
-            stats: stats.clone(),
+        let threads = match config.threading {
+            Threading::Fused => {
+                let direct = DirectFanout {
+                    sender: Sender::new(send_socket),
+                    stats: stats.clone(),
+                };
+                let ingest = ingest(Box::new(direct));
+                vec![spawn("zc-pair", move || {
+                    if let Err(e) = ingest.run(poll, initial) {
+                        eprintln!("zonecast pair: stopped: {e}");
+                    }
+                })]
+            }
+            Threading::Split => {
+                let mut bus = InprocBus::new(BUS_CAPACITY);
+                let subscriber = bus.subscribe(&[Topic::All]);
+                let ingest = ingest(Box::new(bus.publisher()));
+                let fanout = Fanout {
+                    socket: send_socket,
+                    subscriber,
+                    stats: stats.clone(),
+                };
+                vec![
+                    spawn("zc-ingest", move || {
+                        if let Err(e) = ingest.run(poll, initial) {
+                            eprintln!("zonecast pair: ingest stopped: {e}");
+                        }
+                    }),
+                    spawn("zc-fanout", move || {
+                        let _ = fanout.run();
+                    }),
+                ]
+            }
         };
-        let threads = vec![
-            spawn("zc-ingest", move || {
-                if let Err(e) = ingest.run(poll, initial) {
-                    eprintln!("zonecast pair: ingest stopped: {e}");
-                }
-            }),
-            spawn("zc-fanout", move || {
-                let _ = fanout.run();
-            }),
-        ];
         Ok(Pair {
             udp,
             metrics,

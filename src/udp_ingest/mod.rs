@@ -66,6 +66,8 @@ pub struct Ingest<P: Publisher> {
     pub tick: Duration,
     /// Session changes from the pair's agent (the controller's assignment).
     pub commands: Receiver<SessionCommand>,
+    /// Never sleep: poll the socket in a loop (lowest latency, a core at 100%).
+    pub busy_poll: bool,
 }
 
 /// A change to the sessions a pair serves, applied by ingest between bursts.
@@ -125,13 +127,23 @@ impl<P: Publisher> Ingest<P> {
         let mut received = 0u64;
         let mut next_tick = Instant::now() + self.tick;
         let fd = self.socket.as_raw_fd();
+        let mut idle = false;
         while !self.stop.load(Relaxed) {
-            let wait = next_tick.saturating_duration_since(Instant::now());
-            if let Err(e) = poll.poll(&mut events, Some(wait)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e.into());
+            if self.busy_poll {
+                // Spinning: yield when idle so the kernel's softirq thread and our other
+                // threads on this core still run (loopback delivery can be deferred to them).
+                if idle {
+                    std::thread::yield_now();
+                }
+            } else {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                if let Err(e) = poll.poll(&mut events, Some(wait)) {
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e.into());
+                    }
                 }
             }
+            idle = true;
             while let Ok(cmd) = self.commands.try_recv() {
                 match cmd {
                     SessionCommand::Admit { device, scene, key } => {
@@ -157,6 +169,7 @@ impl<P: Publisher> Ingest<P> {
                     Err(e) => return Err(e.into()),
                 };
                 let now = Instant::now();
+                idle &= n == 0;
                 for i in 0..n {
                     let d = rx.get(i);
                     received += 1;
