@@ -79,6 +79,7 @@ fn parse_args() -> Args {
             secs: num("--secs", 5.0),
             warmup_secs: num("--warmup-secs", 1.0),
             stuck: 0,
+            spin: flag("--spin"),
         },
         runs: num("--runs", 1.0).max(1.0) as usize,
         modes: get("--modes")

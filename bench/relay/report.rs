@@ -122,6 +122,13 @@ pub fn print_row(mode: &str, o: &Outcome) {
     );
 }
 
+/// Cores online (not limited by this thread's affinity, unlike `available_parallelism`).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    n.max(1) as usize
+}
+
 /// What machine this is.
 pub fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -142,7 +149,7 @@ pub fn machine() -> Value {
         .unwrap_or(0);
     json!({
         "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cores": online_cpus(),
         "kernel": kernel.trim(),
         "memory_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
     })

@@ -19,6 +19,9 @@ pub struct Workload {
     pub warmup_secs: f64,
     /// Extra devices that join and never read (slow-device experiment).
     pub stuck: u32,
+    /// The generator polls its sockets without sleeping (UDP modes), so the receiving core
+    /// never has to be woken: shows the relay's own latency without the VM's wake-up cost.
+    pub spin: bool,
 }
 
 impl Workload {
@@ -43,7 +46,7 @@ impl Workload {
         json!({
             "devices": self.devices, "scenes": self.scenes, "hz_per_device": self.hz,
             "payload_bytes": self.payload, "secs": self.secs, "warmup_secs": self.warmup_secs,
-            "stuck_devices": self.stuck,
+            "stuck_devices": self.stuck, "generator_spins": self.spin,
         })
     }
 }
