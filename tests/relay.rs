@@ -10,7 +10,16 @@ use zonecast::wire::{Fields, MASK_ALL};
 
 #[test]
 fn three_devices_receive_each_others_updates_never_their_own() {
-    let pair = PairProcess::start(3, &[]);
+    three_devices(&[]);
+}
+
+#[test]
+fn the_split_thread_pair_relays_the_same() {
+    three_devices(&["--split-threads"]);
+}
+
+fn three_devices(pair_args: &[&str]) {
+    let pair = PairProcess::start(3, pair_args);
     let mut devs: Vec<_> = (1..=3).map(|id| pair.joined(id)).collect();
     const N: usize = 20;
     for round in 0..N {
@@ -155,7 +164,8 @@ fn dead_and_stuck_devices_do_not_cost_the_others_their_updates() {
     assert_eq!(got.len(), N);
     let xs: Vec<f32> = got.iter().map(|r| r.fields.translation[0]).collect();
     assert_eq!(xs, (0..N).map(|i| i as f32).collect::<Vec<_>>());
-    let out = pair.wait_metric("zonecast_fanout_datagrams_total", 3 * N as u64);
-    assert!(out >= 3 * N as u64, "fanout sent {out}");
+    // Every update went to all three others, the dead and the stuck one included.
+    let out = pair.wait_metric("zonecast_fanout_updates_total", 3 * N as u64);
+    assert_eq!(out, 3 * N as u64, "fanout sent {out} updates");
     drop(stuck);
 }

@@ -13,6 +13,7 @@ use zonecast::client::{Device, Poller, Session};
 use zonecast::net::mmsg::{RecvBatch, SendBatch};
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
+use zonecast::wire::bundle;
 use zonecast::wire::{
     seal, Datagram, Direction, Fields, HeaderFields, Kind, ObjectBody, HEADER_LEN, MASK_PAYLOAD,
     MASK_TRANSLATION,
@@ -188,20 +189,30 @@ fn receive(
             let Ok(dg) = Datagram::parse(d.bytes) else {
                 continue;
             };
-            if dg.device() != id || dg.kind() != Kind::ObjectUpdate {
+            if dg.device() != id || dg.verify(key, Direction::ToDevice).is_err() {
                 continue;
             }
-            if dg.verify(key, Direction::ToDevice).is_err() {
-                continue;
-            }
-            let Ok(body) = ObjectBody::parse(dg.body()) else {
-                continue;
+            let mut record = |body: &[u8]| {
+                let Ok(body) = ObjectBody::parse(body) else {
+                    return;
+                };
+                if body.fields.translation[0] >= warmup_x {
+                    out.delivered += 1;
+                    let _ = out
+                        .latency
+                        .record(now.saturating_sub(body.origin_timestamp_ns).max(1));
+                }
             };
-            if body.fields.translation[0] >= warmup_x {
-                out.delivered += 1;
-                let _ = out
-                    .latency
-                    .record(now.saturating_sub(body.origin_timestamp_ns).max(1));
+            match dg.kind() {
+                Kind::ObjectUpdate => record(dg.body()),
+                Kind::Bundle => {
+                    for (kind, body) in bundle::entries(dg.body()).flatten() {
+                        if kind == Kind::ObjectUpdate {
+                            record(body);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         if n < rx.capacity() {

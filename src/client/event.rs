@@ -1,9 +1,11 @@
 //! What a device receives, decoded into owned values.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::net::unix_ns;
+use crate::wire::bundle;
 use crate::wire::{
     parse_exact, Datagram, Fields, KeepaliveAckBody, Kind, ObjectBody, PeerLeftBody, RedirectBody,
     RejectBody, RejectReason, SnapshotHead, WireError, LEAVE_TIMED_OUT,
@@ -75,15 +77,44 @@ pub enum Event {
 }
 
 impl Event {
-    /// Decodes a verified server-to-device datagram.
+    /// Decodes a verified server-to-device datagram into the events it carries (several for a
+    /// bundle), appended to `out`. Nothing is appended on error.
+    pub fn decode_into(dg: &Datagram<'_>, out: &mut VecDeque<Event>) -> Result<(), WireError> {
+        if dg.kind() != Kind::Bundle {
+            out.push_back(Event::decode(dg)?);
+            return Ok(());
+        }
+        let start = out.len();
+        for entry in bundle::entries(dg.body()) {
+            match entry.and_then(|(kind, body)| Event::object(kind, body)) {
+                Ok(e) => out.push_back(e),
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An object event of `kind` from its body.
+    fn object(kind: Kind, body: &[u8]) -> Result<Event, WireError> {
+        let record = ObjectRecord::from_body(&ObjectBody::parse(body)?);
+        Ok(match kind {
+            Kind::ObjectUpdate => Event::Update(record),
+            Kind::ObjectOverwrite => Event::Overwrite(record),
+            Kind::ObjectDelete => Event::Delete(record),
+            _ => return Err(WireError::Malformed),
+        })
+    }
+
+    /// Decodes a verified server-to-device datagram that carries one event (not a bundle).
     pub fn decode(dg: &Datagram<'_>) -> Result<Event, WireError> {
         let body = dg.body();
         Ok(match dg.kind() {
-            Kind::ObjectUpdate => Event::Update(ObjectRecord::from_body(&ObjectBody::parse(body)?)),
-            Kind::ObjectOverwrite => {
-                Event::Overwrite(ObjectRecord::from_body(&ObjectBody::parse(body)?))
+            kind @ (Kind::ObjectUpdate | Kind::ObjectOverwrite | Kind::ObjectDelete) => {
+                Event::object(kind, body)?
             }
-            Kind::ObjectDelete => Event::Delete(ObjectRecord::from_body(&ObjectBody::parse(body)?)),
             Kind::Snapshot => {
                 let (head, records) = SnapshotHead::parse(body)?;
                 let objects = records
@@ -126,7 +157,9 @@ impl Event {
                     timed_out: b.reason == LEAVE_TIMED_OUT,
                 }
             }
-            Kind::Join | Kind::Leave | Kind::Keepalive => return Err(WireError::Malformed),
+            Kind::Join | Kind::Leave | Kind::Keepalive | Kind::Bundle => {
+                return Err(WireError::Malformed)
+            }
         })
     }
 }

@@ -10,6 +10,7 @@ mod event;
 mod poller;
 mod roaming;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -76,6 +77,8 @@ pub struct Device {
     join_pending: Option<Instant>,
     /// Epoch of the assignment the device follows (0: none known).
     epoch: u64,
+    /// Events decoded from a bundle and not yet returned.
+    pending: VecDeque<Event>,
     rx: [u8; 2048],
     tx: [u8; MAX_DATAGRAM],
 }
@@ -101,6 +104,7 @@ impl Device {
             last_heard: None,
             join_pending: None,
             epoch: 0,
+            pending: VecDeque::new(),
             rx: [0; 2048],
             tx: [0; MAX_DATAGRAM],
         })
@@ -318,6 +322,9 @@ impl Device {
     /// The next valid event if one is queued, without waiting.
     pub fn try_recv(&mut self) -> Result<Option<Event>, ClientError> {
         loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Ok(Some(e));
+            }
             let len = match self.socket.recv_from(&mut self.rx) {
                 Ok((len, _)) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
@@ -325,7 +332,11 @@ impl Device {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => return Err(e.into()),
             };
-            match self.decode(len) {
+            if !self.decode(len) {
+                self.dropped += 1;
+                continue;
+            }
+            match self.pending.pop_front() {
                 // A redirect older than the assignment the device follows is a replay: the
                 // inbound window restarts with each pair, the epoch does not.
                 Some(Event::Redirect { epoch, .. }) if epoch <= self.epoch => self.dropped += 1,
@@ -334,26 +345,38 @@ impl Device {
                     return Ok(Some(Event::Redirect { to, epoch }));
                 }
                 Some(e) => return Ok(Some(e)),
-                None => self.dropped += 1,
+                None => {}
             }
         }
     }
 
-    /// Verifies and decodes the datagram in `rx[..len]`.
-    fn decode(&mut self, len: usize) -> Option<Event> {
-        let dg = Datagram::parse(&self.rx[..len]).ok()?;
+    /// Verifies the datagram in `rx[..len]` and queues its events; false if it is not valid.
+    fn decode(&mut self, len: usize) -> bool {
+        let Ok(dg) = Datagram::parse(&self.rx[..len]) else {
+            return false;
+        };
         if dg.device() != self.session.device || dg.scene() != self.session.scene {
-            return None;
+            return false;
         }
-        dg.verify(&self.session.key, Direction::ToDevice).ok()?;
+        if dg.verify(&self.session.key, Direction::ToDevice).is_err() {
+            return false;
+        }
         if !self.inbound.accept(dg.seq()) {
-            return None;
+            return false;
         }
-        let event = Event::decode(&dg).ok()?;
+        let before = self.pending.len();
+        if Event::decode_into(&dg, &mut self.pending).is_err() {
+            return false;
+        }
         self.last_heard = Some(Instant::now());
-        if matches!(event, Event::Snapshot { .. }) {
+        if self
+            .pending
+            .iter()
+            .skip(before)
+            .any(|e| matches!(e, Event::Snapshot { .. }))
+        {
             self.join_pending = None;
         }
-        Some(event)
+        true
     }
 }

@@ -23,6 +23,7 @@ use crate::ipc_bus::{Batch, BusError, EventKind, Subscriber};
 use crate::net::mmsg::{FlushReport, SendBatch};
 use crate::net::unix_ns;
 use crate::pair::PairStats;
+use crate::wire::bundle::{BundleWriter, ENTRY_HEAD};
 use crate::wire::{
     seal, Direction, HeaderFields, Kind, PeerLeftBody, SessionKey, HEADER_LEN, MAX_BODY,
 };
@@ -67,6 +68,10 @@ pub struct Sender {
     first_seq: u64,
     totals: FlushReport,
     no_session: u64,
+    /// Scratch: the scenes of a relay run.
+    scenes: Vec<u32>,
+    /// Object updates put into datagrams (one per recipient; a bundle carries several).
+    updates: u64,
 }
 
 impl Sender {
@@ -79,13 +84,30 @@ impl Sender {
             first_seq: unix_ns() / 1000,
             totals: FlushReport::default(),
             no_session: 0,
+            scenes: Vec::new(),
+            updates: 0,
         }
     }
 
     /// Handles every event of `batch` in order and sends the resulting datagrams.
     pub fn process(&mut self, batch: &Batch) {
         let now_ns = unix_ns();
-        for (e, data) in batch.iter() {
+        let mut i = 0;
+        while let Some((e, data)) = batch.get(i) {
+            if let EventKind::Relay(_) = e.kind {
+                // A run of relays is fanned out together so each recipient gets them bundled.
+                let mut end = i + 1;
+                while batch
+                    .get(end)
+                    .is_some_and(|(e, _)| matches!(e.kind, EventKind::Relay(_)))
+                {
+                    end += 1;
+                }
+                self.relay_run(batch, i, end, now_ns);
+                i = end;
+                continue;
+            }
+            i += 1;
             match e.kind {
                 EventKind::Admitted => {
                     if let Ok(raw) = <[u8; 32]>::try_from(data) {
@@ -115,9 +137,7 @@ impl Sender {
                     };
                     self.send_to_scene(Kind::PeerLeft, e.scene, None, body.as_bytes(), now_ns);
                 }
-                EventKind::Relay(kind) => {
-                    self.send_to_scene(kind, e.scene, Some(e.device), data, now_ns);
-                }
+                EventKind::Relay(_) => {}
                 EventKind::Direct(kind) => {
                     self.send_to_device(kind, e.scene, e.device, e.addr, data, now_ns);
                 }
@@ -134,6 +154,79 @@ impl Sender {
             .store(self.totals.buffer_full, Relaxed);
         stats.fanout_refused.store(self.totals.refused, Relaxed);
         stats.fanout_no_session.store(self.no_session, Relaxed);
+        stats.fanout_updates.store(self.updates, Relaxed);
+    }
+
+    /// Fans out the relay events `batch[from..to]`: for each member of each scene concerned,
+    /// the updates of the others in as few datagrams as fit (a plain object datagram when
+    /// there is one, a bundle when there are several), in their order.
+    fn relay_run(&mut self, batch: &Batch, from: usize, to: usize, now_ns: u64) {
+        self.scenes.clear();
+        for k in from..to {
+            if let Some((e, _)) = batch.get(k) {
+                if !self.scenes.contains(&e.scene) {
+                    self.scenes.push(e.scene);
+                }
+            }
+        }
+        for si in 0..self.scenes.len() {
+            let scene = self.scenes[si];
+            let Some(members) = self.table.members.get(&scene) else {
+                continue;
+            };
+            for &device in members {
+                let Some(r) = self.table.devices.get_mut(&device) else {
+                    continue;
+                };
+                let mut k = from;
+                while k < to {
+                    if self.out.is_full() {
+                        self.totals = add(self.totals, self.out.flush(self.fd));
+                    }
+                    let buf = self.out.next_buf();
+                    let mut w = BundleWriter::new(&mut buf[HEADER_LEN..HEADER_LEN + MAX_BODY]);
+                    let mut last = Kind::ObjectUpdate;
+                    while let Some((e, data)) = batch.get(k).filter(|_| k < to) {
+                        if let EventKind::Relay(kind) = e.kind {
+                            if e.scene == scene && e.device != device {
+                                if !w.push(kind, data) {
+                                    break;
+                                }
+                                last = kind;
+                            }
+                        }
+                        k += 1;
+                    }
+                    let (count, len) = (w.count(), w.len());
+                    if count == 0 {
+                        break;
+                    }
+                    let (kind, body_len) = if count == 1 {
+                        // One update: send it as itself, not as a bundle of one.
+                        let start = HEADER_LEN + ENTRY_HEAD;
+                        buf.copy_within(start..HEADER_LEN + len, HEADER_LEN);
+                        (last, len - ENTRY_HEAD)
+                    } else {
+                        (Kind::Bundle, len)
+                    };
+                    let Some(to_addr) = r.addr.as_ref() else {
+                        break;
+                    };
+                    let fields = HeaderFields {
+                        kind,
+                        device,
+                        scene,
+                        seq: r.seq,
+                        timestamp_ns: now_ns,
+                    };
+                    if let Ok(n) = seal(buf, &fields, body_len, &r.key, Direction::ToDevice) {
+                        r.seq += 1;
+                        self.updates += count as u64;
+                        self.out.commit(n, to_addr);
+                    }
+                }
+            }
+        }
     }
 
     /// One datagram to every joined member of `scene` except `skip`.

@@ -99,6 +99,12 @@ impl Batch {
             .map(|e| (e, &self.data[e.data.start as usize..e.data.end as usize]))
     }
 
+    /// Event `i` with its bytes.
+    pub fn get(&self, i: usize) -> Option<(&Event, &[u8])> {
+        let e = self.events.get(i)?;
+        Some((e, &self.data[e.data.start as usize..e.data.end as usize]))
+    }
+
     pub fn len(&self) -> usize {
         self.events.len()
     }

@@ -16,6 +16,8 @@ pub struct PairStats {
     pub joined: AtomicU64,
     pub objects: AtomicU64,
     pub fanout_datagrams: AtomicU64,
+    /// Object updates sent (a bundle datagram carries several).
+    pub fanout_updates: AtomicU64,
     pub fanout_buffer_full: AtomicU64,
     pub fanout_refused: AtomicU64,
     /// Events for a device fanout has no session for (a bug if ever non-zero).
@@ -32,6 +34,7 @@ pub struct StatsSnapshot {
     pub joined: u64,
     pub objects: u64,
     pub fanout_datagrams: u64,
+    pub fanout_updates: u64,
     pub fanout_buffer_full: u64,
     pub fanout_refused: u64,
     pub fanout_no_session: u64,
@@ -58,6 +61,7 @@ impl PairStats {
             joined: self.joined.load(Relaxed),
             objects: self.objects.load(Relaxed),
             fanout_datagrams: self.fanout_datagrams.load(Relaxed),
+            fanout_updates: self.fanout_updates.load(Relaxed),
             fanout_buffer_full: self.fanout_buffer_full.load(Relaxed),
             fanout_refused: self.fanout_refused.load(Relaxed),
             fanout_no_session: self.fanout_no_session.load(Relaxed),
@@ -128,6 +132,12 @@ impl StatsSnapshot {
             "counter",
             "Datagrams sent.",
             &[("", self.fanout_datagrams)],
+        );
+        metric(
+            "fanout_updates_total",
+            "counter",
+            "Object updates sent to devices (a bundle datagram carries several).",
+            &[("", self.fanout_updates)],
         );
         metric(
             "fanout_dropped_total",

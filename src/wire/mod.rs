@@ -9,6 +9,7 @@
 
 mod auth;
 mod bodies;
+pub mod bundle;
 mod header;
 mod object;
 
@@ -67,6 +68,8 @@ pub enum Kind {
     Reject = 10,
     /// Another device left the scene (body: [`PeerLeftBody`]).
     PeerLeft = 11,
+    /// Several object datagrams for one device in one (body: [`bundle`] entries).
+    Bundle = 12,
 }
 
 impl Kind {
@@ -84,6 +87,7 @@ impl Kind {
             9 => Kind::Redirect,
             10 => Kind::Reject,
             11 => Kind::PeerLeft,
+            12 => Kind::Bundle,
             _ => return None,
         })
     }
