@@ -21,7 +21,7 @@ OBJECT_HEAD = struct.Struct("<QIBBHQQ")  # object, origin_device, mask, flags, p
 SNAPSHOT_HEAD = struct.Struct("<IHHHH")  # snapshot_id, chunk_index, chunk_count, object_count, reserved
 TAG_LEN = 16
 TO_SERVER, TO_DEVICE = 0, 1
-JOIN, UPDATE, SNAPSHOT = 1, 5, 8
+JOIN, UPDATE, SNAPSHOT, BUNDLE = 1, 5, 8, 12
 
 
 def nonce(device, direction, seq):
@@ -84,6 +84,10 @@ def main():
     seq += 1
     while True:
         kind, body = open_datagram(key, sock.recv(2048), device)
+        if kind == BUNDLE:
+            # Entries: kind (u8), reserved (u8), len (u16 LE), object body.
+            entry_kind, _, length = struct.unpack_from("<BBH", body)
+            kind, body = entry_kind, body[4:4 + length]
         if kind == UPDATE:
             record, used = parse_object(body)
             assert used == len(body), "trailing bytes"
