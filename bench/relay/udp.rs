@@ -71,9 +71,9 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
         .collect();
     let receivers_of = |i: usize| members[i].iter().filter(|j| **j < live).count() as u64;
     let keys: Vec<_> = devices.iter().map(|d| d.session().key.clone()).collect();
-    let addrs: Vec<socket2::SockAddr> = devices
+    let addrs: Vec<SocketAddr> = devices
         .iter()
-        .map(|d| d.local_addr().expect("bound").into())
+        .map(|d| d.local_addr().expect("bound"))
         .collect();
     let ids: Vec<u32> = devices.iter().map(|d| d.session().device).collect();
     // Raw floor: the sequence each receiver expects from "its pair".
@@ -138,7 +138,7 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
                             };
                             inbound_seq[j] += 1;
                             if let Ok(n) = seal(buf, &f, len, &keys[j], Direction::ToDevice) {
-                                tx.commit(n, &addrs[j]);
+                                tx.commit(n, addrs[j]);
                             }
                         }
                         tx.flush(devices[i].socket().as_raw_fd());

@@ -209,7 +209,7 @@ impl Sender {
                     } else {
                         (Kind::Bundle, len)
                     };
-                    let Some(to_addr) = r.addr.as_ref() else {
+                    let Some(to_addr) = r.addr else {
                         break;
                     };
                     let fields = HeaderFields {
@@ -272,14 +272,13 @@ impl Sender {
         if self.out.is_full() {
             self.totals = add(self.totals, self.out.flush(self.fd));
         }
-        let addr = addr.map(socket2::SockAddr::from);
         queue(
             &mut self.out,
             r,
             device,
             kind,
             scene,
-            addr.as_ref(),
+            addr,
             body,
             now_ns,
         );
@@ -300,11 +299,11 @@ fn queue(
     device: u32,
     kind: Kind,
     scene: u32,
-    addr: Option<&socket2::SockAddr>,
+    addr: Option<std::net::SocketAddr>,
     body: &[u8],
     now_ns: u64,
 ) {
-    let Some(to) = addr.or(r.addr.as_ref()) else {
+    let Some(to) = addr.or(r.addr) else {
         return;
     };
     if body.len() > MAX_BODY {

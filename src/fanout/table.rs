@@ -4,16 +4,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use socket2::SockAddr;
-
 use crate::wire::SessionKey;
 
 /// One device as fanout sees it.
 pub struct Recipient {
     pub scene: u32,
     pub key: SessionKey,
-    /// Kernel form of the address, converted once when it changes.
-    pub addr: Option<SockAddr>,
+    pub addr: Option<SocketAddr>,
     pub joined: bool,
     /// Next sequence number of datagrams to this device.
     pub seq: u64,
@@ -49,7 +46,7 @@ impl Table {
         let Some(r) = self.devices.get_mut(&device) else {
             return false;
         };
-        r.addr = Some(addr.into());
+        r.addr = Some(addr);
         if !r.joined {
             r.joined = true;
             self.members.entry(r.scene).or_default().push(device);
@@ -59,7 +56,7 @@ impl Table {
 
     pub fn moved(&mut self, device: u32, addr: SocketAddr) {
         if let Some(r) = self.devices.get_mut(&device) {
-            r.addr = Some(addr.into());
+            r.addr = Some(addr);
         }
     }
 

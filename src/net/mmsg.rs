@@ -206,7 +206,8 @@ impl SendBatch {
     }
 
     /// Queues the datagram written into `next_buf` for `to`.
-    pub fn commit(&mut self, len: usize, to: &SockAddr) {
+    pub fn commit(&mut self, len: usize, to: SocketAddr) {
+        let to = SockAddr::from(to);
         let i = self.queued;
         if i == self.slots.hdrs.len() {
             return;

@@ -30,21 +30,23 @@ pub fn nonce(device: u32, dir: Direction, seq: u64) -> [u8; 12] {
     n
 }
 
-/// A device's 32-byte session key, ready to sign and verify.
+/// A device's 32-byte session key. Only the raw key is stored (a ring key object is sized for
+/// its largest algorithm, several hundred bytes); the cipher is built per use, which for
+/// ChaCha20 is a copy of the key.
 #[derive(Clone)]
 pub struct SessionKey {
     raw: [u8; 32],
-    cipher: LessSafeKey,
 }
 
 impl SessionKey {
     pub fn new(raw: [u8; 32]) -> SessionKey {
-        let key = UnboundKey::new(&CHACHA20_POLY1305, &raw)
+        SessionKey { raw }
+    }
+
+    fn cipher(&self) -> LessSafeKey {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, &self.raw)
             .expect("a 32-byte key is the ChaCha20-Poly1305 key length");
-        SessionKey {
-            cipher: LessSafeKey::new(key),
-            raw,
-        }
+        LessSafeKey::new(key)
     }
 
     /// Parses 64 hex characters.
@@ -73,7 +75,7 @@ impl SessionKey {
     pub fn sign(&self, device: u32, dir: Direction, seq: u64, signed: &[u8]) -> [u8; TAG_LEN] {
         let n = Nonce::assume_unique_for_key(nonce(device, dir, seq));
         let tag = self
-            .cipher
+            .cipher()
             .seal_in_place_separate_tag(n, Aad::from(signed), &mut [])
             .expect("ChaCha20-Poly1305 accepts any associated data below 2^64 bytes");
         let mut out = [0u8; TAG_LEN];
@@ -92,7 +94,7 @@ impl SessionKey {
     ) -> Result<(), WireError> {
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| WireError::BadTag)?;
         let n = Nonce::assume_unique_for_key(nonce(device, dir, seq));
-        self.cipher
+        self.cipher()
             .open_in_place_separate_tag(n, Aad::from(signed), Tag::from(tag), &mut [], 0..)
             .map(|_| ())
             .map_err(|_| WireError::BadTag)
