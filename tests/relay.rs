@@ -169,3 +169,32 @@ fn dead_and_stuck_devices_do_not_cost_the_others_their_updates() {
     assert_eq!(out, 3 * N as u64, "fanout sent {out} updates");
     drop(stuck);
 }
+
+#[test]
+fn a_sharded_pair_keeps_each_scene_whole() {
+    // Two shards on one port; devices in scenes 1 and 2 (sessions alternate scenes).
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = zonecast::pair::SessionsFile::generate(1, 6, 2);
+    let path = dir.path().join("s.json");
+    std::fs::write(&path, sessions.to_json()).unwrap();
+    let pair = PairProcess::start_with(&path, sessions, &["--shards", "2"]);
+    let mut devs: Vec<_> = (1..=6).map(|id| pair.joined(id)).collect();
+    for d in devs.iter_mut() {
+        let id = d.session().device;
+        move_to(d, u64::from(id), id as f32);
+    }
+    for d in devs.iter_mut() {
+        let (me, scene) = (d.session().device, d.session().scene);
+        let got = collect_updates(d, 2, Duration::from_secs(5));
+        let mut from: Vec<u32> = got.iter().map(|r| r.origin_device).collect();
+        from.sort();
+        let expected: Vec<u32> = (1..=6u32)
+            .filter(|o| *o != me && pair.sessions.get(*o).unwrap().scene == scene)
+            .collect();
+        assert_eq!(from, expected, "device {me} in scene {scene}");
+        assert!(updates(&drain(d, Duration::from_millis(100))).is_empty());
+    }
+    let m = pair.metrics();
+    assert_eq!(m["zonecast_devices_joined"], 6, "metrics add the shards up");
+    assert_eq!(m["zonecast_ingest_accepted_total"], 12);
+}

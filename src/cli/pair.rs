@@ -59,6 +59,10 @@ pub struct PairArgs {
     /// Spin on the socket instead of sleeping: lowest latency, one core at 100%.
     #[arg(long)]
     busy_poll: bool,
+    /// Shards across cores: sockets sharing the port (SO_REUSEPORT) with the kernel steering
+    /// each datagram by its scene, each shard with its own thread and scenes.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
     /// Print a counters line to stderr this often (0: never).
     #[arg(long, default_value_t = 10)]
     stats_every_secs: u64,
@@ -88,6 +92,7 @@ pub fn run(a: PairArgs) -> Result<(), String> {
             Threading::Fused
         },
         busy_poll: a.busy_poll,
+        shards: a.shards.clamp(1, 64),
     };
     let mut pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
     if let Some(control) = &a.control {

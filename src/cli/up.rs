@@ -234,12 +234,7 @@ fn simulate(
 fn sum(pairs: &[Pair]) -> StatsSnapshot {
     let mut total = StatsSnapshot::default();
     for p in pairs {
-        let s = p.stats().snapshot();
-        total.ingest_accepted += s.ingest_accepted;
-        total.fanout_datagrams += s.fanout_datagrams;
-        total.joined += s.joined;
-        total.objects += s.objects;
-        total.ingest_drops.merge(&s.ingest_drops);
+        total.add(&p.stats().snapshot());
     }
     total
 }

@@ -272,16 +272,7 @@ impl Sender {
         if self.out.is_full() {
             self.totals = add(self.totals, self.out.flush(self.fd));
         }
-        queue(
-            &mut self.out,
-            r,
-            device,
-            kind,
-            scene,
-            addr,
-            body,
-            now_ns,
-        );
+        queue(&mut self.out, r, device, kind, scene, addr, body, now_ns);
     }
 
     fn flush(&mut self) {

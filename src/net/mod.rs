@@ -4,7 +4,7 @@
 pub mod mmsg;
 mod socket;
 
-pub use socket::{bind_udp, SocketOptions};
+pub use socket::{bind_udp, bind_udp_shards, shard_of, SocketOptions};
 
 /// Wall clock in nanoseconds since the Unix epoch (the wire's timestamp unit).
 pub fn unix_ns() -> u64 {

@@ -40,3 +40,94 @@ pub fn bind_udp(addr: SocketAddr, opts: &SocketOptions) -> io::Result<UdpSocket>
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// Which of `shards` sockets the kernel steers a datagram of `scene` to: the steering program
+/// reads the low byte of the scene field (byte 8 of the payload, little-endian), modulo
+/// `shards`, so consecutive scene ids land on consecutive shards.
+pub fn shard_of(scene: u32, shards: usize) -> usize {
+    ((scene & 0xff) % shards.max(1) as u32) as usize
+}
+
+/// Binds `shards` non-blocking UDP sockets to one address with SO_REUSEPORT and attaches a
+/// classic BPF program that steers each datagram by its scene, so every datagram of a scene
+/// reaches the same socket (and so the same scene state). One socket needs no steering.
+pub fn bind_udp_shards(
+    addr: SocketAddr,
+    opts: &SocketOptions,
+    shards: usize,
+) -> io::Result<Vec<UdpSocket>> {
+    if shards <= 1 {
+        return Ok(vec![bind_udp(addr, opts)?]);
+    }
+    let shared = SocketOptions {
+        reuse_port: true,
+        ..opts.clone()
+    };
+    let first = bind_udp(addr, &shared)?;
+    let bound = first.local_addr()?;
+    attach_scene_steering(&first, shards)?;
+    let mut sockets = vec![first];
+    for _ in 1..shards {
+        sockets.push(bind_udp(bound, &shared)?);
+    }
+    Ok(sockets)
+}
+
+/// `ldb [8]; mod #shards; ret a` as SO_ATTACH_REUSEPORT_CBPF (the program sees the UDP
+/// payload). A datagram too short to hold byte 8 makes the program return 0: shard 0 drops it.
+fn attach_scene_steering(socket: &UdpSocket, shards: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const LD_B_ABS: u16 = 0x30;
+    const ALU_MOD_K: u16 = 0x94;
+    const RET_A: u16 = 0x16;
+    let mut filter = [
+        libc::sock_filter {
+            code: LD_B_ABS,
+            jt: 0,
+            jf: 0,
+            k: 8,
+        },
+        libc::sock_filter {
+            code: ALU_MOD_K,
+            jt: 0,
+            jf: 0,
+            k: shards as u32,
+        },
+        libc::sock_filter {
+            code: RET_A,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: prog points at a valid filter array that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_scenes_spread_over_shards() {
+        let hits: Vec<usize> = (1..=8).map(|s| shard_of(s, 4)).collect();
+        assert_eq!(hits, vec![1, 2, 3, 0, 1, 2, 3, 0]);
+        assert_eq!(shard_of(7, 1), 0);
+    }
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::PairStats;
+use super::StatsSet;
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::{ErrorCode, Load};
 use crate::udp_ingest::{SessionCommand, SessionControl};
@@ -47,7 +47,7 @@ pub struct AgentStatus {
 pub fn spawn(
     config: AgentConfig,
     sessions: SessionControl,
-    stats: Arc<PairStats>,
+    stats: Arc<StatsSet>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(Arc<AgentStatus>, JoinHandle<()>)> {
     let status = Arc::new(AgentStatus::default());
@@ -74,7 +74,7 @@ struct Agent {
     config: AgentConfig,
     client: ControlClient,
     sessions: SessionControl,
-    stats: Arc<PairStats>,
+    stats: Arc<StatsSet>,
     status: Arc<AgentStatus>,
     pair: Option<u32>,
     epoch: u64,
@@ -89,7 +89,7 @@ impl Agent {
     fn new(
         config: AgentConfig,
         sessions: SessionControl,
-        stats: Arc<PairStats>,
+        stats: Arc<StatsSet>,
         status: Arc<AgentStatus>,
     ) -> std::io::Result<Agent> {
         let interval = Duration::from_millis(50);

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use tiny_http::{Header, Response, Server};
 
-use super::PairStats;
+use super::StatsSet;
 
 pub struct MetricsServer {
     server: Arc<Server>,
@@ -15,7 +15,7 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub fn start(addr: SocketAddr, stats: Arc<PairStats>) -> Result<MetricsServer, String> {
+    pub fn start(addr: SocketAddr, stats: Arc<StatsSet>) -> Result<MetricsServer, String> {
         let server = Arc::new(Server::http(addr).map_err(|e| e.to_string())?);
         let addr = server
             .server_addr()

@@ -15,12 +15,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use sessions::{SessionEntry, SessionsError, SessionsFile};
-pub use stats::{PairStats, StatsSnapshot};
+pub use stats::{PairStats, StatsSet, StatsSnapshot};
 
 use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
 use crate::ipc_bus::{Batch, Publisher, Topic};
-use crate::net::{bind_udp, SocketOptions};
+use crate::net::{bind_udp_shards, shard_of, SocketOptions};
 use crate::scene::{self, Engine};
 use crate::udp_ingest::{self, Ingest, SessionControl};
 
@@ -40,6 +40,9 @@ pub struct PairConfig {
     pub threading: Threading,
     /// Spin on the socket instead of sleeping in epoll: lowest latency, one core at 100%.
     pub busy_poll: bool,
+    /// Shards: sockets sharing the port (SO_REUSEPORT), each with its own thread(s) and scene
+    /// state; the kernel steers every datagram by its scene, so a scene lives in one shard.
+    pub shards: usize,
 }
 
 /// How a pair runs its ingest and fanout halves.
@@ -61,6 +64,7 @@ impl Default for PairConfig {
             metrics: None,
             threading: Threading::default(),
             busy_poll: false,
+            shards: 1,
         }
     }
 }
@@ -90,88 +94,54 @@ impl std::error::Error for PairError {}
 pub struct Pair {
     udp: SocketAddr,
     metrics: Option<metrics::MetricsServer>,
-    stats: Arc<PairStats>,
+    stats: Arc<StatsSet>,
     stop: Arc<AtomicBool>,
     sessions: SessionControl,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Pair {
-    /// Binds, admits `sessions` and starts the ingest and fanout threads.
+    /// Binds, admits `sessions` and starts the ingest and fanout threads of every shard.
     pub fn start(config: &PairConfig, sessions: &[SessionEntry]) -> Result<Pair, PairError> {
-        let socket = bind_udp(config.listen, &config.socket).map_err(PairError::Bind)?;
-        let udp = socket.local_addr().map_err(PairError::Bind)?;
-        let send_socket = socket.try_clone().map_err(PairError::Bind)?;
-        let stats = Arc::new(PairStats::default());
+        let shards = config.shards.max(1);
+        let sockets =
+            bind_udp_shards(config.listen, &config.socket, shards).map_err(PairError::Bind)?;
+        let udp = sockets[0].local_addr().map_err(PairError::Bind)?;
+        let stats = Arc::new(StatsSet {
+            shards: (0..shards)
+                .map(|_| Arc::new(PairStats::default()))
+                .collect(),
+        });
         let metrics = match config.metrics {
             Some(addr) => Some(
                 metrics::MetricsServer::start(addr, stats.clone()).map_err(PairError::Metrics)?,
             ),
             None => None,
         };
-        let mut engine = Engine::new(config.scene.clone());
-        let mut initial = Batch::default();
-        for s in sessions {
-            let key = s.session_key().map_err(PairError::Sessions)?;
-            engine.admit(s.device, s.scene, key, &mut initial);
-        }
         let stop = Arc::new(AtomicBool::new(false));
-        let tick = (config.scene.evict_after / 4)
-            .clamp(Duration::from_millis(5), Duration::from_millis(50));
-        let mut socket = mio::net::UdpSocket::from_std(socket);
-        let (poll, sessions_control, commands) =
-            udp_ingest::prepare(&mut socket).map_err(PairError::Bind)?;
-        let busy_poll = config.busy_poll;
-        let ingest = |publisher: Box<dyn Publisher>| Ingest {
-            socket,
-            engine,
-            publisher,
-            stats: stats.clone(),
-            stop: stop.clone(),
-            tick,
-            commands,
-            busy_poll,
-        };
-        let threads = match config.threading {
-            Threading::Fused => {
-                let direct = DirectFanout {
-                    sender: Sender::new(send_socket),
-                    stats: stats.clone(),
-                };
-                let ingest = ingest(Box::new(direct));
-                vec![spawn("zc-pair", move || {
-                    if let Err(e) = ingest.run(poll, initial) {
-                        eprintln!("zonecast pair: stopped: {e}");
-                    }
-                })]
-            }
-            Threading::Split => {
-                let mut bus = InprocBus::new(BUS_CAPACITY);
-                let subscriber = bus.subscribe(&[Topic::All]);
-                let ingest = ingest(Box::new(bus.publisher()));
-                let fanout = Fanout {
-                    socket: send_socket,
-                    subscriber,
-                    stats: stats.clone(),
-                };
-                vec![
-                    spawn("zc-ingest", move || {
-                        if let Err(e) = ingest.run(poll, initial) {
-                            eprintln!("zonecast pair: ingest stopped: {e}");
-                        }
-                    }),
-                    spawn("zc-fanout", move || {
-                        let _ = fanout.run();
-                    }),
-                ]
-            }
-        };
+        let mut threads = Vec::new();
+        let mut controls = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let mine: Vec<&SessionEntry> = sessions
+                .iter()
+                .filter(|s| shard_of(s.scene, shards) == i)
+                .collect();
+            let shard = Shard {
+                index: i,
+                socket,
+                stats: stats.shards[i].clone(),
+                stop: stop.clone(),
+            };
+            let (control, handles) = shard.start(config, &mine)?;
+            controls.push(control);
+            threads.extend(handles);
+        }
         Ok(Pair {
             udp,
             metrics,
             stats,
             stop,
-            sessions: sessions_control,
+            sessions: SessionControl::join(controls),
             threads,
         })
     }
@@ -191,7 +161,8 @@ impl Pair {
         self.sessions.clone()
     }
 
-    pub fn stats(&self) -> &Arc<PairStats> {
+    /// The counters of every shard (`snapshot()` adds them up).
+    pub fn stats(&self) -> &Arc<StatsSet> {
         &self.stats
     }
 
@@ -235,4 +206,80 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
         .name(name.into())
         .spawn(f)
         .expect("the OS refused to start a thread")
+}
+
+/// One shard: a socket of the reuse-port group, its scene engine and its threads.
+struct Shard {
+    index: usize,
+    socket: std::net::UdpSocket,
+    stats: Arc<PairStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shard {
+    fn start(
+        self,
+        config: &PairConfig,
+        sessions: &[&SessionEntry],
+    ) -> Result<(SessionControl, Vec<JoinHandle<()>>), PairError> {
+        let send_socket = self.socket.try_clone().map_err(PairError::Bind)?;
+        let mut engine = Engine::new(config.scene.clone());
+        let mut initial = Batch::default();
+        for s in sessions {
+            let key = s.session_key().map_err(PairError::Sessions)?;
+            engine.admit(s.device, s.scene, key, &mut initial);
+        }
+        let tick = (config.scene.evict_after / 4)
+            .clamp(Duration::from_millis(5), Duration::from_millis(50));
+        let mut socket = mio::net::UdpSocket::from_std(self.socket);
+        let (poll, control, commands) =
+            udp_ingest::prepare(&mut socket).map_err(PairError::Bind)?;
+        let stats = self.stats;
+        let ingest = |publisher: Box<dyn Publisher>| Ingest {
+            socket,
+            engine,
+            publisher,
+            stats: stats.clone(),
+            stop: self.stop.clone(),
+            tick,
+            commands,
+            busy_poll: config.busy_poll,
+        };
+        let i = self.index;
+        let threads = match config.threading {
+            Threading::Fused => {
+                let direct = DirectFanout {
+                    sender: Sender::new(send_socket),
+                    stats: stats.clone(),
+                };
+                let ingest = ingest(Box::new(direct));
+                vec![spawn(&format!("zc-pair-{i}"), move || {
+                    if let Err(e) = ingest.run(poll, initial) {
+                        eprintln!("zonecast pair: shard {i} stopped: {e}");
+                    }
+                })]
+            }
+            Threading::Split => {
+                let mut bus = InprocBus::new(BUS_CAPACITY);
+                let subscriber = bus.subscribe(&[Topic::All]);
+                let ingest = ingest(Box::new(bus.publisher()));
+                let fanout = Fanout {
+                    socket: send_socket,
+                    subscriber,
+                    stats: stats.clone(),
+                };
+                vec![
+                    spawn(&format!("zc-ingest-{i}"), move || {
+                        if let Err(e) = ingest.run(poll, initial) {
+                            eprintln!("zonecast pair: shard {i} ingest stopped: {e}");
+                        }
+                    }),
+                    spawn(&format!("zc-fanout-{i}"), move || {
+                        let _ = fanout.run();
+                    }),
+                ]
+            }
+        };
+        Ok((control, threads))
+    }
 }

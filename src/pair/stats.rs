@@ -1,8 +1,10 @@
-//! Counters a pair exposes: written by the ingest and fanout threads with relaxed atomic
-//! stores once per burst (never per datagram), read by the metrics endpoint and `up`.
+//! Counters a pair exposes: written by the ingest and fanout threads of each shard with relaxed
+//! atomic stores once per burst (never per datagram), read (summed over shards) by the metrics
+//! endpoint, the agent and `up`.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crate::scene::{DropCounts, DropReason};
 
@@ -69,7 +71,38 @@ impl PairStats {
     }
 }
 
+/// The counters of every shard of a pair; a snapshot adds them up.
+#[derive(Debug, Default)]
+pub struct StatsSet {
+    pub shards: Vec<Arc<PairStats>>,
+}
+
+impl StatsSet {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut total = StatsSnapshot::default();
+        for s in &self.shards {
+            total.add(&s.snapshot());
+        }
+        total
+    }
+}
+
 impl StatsSnapshot {
+    /// Adds `o` to these counters.
+    pub fn add(&mut self, o: &StatsSnapshot) {
+        self.ingest_datagrams += o.ingest_datagrams;
+        self.ingest_accepted += o.ingest_accepted;
+        self.ingest_drops.merge(&o.ingest_drops);
+        self.sessions += o.sessions;
+        self.joined += o.joined;
+        self.objects += o.objects;
+        self.fanout_datagrams += o.fanout_datagrams;
+        self.fanout_updates += o.fanout_updates;
+        self.fanout_buffer_full += o.fanout_buffer_full;
+        self.fanout_refused += o.fanout_refused;
+        self.fanout_no_session += o.fanout_no_session;
+    }
+
     /// Prometheus text exposition format (version 0.0.4).
     pub fn to_prometheus(&self) -> String {
         let mut s = String::with_capacity(2048);

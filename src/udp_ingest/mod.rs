@@ -17,6 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::ipc_bus::{Batch, BusError, Publisher};
 use crate::net::mmsg::RecvBatch;
+use crate::net::shard_of;
 use crate::pair::PairStats;
 use crate::scene::{DropReason, Engine};
 use crate::wire::SessionKey;
@@ -83,22 +84,38 @@ pub enum SessionCommand {
     },
 }
 
-/// The sending side of ingest's command queue: queues a command and wakes the loop.
+/// The sending side of the command queues of a pair's ingest shards: queues each command for
+/// the shard that serves its scene (a revoke goes to every shard) and wakes the loops.
 #[derive(Clone)]
 pub struct SessionControl {
-    tx: Sender<SessionCommand>,
-    waker: Arc<Waker>,
+    shards: Vec<(Sender<SessionCommand>, Arc<Waker>)>,
 }
 
 impl SessionControl {
+    /// One control over several shards, in shard order.
+    pub fn join(parts: Vec<SessionControl>) -> SessionControl {
+        SessionControl {
+            shards: parts.into_iter().flat_map(|p| p.shards).collect(),
+        }
+    }
+
     /// Queues `commands`; false if ingest has stopped.
     pub fn send(&self, commands: impl IntoIterator<Item = SessionCommand>) -> bool {
+        let n = self.shards.len();
+        let mut ok = true;
         for c in commands {
-            if self.tx.send(c).is_err() {
-                return false;
+            let targets = match &c {
+                SessionCommand::Admit { scene, .. } => shard_of(*scene, n)..shard_of(*scene, n) + 1,
+                SessionCommand::Revoke { .. } => 0..n,
+            };
+            for i in targets {
+                ok &= self.shards[i].0.send(c.clone()).is_ok();
             }
         }
-        self.waker.wake().is_ok()
+        for (_, waker) in &self.shards {
+            ok &= waker.wake().is_ok();
+        }
+        ok
     }
 }
 
@@ -111,7 +128,10 @@ pub fn prepare(
         .register(socket, SOCKET, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
-    Ok((poll, SessionControl { tx, waker }, rx))
+    let control = SessionControl {
+        shards: vec![(tx, waker)],
+    };
+    Ok((poll, control, rx))
 }
 
 const SOCKET: Token = Token(0);

@@ -22,7 +22,7 @@ pub struct PairProcess {
     pub metrics: SocketAddr,
     pub sessions: SessionsFile,
     pub sessions_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl PairProcess {
@@ -32,6 +32,18 @@ impl PairProcess {
         let sessions = SessionsFile::generate(1, devices, 1);
         let path = dir.path().join("sessions.json");
         std::fs::write(&path, sessions.to_json()).unwrap();
+        let mut p = PairProcess::start_with(&path, sessions, extra);
+        p._dir = Some(dir);
+        p
+    }
+
+    /// Starts a pair serving the sessions file at `path` (which holds `sessions`).
+    pub fn start_with(
+        path: &std::path::Path,
+        sessions: SessionsFile,
+        extra: &[&str],
+    ) -> PairProcess {
+        let path = path.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
             .args([
                 "pair",
@@ -70,7 +82,7 @@ impl PairProcess {
             metrics,
             sessions,
             sessions_path: path,
-            _dir: dir,
+            _dir: None,
         }
     }
 
