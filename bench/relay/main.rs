@@ -66,9 +66,9 @@ fn parse_args() -> Args {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let default_modes = if servers::nats_available() {
-        "raw,zonecast,nats"
+        "raw,zonecast,zonecast-busy,nats"
     } else {
-        "raw,zonecast"
+        "raw,zonecast,zonecast-busy"
     };
     Args {
         w: Workload {
@@ -79,6 +79,7 @@ fn parse_args() -> Args {
             secs: num("--secs", 5.0),
             warmup_secs: num("--warmup-secs", 1.0),
             stuck: 0,
+            extra_reads: false,
             spin: flag("--spin"),
         },
         runs: num("--runs", 1.0).max(1.0) as usize,
@@ -219,28 +220,22 @@ fn main() {
     }
 
     if a.slow {
-        println!("\nslow device: zonecast, the same workload with and without one device that never reads");
+        println!("\nslow device: zonecast, the same workload plus one device that sends nothing and reads (stuck=0) or never reads (stuck=1)");
         for run in 0..a.runs {
             for stuck in [0, 1] {
                 let w = Workload {
-                    stuck,
+                    stuck: 1,
+                    extra_reads: stuck == 0,
                     ..a.w.clone()
                 };
-                let o = measure(
-                    &a,
-                    &w,
-                    "zonecast",
-                    &format!("stuck={stuck} run {}", run + 1),
-                );
+                let label = format!("stuck={stuck} run {}", run + 1);
+                let o = measure(&a, &w, "zonecast", &label);
                 report::print_row(&format!("stuck={stuck}"), &o);
-                save(
-                    &a,
-                    &format!("slow-stuck{stuck}-run{}", run + 1),
-                    &json!({
-                        "kind": "slow_device", "stuck": stuck, "workload": w.to_json(), "machine": mach,
-                        "result": o.to_json(),
-                    }),
-                );
+                let json = json!({
+                    "kind": "slow_device", "stuck": stuck, "workload": w.to_json(),
+                    "machine": mach, "result": o.to_json(),
+                });
+                save(&a, &format!("slow-stuck{stuck}-run{}", run + 1), &json);
                 measured.slow.push((stuck, o));
             }
         }

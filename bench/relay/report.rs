@@ -378,7 +378,7 @@ pub fn write(
             )
         };
         writeln!(s, "## Slow device\n")?;
-        writeln!(s, "zonecast, the latency workload, with and without one extra device that joins and never reads (its socket buffer fills). Medians of {runs} runs of the other devices' p99: without {:.1} µs, with {:.1} µs (x{:.2}).\n", p99(0), p99(1), p99(1) / p99(0))?;
+        writeln!(s, "zonecast, the latency workload plus one extra device in the scene that sends nothing: in one case it reads everything, in the other it never reads (its socket buffer fills and the kernel drops what the pair sends it). Both cases fan out to the same number of devices, so the comparison isolates slowness. Medians of {runs} runs of the other devices' p99: extra device reading {:.1} µs, never reading {:.1} µs (x{:.2}).\n", p99(0), p99(1), p99(1) / p99(0))?;
     }
     if let Some(mem) = &m.memory {
         writeln!(s, "## Memory\n")?;
@@ -402,19 +402,21 @@ pub fn write(
     writeln!(s, "| target | measured | |")?;
     writeln!(s, "|--------|----------|-|")?;
     let has = |x: &str| m.modes().iter().any(|y| y == x);
-    if has("zonecast") && has("raw") {
-        let r = m.median_us("zonecast", 0.5) / m.median_us("raw", 0.5);
-        writeln!(
-            s,
-            "| p50 ≤ 2.5x raw p50 | x{r:.2} | {} |",
-            verdict(r <= 2.5)
-        )?;
-        let p99 = m.median_us("zonecast", 0.99);
-        writeln!(
-            s,
-            "| p99 ≤ 100 µs | {p99:.1} µs | {} |",
-            verdict(p99 <= 100.0)
-        )?;
+    for mode in ["zonecast-busy", "zonecast"] {
+        if has(mode) && has("raw") {
+            let r = m.median_us(mode, 0.5) / m.median_us("raw", 0.5);
+            writeln!(
+                s,
+                "| p50 ≤ 2.5x raw p50 ({mode}) | x{r:.2} | {} |",
+                verdict(r <= 2.5)
+            )?;
+            let p99 = m.median_us(mode, 0.99);
+            writeln!(
+                s,
+                "| p99 ≤ 100 µs ({mode}) | {p99:.1} µs | {} |",
+                verdict(p99 <= 100.0)
+            )?;
+        }
     }
     if let (Some(zc), Some(raw)) = (m.ceiling("zonecast"), m.ceiling("raw")) {
         let r = zc.1 / raw.1;

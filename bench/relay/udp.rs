@@ -48,8 +48,9 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
             .expect("device socket")
         })
         .collect();
-    for d in devices.iter() {
-        // Room for bursts at high rates; the kernel clamps to rmem_max.
+    for d in devices.iter().take(w.devices as usize) {
+        // Room for bursts at high rates; the kernel clamps to rmem_max. Extra devices keep the
+        // default, as a real client's socket would.
         let _ = socket2::SockRef::from(d.socket()).set_recv_buffer_size(4 << 20);
     }
     if let Path::Relay(_) = path {
@@ -95,7 +96,9 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
     } else {
         MASK_TRANSLATION
     };
-    let mut poller = Poller::new(&devices[..live]);
+    let readers = if w.extra_reads { total } else { live };
+    let mut poller = Poller::new(&devices[..readers]);
+    let mut discarded = Outcome::new(Duration::from_secs(1));
     let mut rx = RecvBatch::new(64);
     let mut tx = SendBatch::new(256);
     let mut body = [0u8; 1200];
@@ -154,16 +157,14 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
             .min()
             .unwrap_or(drain_until);
         if poller.wait(wake.saturating_duration_since(Instant::now())) > 0 {
-            for i in 0..live {
+            for i in 0..readers {
                 if poller.is_readable(i) {
-                    receive(
-                        &devices[i],
-                        &keys[i],
-                        ids[i],
-                        &mut rx,
-                        warmup_x,
-                        &mut outcome,
-                    );
+                    let out = if i < live {
+                        &mut outcome
+                    } else {
+                        &mut discarded
+                    };
+                    receive(&devices[i], &keys[i], ids[i], &mut rx, warmup_x, out);
                 }
             }
         }

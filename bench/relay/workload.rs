@@ -17,8 +17,10 @@ pub struct Workload {
     pub payload: usize,
     pub secs: f64,
     pub warmup_secs: f64,
-    /// Extra devices that join and never read (slow-device experiment).
+    /// Extra devices that join and send nothing (slow-device experiment); they read (and are
+    /// not counted) when `extra_reads`, else they never read and their socket buffers fill.
     pub stuck: u32,
+    pub extra_reads: bool,
     /// The generator polls its sockets without sleeping (UDP modes), so the receiving core
     /// never has to be woken: shows the relay's own latency without the VM's wake-up cost.
     pub spin: bool,
@@ -46,7 +48,8 @@ impl Workload {
         json!({
             "devices": self.devices, "scenes": self.scenes, "hz_per_device": self.hz,
             "payload_bytes": self.payload, "secs": self.secs, "warmup_secs": self.warmup_secs,
-            "stuck_devices": self.stuck, "generator_spins": self.spin,
+            "extra_devices": self.stuck, "extra_devices_read": self.extra_reads,
+            "generator_spins": self.spin,
         })
     }
 }

@@ -209,20 +209,11 @@ impl Sender {
                     } else {
                         (Kind::Bundle, len)
                     };
-                    let Some(to_addr) = r.addr else {
+                    let Some(to) = r.addr else {
                         break;
                     };
-                    let fields = HeaderFields {
-                        kind,
-                        device,
-                        scene,
-                        seq: r.seq,
-                        timestamp_ns: now_ns,
-                    };
-                    if let Ok(n) = seal(buf, &fields, body_len, &r.key, Direction::ToDevice) {
-                        r.seq += 1;
+                    if seal_queued(&mut self.out, r, device, kind, scene, body_len, now_ns, to) {
                         self.updates += count as u64;
-                        self.out.commit(n, to_addr);
                     }
                 }
             }
@@ -300,8 +291,23 @@ fn queue(
     if body.len() > MAX_BODY {
         return;
     }
-    let buf = out.next_buf();
-    buf[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    out.next_buf()[HEADER_LEN..HEADER_LEN + body.len()].copy_from_slice(body);
+    seal_queued(out, r, device, kind, scene, body.len(), now_ns, to);
+}
+
+/// Seals the body already written into the next send slot for recipient `r` (its key, its
+/// next sequence number) and queues it for `to`. False if it could not be sealed.
+#[allow(clippy::too_many_arguments)]
+fn seal_queued(
+    out: &mut SendBatch,
+    r: &mut Recipient,
+    device: u32,
+    kind: Kind,
+    scene: u32,
+    body_len: usize,
+    now_ns: u64,
+    to: std::net::SocketAddr,
+) -> bool {
     let fields = HeaderFields {
         kind,
         device,
@@ -309,9 +315,19 @@ fn queue(
         seq: r.seq,
         timestamp_ns: now_ns,
     };
-    if let Ok(len) = seal(buf, &fields, body.len(), &r.key, Direction::ToDevice) {
-        r.seq += 1;
-        out.commit(len, to);
+    match seal(
+        out.next_buf(),
+        &fields,
+        body_len,
+        &r.key,
+        Direction::ToDevice,
+    ) {
+        Ok(n) => {
+            r.seq += 1;
+            out.commit(n, to);
+            true
+        }
+        Err(_) => false,
     }
 }
 
