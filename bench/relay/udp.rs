@@ -99,6 +99,9 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
     let readers = if w.extra_reads { total } else { live };
     let mut poller = Poller::new(&devices[..readers]);
     let mut discarded = Outcome::new(Duration::from_secs(1));
+    // Extra devices that read also keepalive, as a live client does; one that never reads is a
+    // frozen client: it sends nothing either.
+    let mut next_keepalive = Instant::now();
     let mut rx = RecvBatch::new(64);
     let mut tx = SendBatch::new(256);
     let mut body = [0u8; 1200];
@@ -149,6 +152,12 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
                 }
                 next[i] += period;
             }
+        }
+        if w.extra_reads && now >= next_keepalive {
+            for d in devices[live..].iter_mut() {
+                let _ = d.keepalive();
+            }
+            next_keepalive = now + Duration::from_millis(500);
         }
         let wake = next
             .iter()

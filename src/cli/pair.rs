@@ -40,6 +40,10 @@ pub struct PairArgs {
     /// Evict a joined device silent for this long and announce its departure.
     #[arg(long, default_value_t = 10_000)]
     evict_after_ms: u64,
+    /// Send nothing to a joined device silent this long, until it is heard again (it then gets
+    /// a fresh snapshot). Devices keepalive at least every second.
+    #[arg(long, default_value_t = 2_000)]
+    quiet_after_ms: u64,
     /// Most objects one scene may hold (at most 65535).
     #[arg(long, default_value_t = 16_384)]
     max_objects_per_scene: usize,
@@ -82,6 +86,7 @@ pub fn run(a: PairArgs) -> Result<(), String> {
         },
         scene: scene::Config {
             evict_after: Duration::from_millis(a.evict_after_ms.max(1)),
+            quiet_after: Duration::from_millis(a.quiet_after_ms.max(1)),
             max_objects_per_scene: a.max_objects_per_scene,
             ..scene::Config::default()
         },

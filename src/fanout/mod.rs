@@ -128,6 +128,8 @@ impl Sender {
                         self.table.moved(e.device, addr);
                     }
                 }
+                EventKind::Paused => self.table.set_paused(e.device, true),
+                EventKind::Resumed => self.table.set_paused(e.device, false),
                 EventKind::Left => {
                     self.table.leave(e.device);
                     let body = PeerLeftBody {
@@ -175,7 +177,7 @@ impl Sender {
                 continue;
             };
             for &device in members {
-                let Some(r) = self.table.devices.get_mut(&device) else {
+                let Some(r) = self.table.devices.get_mut(&device).filter(|r| !r.paused) else {
                     continue;
                 };
                 let mut k = from;

@@ -12,6 +12,8 @@ pub struct Recipient {
     pub key: SessionKey,
     pub addr: Option<SocketAddr>,
     pub joined: bool,
+    /// Silent for a while: relays skip it until it is heard again.
+    pub paused: bool,
     /// Next sequence number of datagrams to this device.
     pub seq: u64,
 }
@@ -31,6 +33,7 @@ impl Table {
             key,
             addr: None,
             joined: false,
+            paused: false,
             seq: first_seq,
         };
         self.devices.insert(device, r);
@@ -54,6 +57,12 @@ impl Table {
         true
     }
 
+    pub fn set_paused(&mut self, device: u32, paused: bool) {
+        if let Some(r) = self.devices.get_mut(&device) {
+            r.paused = paused;
+        }
+    }
+
     pub fn moved(&mut self, device: u32, addr: SocketAddr) {
         if let Some(r) = self.devices.get_mut(&device) {
             r.addr = Some(addr);
@@ -68,6 +77,7 @@ impl Table {
             return;
         }
         r.joined = false;
+        r.paused = false;
         if let Some(m) = self.members.get_mut(&r.scene) {
             m.retain(|d| *d != device);
             if m.is_empty() {
@@ -92,6 +102,8 @@ mod tests {
         assert_eq!(t.members[&7], vec![1, 2]);
         t.leave(1);
         assert_eq!(t.members[&7], vec![2]);
+        t.set_paused(2, true);
+        assert!(t.devices[&2].paused);
         t.revoke(2);
         assert!(!t.members.contains_key(&7));
         assert!(!t.devices.contains_key(&2));

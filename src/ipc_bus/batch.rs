@@ -22,6 +22,10 @@ pub enum EventKind {
     Moved,
     /// `device` left `scene`; data = one byte, the wire leave reason.
     Left,
+    /// `device` has been silent for a while: send it nothing until it is heard again.
+    Paused,
+    /// `device` was heard again after a pause.
+    Resumed,
     /// An accepted object datagram of this kind from `device`, for every other member of
     /// `scene`; data = the object body, origin stamped.
     Relay(Kind),

@@ -14,6 +14,8 @@ pub struct DeviceSession {
     /// Where its last authenticated datagram came from.
     pub addr: Option<SocketAddr>,
     pub joined: bool,
+    /// Silent longer than `quiet_after`: fanout skips it until it is heard again.
+    pub quiet: bool,
     pub last_seen: Instant,
     pub interest_radius: f32,
     pub replay: ReplayWindow,
@@ -26,6 +28,7 @@ impl DeviceSession {
             key,
             addr: None,
             joined: false,
+            quiet: false,
             last_seen: now,
             interest_radius: 0.0,
             replay: ReplayWindow::default(),

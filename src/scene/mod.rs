@@ -40,6 +40,10 @@ use crate::wire::{
 pub struct Config {
     /// A joined device silent this long is evicted and its departure announced.
     pub evict_after: Duration,
+    /// A joined device silent this long gets no fanout until it is heard again: a frozen or
+    /// vanished client stops costing the pair (and the path to it) long before eviction.
+    /// Devices keepalive at least every second, so a live one is never paused.
+    pub quiet_after: Duration,
     /// How long a deleted object's tombstone refuses late updates.
     pub tombstone_ttl: Duration,
     /// Objects (tombstones included) one scene may hold; at most 65535 (snapshot chunking).
@@ -50,6 +54,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             evict_after: Duration::from_secs(10),
+            quiet_after: Duration::from_secs(2),
             tombstone_ttl: Duration::from_secs(10),
             max_objects_per_scene: 16_384,
         }
@@ -126,8 +131,15 @@ impl Engine {
         result
     }
 
-    /// Evicts silent devices and expires old tombstones.
+    /// Pauses and evicts silent devices and expires old tombstones.
     pub fn tick(&mut self, now: Instant, out: &mut Batch) {
+        let quiet_after = self.config.quiet_after;
+        for (id, d) in self.devices.iter_mut() {
+            if d.joined && !d.quiet && now.saturating_duration_since(d.last_seen) >= quiet_after {
+                d.quiet = true;
+                out.push(EventKind::Paused, d.scene, *id, None, &[]);
+            }
+        }
         let evict_after = self.config.evict_after;
         let silent: Vec<u32> = self
             .devices
@@ -209,6 +221,11 @@ impl Engine {
             return Err(DropReason::Replay);
         }
         dev.last_seen = now;
+        let resumed = dev.quiet;
+        if resumed {
+            dev.quiet = false;
+            out.push(EventKind::Resumed, dev.scene, id, None, &[]);
+        }
         if dev.addr != Some(from) {
             dev.addr = Some(from);
             if dev.joined {
@@ -216,6 +233,10 @@ impl Engine {
             }
         }
         let (scene, joined) = (dev.scene, dev.joined);
+        if resumed && joined {
+            // It missed what fanout skipped while it was paused: send the current state.
+            self.push_snapshot(scene, id, from, out);
+        }
         let reject = |out: &mut Batch, reason: RejectReason, object: u64| {
             let body = RejectBody::new(reason, dg.seq(), object);
             out.push(
@@ -347,6 +368,7 @@ impl Engine {
             return;
         }
         dev.joined = false;
+        dev.quiet = false;
         let scene = dev.scene;
         if let Some(s) = self.scenes.get_mut(&scene) {
             s.joined = s.joined.saturating_sub(1);

@@ -264,7 +264,14 @@ fn silent_devices_are_evicted_at_the_window_edge_and_release_objects() {
     let k = b.dgram(Kind::Keepalive, &[]);
     w.feed(&b, &k).unwrap();
     w.engine.tick(w.now, &mut w.out);
-    assert_eq!(w.events(), vec![(EventKind::Direct(Kind::KeepaliveAck), 2)]);
+    // Long silent already: paused (no fanout) before it is evicted.
+    assert_eq!(
+        w.events(),
+        vec![
+            (EventKind::Direct(Kind::KeepaliveAck), 2),
+            (EventKind::Paused, 1)
+        ]
+    );
     w.now = start + evict;
     w.engine.tick(w.now, &mut w.out);
     let evs: Vec<_> = w
@@ -397,4 +404,40 @@ fn readmission_with_a_new_key_starts_over() {
     );
     let u = a.update(1, 1.0);
     assert_eq!(w.feed(&a, &u), Err(DropReason::NotJoined));
+}
+
+#[test]
+fn a_quiet_device_is_paused_and_resumed_with_a_fresh_snapshot() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
+    let mut w = World::new(&[&a, &b]);
+    let (ja, jb) = (a.join(), b.join());
+    w.feed(&a, &ja).unwrap();
+    w.feed(&b, &jb).unwrap();
+    w.events();
+    let start = w.now;
+    let quiet = Config::default().quiet_after;
+    w.now = start + quiet - Duration::from_millis(1);
+    let k = a.dgram(Kind::Keepalive, &[]);
+    w.feed(&a, &k).unwrap();
+    w.engine.tick(w.now, &mut w.out);
+    w.events();
+    w.now = start + quiet;
+    w.engine.tick(w.now, &mut w.out);
+    assert_eq!(
+        w.events(),
+        vec![(EventKind::Paused, 2)],
+        "b was silent, a was not"
+    );
+    w.engine.tick(w.now, &mut w.out);
+    assert!(w.events().is_empty(), "paused once");
+    let k = b.dgram(Kind::Keepalive, &[]);
+    w.feed(&b, &k).unwrap();
+    assert_eq!(
+        w.events(),
+        vec![
+            (EventKind::Resumed, 2),
+            (EventKind::Direct(Kind::Snapshot), 2),
+            (EventKind::Direct(Kind::KeepaliveAck), 2)
+        ]
+    );
 }
