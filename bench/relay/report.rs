@@ -156,9 +156,10 @@ pub fn machine() -> Value {
     })
 }
 
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 4] = [
     RGBColor(90, 90, 90),
     RGBColor(214, 39, 40),
+    RGBColor(255, 127, 14),
     RGBColor(31, 119, 180),
 ];
 
@@ -229,7 +230,7 @@ fn throughput_plot(m: &Measured, path: &Path) -> Result<(), Box<dyn std::error::
         * 1.05;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "Delivered vs offered datagrams per second",
+            "Delivered vs offered updates per second",
             ("sans-serif", 20),
         )
         .margin(12)
@@ -238,8 +239,8 @@ fn throughput_plot(m: &Measured, path: &Path) -> Result<(), Box<dyn std::error::
         .build_cartesian_2d(0f64..max, 0f64..max)?;
     chart
         .configure_mesh()
-        .x_desc("offered (datagrams/s to receivers)")
-        .y_desc("delivered datagrams/s")
+        .x_desc("offered (updates/s to receivers)")
+        .y_desc("delivered updates/s")
         .draw()?;
     chart
         .draw_series(LineSeries::new(
@@ -361,7 +362,7 @@ pub fn write(
                 s,
                 "| {mode} | {offered:.0} | {:.0} | {:.2}% | {:.1} µs | {drops} |",
                 o.delivered_per_sec(),
-                100.0 * o.delivered_ratio(),
+                100.0 * o.delivered_per_sec() / offered,
                 o.us(0.99)
             )?;
         }
