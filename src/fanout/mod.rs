@@ -1,5 +1,5 @@
-//! Fanout: the thin loop that turns bus events into datagrams, one per recipient, sealed under
-//! each recipient's key, sent with sendmmsg.
+//! Fanout: turns bus events into datagrams sealed under each recipient's key and sent with
+//! sendmmsg; the updates queued for one recipient in a burst share a datagram (a bundle).
 //!
 //! An accepted update goes to every other joined device of its scene, never back to its
 //! sender. A recipient whose address is dead costs only its own datagram (counted as

@@ -2,7 +2,8 @@
 //!
 //! Publishers send [`Batch`]es of events; every event has a topic (its scene); subscribers
 //! receive the events of the topics they subscribed to, in publish order. Session events
-//! (admitted, revoked) reach every subscriber. The in-process transport is [`inproc`]; ZeroMQ
+//! (admitted, revoked) reach every subscriber. The in-process transport is [`inproc`]; the
+//! direct transport (`fanout::DirectFanout`) runs fanout inside the publisher's thread; ZeroMQ
 //! ipc:// and tcp:// transports implement the same two traits.
 
 mod batch;

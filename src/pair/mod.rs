@@ -1,6 +1,8 @@
-//! A pair: one UDP socket, an ingest thread and a fanout thread joined by the in-process bus,
-//! and an optional Prometheus metrics endpoint. This is where the layers are wired together;
-//! the logic lives in `scene`, `udp_ingest`, `ipc_bus` and `fanout`.
+//! A pair: one or more shards (a UDP socket each, sharing the port), each running ingest and
+//! fanout on one thread through the direct bus or on two threads joined by the in-process
+//! bus; an optional Prometheus metrics endpoint; an optional agent that registers with a
+//! controller. This is where the layers are wired together; the logic lives in `scene`,
+//! `udp_ingest`, `ipc_bus` and `fanout`.
 
 pub mod agent;
 mod metrics;
