@@ -103,6 +103,13 @@ impl World {
         v
     }
 
+    /// Joins `dev` (it must be accepted) and forgets the events that produced.
+    fn join(&mut self, dev: &mut Dev) {
+        let j = dev.join();
+        self.feed(dev, &j).unwrap();
+        self.out.clear();
+    }
+
     fn x_of(&self, scene: u32, object: u64) -> Option<f32> {
         self.engine
             .object(scene, object)
@@ -136,10 +143,8 @@ fn join_answers_with_snapshot_and_keepalive_with_ack() {
 fn first_writer_owns_and_only_owner_writes() {
     let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
     let mut w = World::new(&[&a, &b]);
-    let (ja, jb) = (a.join(), b.join());
-    w.feed(&a, &ja).unwrap();
-    w.feed(&b, &jb).unwrap();
-    w.events();
+    w.join(&mut a);
+    w.join(&mut b);
     let u = a.update(10, 1.0);
     w.feed(&a, &u).unwrap();
     assert_eq!(w.events(), vec![(UPDATE, 1)]);
@@ -207,9 +212,7 @@ fn authentication_and_framing_drops() {
     assert_eq!(w.events(), vec![(REJECT, 1)]);
     // Authenticated with a bad body.
     a.scene = 1;
-    let j = a.join();
-    w.feed(&a, &j).unwrap();
-    w.events();
+    w.join(&mut a);
     let bad = a.dgram(Kind::ObjectUpdate, &[1, 2, 3]);
     assert_eq!(w.feed(&a, &bad), Err(DropReason::Truncated));
     assert_eq!(w.events(), vec![(REJECT, 1)]);
@@ -251,9 +254,8 @@ fn delete_leaves_a_tombstone_that_expires() {
 fn silent_devices_are_evicted_at_the_window_edge_and_release_objects() {
     let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
     let mut w = World::new(&[&a, &b]);
-    let (ja, jb) = (a.join(), b.join());
-    w.feed(&a, &ja).unwrap();
-    w.feed(&b, &jb).unwrap();
+    w.join(&mut a);
+    w.join(&mut b);
     let u = a.update(7, 1.0);
     w.feed(&a, &u).unwrap();
     w.events();
@@ -293,9 +295,7 @@ fn silent_devices_are_evicted_at_the_window_edge_and_release_objects() {
 fn leave_is_announced_and_roaming_is_followed() {
     let mut a = Dev::new(1, 1);
     let mut w = World::new(&[&a]);
-    let j = a.join();
-    w.feed(&a, &j).unwrap();
-    w.events();
+    w.join(&mut a);
     a.addr = "127.0.0.1:6001".parse().unwrap();
     let k = a.dgram(Kind::Keepalive, &[]);
     w.feed(&a, &k).unwrap();
@@ -386,9 +386,7 @@ fn scene_full_is_refused() {
 fn readmission_with_a_new_key_starts_over() {
     let mut a = Dev::new(1, 1);
     let mut w = World::new(&[&a]);
-    let j = a.join();
-    w.feed(&a, &j).unwrap();
-    w.events();
+    w.join(&mut a);
     let same_key = a.key.clone();
     w.engine.admit(1, 1, same_key, &mut w.out);
     assert!(w.events().is_empty(), "same session: nothing changes");
@@ -410,10 +408,8 @@ fn readmission_with_a_new_key_starts_over() {
 fn a_quiet_device_is_paused_and_resumed_with_a_fresh_snapshot() {
     let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
     let mut w = World::new(&[&a, &b]);
-    let (ja, jb) = (a.join(), b.join());
-    w.feed(&a, &ja).unwrap();
-    w.feed(&b, &jb).unwrap();
-    w.events();
+    w.join(&mut a);
+    w.join(&mut b);
     let start = w.now;
     let quiet = Config::default().quiet_after;
     w.now = start + quiet - Duration::from_millis(1);
