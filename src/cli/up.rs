@@ -206,9 +206,10 @@ fn simulate(
         if now >= next_line {
             let s = sum(pairs);
             println!(
-                "t={:>4}s  ingest {:>6}/s  fanout {:>6}/s  dropped {}  joined {}  objects {}  |  devices received {:>6}/s  p50 {}  p99 {}",
+                "t={:>4}s  ingest {:>6}/s  fanout {:>6} updates/s in {:>6} datagrams/s  dropped {}  joined {}  objects {}  |  devices received {:>6}/s  p50 {}  p99 {}",
                 start.elapsed().as_secs(),
                 s.ingest_accepted - last.ingest_accepted,
+                s.fanout_updates - last.fanout_updates,
                 s.fanout_datagrams - last.fanout_datagrams,
                 s.ingest_drops.total(),
                 s.joined,
