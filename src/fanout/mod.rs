@@ -51,6 +51,7 @@ impl<S: Subscriber> Fanout<S> {
                 }
                 Ok(None) => {}
                 Err(BusError::Closed) => return Ok(()),
+                Err(e) => return Err(e),
             }
         }
     }

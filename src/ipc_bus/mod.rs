@@ -3,11 +3,13 @@
 //! Publishers send [`Batch`]es of events; every event has a topic (its scene); subscribers
 //! receive the events of the topics they subscribed to, in publish order. Session events
 //! (admitted, revoked) reach every subscriber. The in-process transport is [`inproc`]; the
-//! direct transport (`fanout::DirectFanout`) runs fanout inside the publisher's thread; ZeroMQ
-//! ipc:// and tcp:// transports implement the same two traits.
+//! direct transport (`fanout::DirectFanout`) runs fanout inside the publisher's thread; [`zmq`]
+//! carries batches over ZeroMQ `ipc://` and `tcp://` (format in [`codec`]).
 
 mod batch;
+pub mod codec;
 pub mod inproc;
+pub mod zmq;
 
 use std::time::Duration;
 
@@ -40,12 +42,15 @@ impl Topic {
 pub enum BusError {
     /// The other side is gone; nothing more will be delivered.
     Closed,
+    /// A transport could not be set up (bind, runtime, thread).
+    Transport(String),
 }
 
 impl std::fmt::Display for BusError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BusError::Closed => f.write_str("bus closed"),
+            BusError::Transport(e) => write!(f, "bus transport: {e}"),
         }
     }
 }
