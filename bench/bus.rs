@@ -1,0 +1,127 @@
+//! Bus transport latency: one batch (one relay event, as ingest publishes per burst) from
+//! publish to receipt, over the in-process channel, ZeroMQ ipc:// and ZeroMQ tcp:// on
+//! loopback, measured in the same run. Publisher and subscriber are threads of this process;
+//! each batch carries its send time. Prints p50/p99/p99.9/max per transport and the added
+//! latency over in-process.
+//!
+//! Usage: cargo bench --bench bus -- [--count 20000] [--hz 5000]
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use zonecast::ipc_bus::inproc::InprocBus;
+use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
+use zonecast::ipc_bus::{Batch, EventKind, Publisher, Subscriber, Topic};
+use zonecast::net::unix_ns;
+use zonecast::wire::Kind;
+
+fn arg(name: &str, default: f64) -> f64 {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn batch(seq: u64) -> Batch {
+    let mut b = Batch::default();
+    let mut data = [0u8; 76];
+    data[..8].copy_from_slice(&unix_ns().to_le_bytes());
+    data[8..16].copy_from_slice(&seq.to_le_bytes());
+    b.push(EventKind::Relay(Kind::ObjectUpdate), 1, 7, None, &data);
+    b
+}
+
+/// Publishes `count` batches at `hz` and records publish→receive latency on the subscriber.
+fn measure(
+    mut p: Box<dyn Publisher>,
+    mut s: Box<dyn Subscriber + Send>,
+    count: u64,
+    hz: f64,
+) -> Histogram<u64> {
+    // Warm up until the subscription is live (ZeroMQ's slow joiner).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = p.publish(batch(u64::MAX));
+        if s.recv(Duration::from_millis(20)).ok().flatten().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriber never connected");
+    }
+    while s.recv(Duration::from_millis(50)).ok().flatten().is_some() {}
+    let receiver = std::thread::spawn(move || {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("bounds");
+        let mut got = 0;
+        while got < count {
+            match s.recv(Duration::from_secs(2)) {
+                Ok(Some(b)) => {
+                    let now = unix_ns();
+                    for (_, d) in b.iter() {
+                        let sent = u64::from_le_bytes(d[..8].try_into().expect("8 bytes"));
+                        let _ = h.record(now.saturating_sub(sent).max(1));
+                        got += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        h
+    });
+    let period = Duration::from_secs_f64(1.0 / hz);
+    let mut next = Instant::now();
+    for seq in 0..count {
+        while Instant::now() < next {
+            std::hint::spin_loop();
+        }
+        let _ = p.publish(batch(seq));
+        next += period;
+    }
+    receiver.join().expect("receiver")
+}
+
+fn main() {
+    let count = arg("--count", 20000.0) as u64;
+    let hz = arg("--hz", 5000.0);
+    println!("bus latency: {count} batches at {hz} Hz, one relay event each");
+    let dir = std::env::temp_dir().join(format!("zc-bus-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ipc = format!("ipc://{}", dir.join("bus.sock").display());
+    let mut rows = Vec::new();
+    for name in ["inproc", "ipc", "tcp"] {
+        let (p, s): (Box<dyn Publisher>, Box<dyn Subscriber + Send>) = match name {
+            "inproc" => {
+                let mut bus = InprocBus::new(1024);
+                let s = bus.subscribe(&[Topic::All]);
+                (Box::new(bus.publisher()), Box::new(s))
+            }
+            "ipc" => {
+                let p = ZmqPublisher::bind(&ipc, 1024).expect("bind ipc");
+                let s = ZmqSubscriber::connect(&ipc, &[Topic::All], 1024).expect("connect");
+                (Box::new(p), Box::new(s))
+            }
+            _ => {
+                let p = ZmqPublisher::bind("tcp://127.0.0.1:0", 1024).expect("bind tcp");
+                let ep = p.endpoint().to_string();
+                let s = ZmqSubscriber::connect(&ep, &[Topic::All], 1024).expect("connect");
+                (Box::new(p), Box::new(s))
+            }
+        };
+        let h = measure(p, s, count, hz);
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  {name:>6}: p50 {:>8.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  max {:>9.1}us  received {}/{count}",
+            us(0.5), us(0.99), us(0.999), h.max() as f64 / 1000.0, h.len()
+        );
+        rows.push((name, us(0.5), us(0.99)));
+    }
+    let base = rows[0];
+    for (name, p50, p99) in &rows[1..] {
+        println!(
+            "  {name} adds p50 +{:.1}us, p99 +{:.1}us over in-process",
+            p50 - base.1,
+            p99 - base.2
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
