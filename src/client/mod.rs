@@ -250,12 +250,18 @@ impl Device {
 
     /// Sends a datagram of `kind` with an arbitrary body (for tools and tests).
     pub fn send(&mut self, kind: Kind, body: &[u8]) -> Result<u64, ClientError> {
+        self.write_body(body)?;
+        self.seal_and_send(kind, body.len())
+    }
+
+    /// Copies `body` into `tx` after the header space.
+    fn write_body(&mut self, body: &[u8]) -> Result<(), ClientError> {
         let end = HEADER_LEN + body.len();
         if end > self.tx.len() {
             return Err(ClientError::Encode(WireError::Oversized));
         }
         self.tx[HEADER_LEN..end].copy_from_slice(body);
-        self.seal_and_send(kind, body.len())
+        Ok(())
     }
 
     /// Seals the datagram of `kind` whose body is already in `tx`; returns (seq, length).
@@ -295,11 +301,7 @@ impl Device {
     /// A sealed datagram as it would be sent, without sending it (for tests). It uses up a
     /// sequence number like a sent one.
     pub fn seal_raw(&mut self, kind: Kind, body: &[u8]) -> Result<Vec<u8>, ClientError> {
-        let end = HEADER_LEN + body.len();
-        if end > self.tx.len() {
-            return Err(ClientError::Encode(WireError::Oversized));
-        }
-        self.tx[HEADER_LEN..end].copy_from_slice(body);
+        self.write_body(body)?;
         let (_, len) = self.seal_tx(kind, body.len())?;
         Ok(self.tx[..len].to_vec())
     }

@@ -25,7 +25,7 @@ use zerocopy::IntoBytes;
 
 pub use device::DeviceSession;
 pub use drops::{DropCounts, DropReason};
-pub use object::{Object, Order, Refusal};
+pub use object::{Object, Order};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 
 use crate::ipc_bus::{Batch, EventKind};
@@ -233,8 +233,9 @@ impl Engine {
             }
         }
         let (scene, joined) = (dev.scene, dev.joined);
-        if resumed && joined {
-            // It missed what fanout skipped while it was paused: send the current state.
+        if resumed && joined && dg.kind() != Kind::Join {
+            // It missed what fanout skipped while it was paused: send the current state (a Join
+            // gets its snapshot below).
             self.push_snapshot(scene, id, from, out);
         }
         let reject = |out: &mut Batch, reason: RejectReason, object: u64| {
@@ -336,11 +337,7 @@ impl Engine {
                 if !obj.is_live() && kind == Kind::ObjectDelete {
                     return Err(DropReason::UnknownObject);
                 }
-                obj.admit(device, order).map_err(|r| match r {
-                    Refusal::NotOwner => DropReason::NotOwner,
-                    Refusal::Stale => DropReason::Stale,
-                    Refusal::Unknown => DropReason::UnknownObject,
-                })?;
+                obj.admit(device, order)?;
                 obj
             }
             None if kind == Kind::ObjectDelete => return Err(DropReason::UnknownObject),

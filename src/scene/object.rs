@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use super::DropReason;
+
 use crate::wire::{Fields, ObjectBody, MASK_PAYLOAD, MASK_ROTATION, MASK_SCALE, MASK_TRANSLATION};
 
 /// Position of an update in its object's history: (sender timestamp, sender sequence).
@@ -19,14 +21,6 @@ pub struct Object {
     pub payload: Vec<u8>,
     /// Set while the object is a tombstone: it was deleted at this instant.
     pub deleted_at: Option<Instant>,
-}
-
-/// Why an object write was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    NotOwner,
-    Stale,
-    Unknown,
 }
 
 impl Object {
@@ -49,14 +43,14 @@ impl Object {
     /// Checks that `device` may write at `order`; claims an ownerless object. Ordering is
     /// compared only between writes of one owner: a claim starts a fresh history, so one
     /// device's clock never blocks another's writes.
-    pub fn admit(&mut self, device: u32, order: Order) -> Result<(), Refusal> {
+    pub fn admit(&mut self, device: u32, order: Order) -> Result<(), DropReason> {
         match self.owner {
             None => {
                 self.owner = Some(device);
                 Ok(())
             }
-            Some(owner) if owner != device => Err(Refusal::NotOwner),
-            Some(_) if order <= self.order => Err(Refusal::Stale),
+            Some(owner) if owner != device => Err(DropReason::NotOwner),
+            Some(_) if order <= self.order => Err(DropReason::Stale),
             Some(_) => Ok(()),
         }
     }

@@ -436,4 +436,17 @@ fn a_quiet_device_is_paused_and_resumed_with_a_fresh_snapshot() {
             (EventKind::Direct(Kind::KeepaliveAck), 2)
         ]
     );
+    // Paused again, then heard through a Join: one snapshot, not two.
+    w.now += quiet;
+    w.engine.tick(w.now, &mut w.out);
+    w.events();
+    let j = b.join();
+    w.feed(&b, &j).unwrap();
+    assert_eq!(
+        w.events(),
+        vec![
+            (EventKind::Resumed, 2),
+            (EventKind::Direct(Kind::Snapshot), 2)
+        ]
+    );
 }
