@@ -12,12 +12,11 @@ use futures::StreamExt;
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{
-    seal, Datagram, Direction, Fields, HeaderFields, Kind, ObjectBody, SessionKey, HEADER_LEN,
-    MASK_PAYLOAD, MASK_TRANSLATION, MAX_DATAGRAM,
+    seal, Datagram, Direction, HeaderFields, Kind, ObjectBody, SessionKey, HEADER_LEN, MAX_DATAGRAM,
 };
 
 use super::progress::Progress;
-use super::workload::{Outcome, Workload};
+use super::workload::{update, Outcome, Workload};
 
 pub fn run(
     w: &Workload,
@@ -105,16 +104,7 @@ async fn drive(
         c.flush().await.expect("flush");
     }
     let payload = vec![0x42u8; w.payload];
-    let mask = if w.payload > 0 {
-        MASK_TRANSLATION | MASK_PAYLOAD
-    } else {
-        MASK_TRANSLATION
-    };
-    let members = |i: usize| {
-        (0..live)
-            .filter(|j| *j != i && w.scene_of(*j) == w.scene_of(i))
-            .count() as u64
-    };
+    let mask = w.mask();
     let mut next: Vec<Instant> = (0..live)
         .map(|i| start + period.mul_f64(i as f64 / live as f64))
         .collect();
@@ -129,16 +119,10 @@ async fn drive(
             while next[i] <= now && next[i] < end {
                 let x = next[i].duration_since(start).as_secs_f32();
                 if x >= warmup_x {
-                    shared.lock().expect("not poisoned").expected += members(i);
+                    shared.lock().expect("not poisoned").expected += w.receivers(i);
                 }
-                let fields = Fields {
-                    translation: [x, 0.0, 0.0],
-                    ..Fields::default()
-                };
                 let (id, key) = &keys[i];
-                let mut b = ObjectBody::new(u64::from(*id), mask, fields, &payload);
-                b.origin_device = *id;
-                b.origin_timestamp_ns = unix_ns();
+                let b = update(*id, x, mask, &payload);
                 let Ok(len) = b.emit(&mut buf[HEADER_LEN..]) else {
                     continue;
                 };

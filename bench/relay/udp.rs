@@ -14,13 +14,10 @@ use zonecast::net::mmsg::{RecvBatch, SendBatch};
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::bundle;
-use zonecast::wire::{
-    seal, Datagram, Direction, Fields, HeaderFields, Kind, ObjectBody, HEADER_LEN, MASK_PAYLOAD,
-    MASK_TRANSLATION,
-};
+use zonecast::wire::{seal, Datagram, Direction, HeaderFields, Kind, ObjectBody, HEADER_LEN};
 
 use super::progress::Progress;
-use super::workload::{Outcome, Workload};
+use super::workload::{update, Outcome, Workload};
 
 /// Where updates go.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +67,6 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
                 .collect()
         })
         .collect();
-    let receivers_of = |i: usize| members[i].iter().filter(|j| **j < live).count() as u64;
     let keys: Vec<_> = devices.iter().map(|d| d.session().key.clone()).collect();
     let addrs: Vec<SocketAddr> = devices
         .iter()
@@ -91,11 +87,7 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
         .map(|i| start + period.mul_f64(i as f64 / live as f64))
         .collect();
     let payload = vec![0x42u8; w.payload];
-    let mask = if w.payload > 0 {
-        MASK_TRANSLATION | MASK_PAYLOAD
-    } else {
-        MASK_TRANSLATION
-    };
+    let mask = w.mask();
     let readers = if w.extra_reads { total } else { live };
     let mut poller = Poller::new(&devices[..readers]);
     let mut discarded = Outcome::new(Duration::from_secs(1));
@@ -114,20 +106,14 @@ pub fn run(w: &Workload, path: Path, sessions: &SessionsFile, progress: &mut Pro
             while next[i] <= now && next[i] < end {
                 let x = next[i].duration_since(start).as_secs_f32();
                 if x >= warmup_x {
-                    outcome.expected += receivers_of(i);
+                    outcome.expected += w.receivers(i);
                 }
-                let fields = Fields {
-                    translation: [x, 0.0, 0.0],
-                    ..Fields::default()
-                };
+                let b = update(ids[i], x, mask, &payload);
                 match path {
                     Path::Relay(_) => {
-                        let _ = devices[i].update(u64::from(ids[i]), mask, &fields, &payload);
+                        let _ = devices[i].update(b.object, mask, &b.fields, &payload);
                     }
                     Path::Raw => {
-                        let mut b = ObjectBody::new(u64::from(ids[i]), mask, fields, &payload);
-                        b.origin_device = ids[i];
-                        b.origin_timestamp_ns = unix_ns();
                         let Ok(len) = b.emit(&mut body) else { continue };
                         for &j in &members[i] {
                             if tx.is_full() {

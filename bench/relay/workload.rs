@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
+use zonecast::net::unix_ns;
+use zonecast::wire::{Fields, ObjectBody, MASK_PAYLOAD, MASK_TRANSLATION};
 
 /// The workload: identical for the raw floor, zonecast and NATS.
 #[derive(Clone, Debug)]
@@ -31,6 +33,22 @@ impl Workload {
         1 + (device_index as u32 % self.scenes.max(1))
     }
 
+    /// How many sending devices receive the updates of device `i`: the others of its scene.
+    pub fn receivers(&self, i: usize) -> u64 {
+        (0..self.devices as usize)
+            .filter(|j| *j != i && self.scene_of(*j) == self.scene_of(i))
+            .count() as u64
+    }
+
+    /// The field mask of every update: translation, plus the payload when there is one.
+    pub fn mask(&self) -> u8 {
+        if self.payload > 0 {
+            MASK_TRANSLATION | MASK_PAYLOAD
+        } else {
+            MASK_TRANSLATION
+        }
+    }
+
     /// Datagrams per second the receivers should get: each update reaches every other live
     /// member of its scene.
     pub fn offered_per_sec(&self) -> f64 {
@@ -52,6 +70,19 @@ impl Workload {
             "generator_spins": self.spin,
         })
     }
+}
+
+/// The update device `id` sends at scheduled offset `x` seconds, origin stamped as a relay
+/// would stamp it (the raw floor and NATS carry it without a relay).
+pub fn update<'a>(id: u32, x: f32, mask: u8, payload: &'a [u8]) -> ObjectBody<'a> {
+    let fields = Fields {
+        translation: [x, 0.0, 0.0],
+        ..Fields::default()
+    };
+    let mut b = ObjectBody::new(u64::from(id), mask, fields, payload);
+    b.origin_device = id;
+    b.origin_timestamp_ns = unix_ns();
+    b
 }
 
 /// What one measurement produced.
