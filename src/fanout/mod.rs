@@ -23,6 +23,7 @@ use crate::ipc_bus::{Batch, BusError, EventKind, Subscriber};
 use crate::net::mmsg::{FlushReport, SendBatch};
 use crate::net::unix_ns;
 use crate::pair::PairStats;
+use crate::scene::SessionRecord;
 use crate::wire::bundle::{BundleWriter, ENTRY_HEAD};
 use crate::wire::{
     seal, Direction, HeaderFields, Kind, PeerLeftBody, SessionKey, HEADER_LEN, MAX_BODY,
@@ -57,6 +58,14 @@ impl<S: Subscriber> Fanout<S> {
     }
 }
 
+/// First outgoing sequence number of a session: the wall clock in microseconds when fanout
+/// learns it, so neither a restarted pair nor a standby taking a device over (both number
+/// afresh) ever reuses a (key, nonce) pair or falls behind the device's replay window: a pair
+/// sends fewer than one datagram per microsecond to one device.
+fn first_seq() -> u64 {
+    unix_ns() / 1000
+}
+
 /// The state of the send side, separate from the loop so it can be driven by tests.
 pub struct Sender {
     fd: RawFd,
@@ -64,9 +73,6 @@ pub struct Sender {
     _socket: std::net::UdpSocket,
     table: Table,
     out: SendBatch,
-    /// First outgoing sequence number of every session: the wall clock in microseconds when
-    /// fanout started, so a restarted pair never reuses a (key, nonce) pair.
-    first_seq: u64,
     totals: FlushReport,
     no_session: u64,
     /// Scratch: the scenes of a relay run.
@@ -82,7 +88,6 @@ impl Sender {
             _socket: socket,
             table: Table::default(),
             out: SendBatch::new(BURST),
-            first_seq: unix_ns() / 1000,
             totals: FlushReport::default(),
             no_session: 0,
             scenes: Vec::new(),
@@ -113,9 +118,21 @@ impl Sender {
                 EventKind::Admitted => {
                     if let Ok(raw) = <[u8; 32]>::try_from(data) {
                         let key = SessionKey::new(raw);
-                        self.table.admit(e.device, e.scene, key, self.first_seq);
+                        self.table.admit(e.device, e.scene, key, first_seq());
                     }
                 }
+                EventKind::Session => {
+                    if let Some(r) = SessionRecord::decode(data) {
+                        let key = SessionKey::new(r.key);
+                        self.table.admit(e.device, e.scene, key, first_seq());
+                        if let (true, Some(addr)) = (r.joined, e.addr) {
+                            self.table.join(e.device, addr);
+                        }
+                        self.table.set_paused(e.device, r.quiet);
+                    }
+                }
+                EventKind::Checkpoint => self.table = Table::default(),
+                EventKind::Object | EventKind::Synced | EventKind::Forwarded => {}
                 EventKind::Revoked => self.table.revoke(e.device),
                 EventKind::Joined => {
                     if let Some(addr) = e.addr {

@@ -16,11 +16,12 @@ pub enum EventKind {
     Admitted,
     /// A device session no longer exists.
     Revoked,
-    /// `device` joined `scene` from `addr`.
+    /// `device` joined `scene` from `addr`; data = the join datagram's seq (u64 LE).
     Joined,
     /// `device` now sends from `addr`.
     Moved,
-    /// `device` left `scene`; data = one byte, the wire leave reason.
+    /// `device` left `scene`; data = one byte, the wire leave reason, then the leave
+    /// datagram's seq (u64 LE) when the device asked to leave.
     Left,
     /// `device` has been silent for a while: send it nothing until it is heard again.
     Paused,
@@ -31,6 +32,17 @@ pub enum EventKind {
     Relay(Kind),
     /// One datagram of this kind for `device` at `addr`; data = its body.
     Direct(Kind),
+    /// Replication: a state checkpoint follows; a mirror forgets what it held.
+    Checkpoint,
+    /// Replication: one whole device session at `addr` (see `scene::mirror` for the data).
+    Session,
+    /// Replication: one whole object of `scene` (see `scene::mirror` for the data).
+    Object,
+    /// Replication: the checkpoint is complete; live events follow.
+    Synced,
+    /// A datagram a draining pair received for a scene that moved: data = the datagram as
+    /// received from `addr`, for the new pair to handle as its own.
+    Forwarded,
 }
 
 /// One event; its bytes live in the batch arena.

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{Batch, EventKind};
+use super::{Batch, Event, EventKind};
 use crate::wire::Kind;
 
 const MAGIC: &[u8; 2] = b"ZB";
@@ -24,7 +24,10 @@ pub fn scene_topic(scene: u32) -> String {
 
 fn topic_of(kind: EventKind, scene: u32) -> String {
     match kind {
-        EventKind::Admitted | EventKind::Revoked => CONTROL_TOPIC.to_string(),
+        EventKind::Admitted
+        | EventKind::Revoked
+        | EventKind::Checkpoint
+        | EventKind::Synced => CONTROL_TOPIC.to_string(),
         _ => scene_topic(scene),
     }
 }
@@ -40,6 +43,11 @@ fn code(kind: EventKind) -> (u8, u8) {
         EventKind::Resumed => (6, 0),
         EventKind::Relay(k) => (7, k as u8),
         EventKind::Direct(k) => (8, k as u8),
+        EventKind::Checkpoint => (9, 0),
+        EventKind::Session => (10, 0),
+        EventKind::Object => (11, 0),
+        EventKind::Synced => (12, 0),
+        EventKind::Forwarded => (13, 0),
     }
 }
 
@@ -55,6 +63,11 @@ fn kind_of(code: u8, wire: u8) -> Option<EventKind> {
         6 => EventKind::Resumed,
         7 => EventKind::Relay(wire()?),
         8 => EventKind::Direct(wire()?),
+        9 => EventKind::Checkpoint,
+        10 => EventKind::Session,
+        11 => EventKind::Object,
+        12 => EventKind::Synced,
+        13 => EventKind::Forwarded,
         _ => return None,
     })
 }
@@ -73,31 +86,43 @@ pub fn encode(batch: &Batch) -> Messages {
             payload.push(VERSION);
             out.push((topic, payload));
         }
-        let Some((_, p)) = out.last_mut() else {
-            continue;
-        };
-        let (c, w) = code(e.kind);
-        p.push(c);
-        p.push(w);
-        p.extend_from_slice(&e.scene.to_le_bytes());
-        p.extend_from_slice(&e.device.to_le_bytes());
-        let (family, ip, port) = match e.addr {
-            None => (0u8, [0u8; 16], 0u16),
-            Some(SocketAddr::V4(a)) => {
-                let mut ip = [0u8; 16];
-                ip[..4].copy_from_slice(&a.ip().octets());
-                (4, ip, a.port())
-            }
-            Some(SocketAddr::V6(a)) => (6, a.ip().octets(), a.port()),
-        };
-        p.push(family);
-        p.extend_from_slice(&ip);
-        p.extend_from_slice(&port.to_le_bytes());
-        let len = data.len().min(u16::MAX as usize);
-        p.extend_from_slice(&(len as u16).to_le_bytes());
-        p.extend_from_slice(&data[..len]);
+        if let Some((_, p)) = out.last_mut() {
+            encode_event(p, e, data);
+        }
     }
     out
+}
+
+/// Appends all of `batch` as one payload (for stream transports, which need no topics).
+pub fn encode_into(batch: &Batch, out: &mut Vec<u8>) {
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    for (e, data) in batch.iter() {
+        encode_event(out, e, data);
+    }
+}
+
+fn encode_event(p: &mut Vec<u8>, e: &Event, data: &[u8]) {
+    let (c, w) = code(e.kind);
+    p.push(c);
+    p.push(w);
+    p.extend_from_slice(&e.scene.to_le_bytes());
+    p.extend_from_slice(&e.device.to_le_bytes());
+    let (family, ip, port) = match e.addr {
+        None => (0u8, [0u8; 16], 0u16),
+        Some(SocketAddr::V4(a)) => {
+            let mut ip = [0u8; 16];
+            ip[..4].copy_from_slice(&a.ip().octets());
+            (4, ip, a.port())
+        }
+        Some(SocketAddr::V6(a)) => (6, a.ip().octets(), a.port()),
+    };
+    p.push(family);
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&port.to_le_bytes());
+    let len = data.len().min(u16::MAX as usize);
+    p.extend_from_slice(&(len as u16).to_le_bytes());
+    p.extend_from_slice(&data[..len]);
 }
 
 /// Why a bus message was refused.

@@ -19,6 +19,34 @@ pub struct DeviceSession {
     pub last_seen: Instant,
     pub interest_radius: f32,
     pub replay: ReplayWindow,
+    /// Set while the device's scene has moved to another pair and this one hands the
+    /// device's datagrams over (a drain's grace period).
+    pub forward: Option<Forward>,
+}
+
+/// Where a moved device's datagrams go, and when it was last told.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// The new pair's UDP endpoint, sent to the device in redirects.
+    pub to: SocketAddr,
+    pub epoch: u64,
+    pub last_redirect: Option<Instant>,
+}
+
+impl Forward {
+    /// Redirects are repeated at most every 20 ms while the device keeps sending here.
+    const REDIRECT_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+    /// Whether to send the device a redirect now (and notes that one was sent).
+    pub fn redirect_due(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_redirect
+            .is_none_or(|at| now.saturating_duration_since(at) >= Self::REDIRECT_EVERY);
+        if due {
+            self.last_redirect = Some(now);
+        }
+        due
+    }
 }
 
 impl DeviceSession {
@@ -32,6 +60,7 @@ impl DeviceSession {
             last_seen: now,
             interest_radius: 0.0,
             replay: ReplayWindow::default(),
+            forward: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 
 mod device;
 mod drops;
+mod mirror;
 mod object;
 mod replay;
 
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use zerocopy::IntoBytes;
 
-pub use device::DeviceSession;
+pub use device::{DeviceSession, Forward};
+pub use mirror::SessionRecord;
 pub use drops::{DropCounts, DropReason};
 pub use object::{Object, Order};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
@@ -31,7 +33,7 @@ pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 use crate::ipc_bus::{Batch, EventKind};
 use crate::wire::{
     parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
-    RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, MAX_BODY,
+    RedirectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, MAX_BODY,
     MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
 };
 
@@ -62,7 +64,7 @@ impl Default for Config {
 }
 
 #[derive(Default)]
-struct Scene {
+pub(crate) struct Scene {
     objects: HashMap<u64, Object>,
     joined: usize,
 }
@@ -109,7 +111,7 @@ impl Engine {
 
     /// Removes the session of `device`; it leaves its scene if it had joined.
     pub fn revoke(&mut self, device: u32, out: &mut Batch) {
-        self.leave(device, LEAVE_VOLUNTARY, out);
+        self.leave(device, LEAVE_VOLUNTARY, None, out);
         if let Some(old) = self.devices.remove(&device) {
             out.push(EventKind::Revoked, old.scene, device, None, &[]);
         }
@@ -148,7 +150,7 @@ impl Engine {
             .map(|(id, _)| *id)
             .collect();
         for device in silent {
-            self.leave(device, LEAVE_TIMED_OUT, out);
+            self.leave(device, LEAVE_TIMED_OUT, None, out);
         }
         while let Some(&(at, scene, object)) = self.tombstones.front() {
             if now.saturating_duration_since(at) < self.config.tombstone_ttl {
@@ -221,6 +223,17 @@ impl Engine {
             return Err(DropReason::Replay);
         }
         dev.last_seen = now;
+        if let Some(fwd) = dev.forward.as_mut() {
+            // The scene moved to another pair: hand the datagram over and tell the device.
+            let scene = dev.scene;
+            out.push(EventKind::Forwarded, scene, id, Some(from), bytes);
+            if fwd.redirect_due(now) {
+                let body = RedirectBody::new(fwd.epoch, fwd.to);
+                let kind = EventKind::Direct(Kind::Redirect);
+                out.push(kind, scene, id, Some(from), body.as_bytes());
+            }
+            return Ok(());
+        }
         let resumed = dev.quiet;
         if resumed {
             dev.quiet = false;
@@ -260,13 +273,14 @@ impl Engine {
                 if !dev.joined {
                     dev.joined = true;
                     self.scenes.entry(scene).or_default().joined += 1;
-                    out.push(EventKind::Joined, scene, id, Some(from), &[]);
+                    let seq = dg.seq().to_le_bytes();
+                    out.push(EventKind::Joined, scene, id, Some(from), &seq);
                 }
                 self.push_snapshot(scene, id, from, out);
                 Ok(())
             }
             Kind::Leave => {
-                self.leave(id, LEAVE_VOLUNTARY, out);
+                self.leave(id, LEAVE_VOLUNTARY, Some(dg.seq()), out);
                 Ok(())
             }
             Kind::Keepalive => {
@@ -356,13 +370,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Takes `device` out of its scene (if joined), releases its objects and announces it.
-    fn leave(&mut self, device: u32, reason: u8, out: &mut Batch) {
-        let Some(dev) = self.devices.get_mut(&device) else {
-            return;
-        };
+    /// Takes `device` out of its scene (if joined), releases its objects and announces it;
+    /// `seq` is the leave datagram's when the device asked.
+    fn leave(&mut self, device: u32, reason: u8, seq: Option<u64>, out: &mut Batch) {
+        if let Some(scene) = self.release(device) {
+            out.push_with(EventKind::Left, scene, device, None, |d| {
+                d.push(reason);
+                if let Some(seq) = seq {
+                    d.extend_from_slice(&seq.to_le_bytes());
+                }
+            });
+        }
+    }
+
+    /// The state half of `leave`: returns the scene left, if the device had joined.
+    fn release(&mut self, device: u32) -> Option<u32> {
+        let dev = self.devices.get_mut(&device)?;
         if !dev.joined {
-            return;
+            return None;
         }
         dev.joined = false;
         dev.quiet = false;
@@ -375,7 +400,7 @@ impl Engine {
                 }
             }
         }
-        out.push(EventKind::Left, scene, device, None, &[reason]);
+        Some(scene)
     }
 
     /// Queues the live objects of `scene` for `device`, in chunks that each fit a datagram.

@@ -47,6 +47,19 @@ impl ReplayWindow {
     pub fn top(&self) -> Option<u64> {
         self.top
     }
+
+    /// Bit i set: `top - i` was seen (for replication).
+    pub fn seen(&self) -> u128 {
+        self.seen
+    }
+
+    /// A window in exactly the state `top` and `seen` describe (from a replica).
+    pub fn from_parts(top: Option<u64>, seen: u128) -> ReplayWindow {
+        ReplayWindow {
+            top,
+            seen: if top.is_some() { seen } else { 0 },
+        }
+    }
 }
 
 #[cfg(test)]

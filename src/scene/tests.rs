@@ -450,3 +450,132 @@ fn a_quiet_device_is_paused_and_resumed_with_a_fresh_snapshot() {
         ]
     );
 }
+
+/// Replays every event of `w.out` into `mirror` (what a standby does with the bus), then
+/// clears it.
+fn replicate(w: &mut World, mirror: &mut Engine) {
+    for (e, data) in w.out.iter() {
+        assert!(mirror.mirror(w.now, e, data), "{:?} refused", e.kind);
+    }
+    w.out.clear();
+}
+
+/// Objects of `scene` as (id, owner, writer, order, x, payload, live), sorted.
+fn objects_of(engine: &Engine, scene: u32) -> Vec<(u64, Option<u32>, u32, Order, f32, Vec<u8>, bool)> {
+    let mut v: Vec<_> = engine.scenes[&scene]
+        .objects
+        .iter()
+        .map(|(id, o)| {
+            let x = o.fields.translation[0];
+            (*id, o.owner, o.writer, o.order, x, o.payload.clone(), o.is_live())
+        })
+        .collect();
+    v.sort_by_key(|o| o.0);
+    v
+}
+
+#[test]
+fn a_mirror_fed_a_checkpoint_then_events_holds_the_primary_state() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
+    let mut w = World::new(&[&a, &b]);
+    w.join(&mut a);
+    w.join(&mut b);
+    for i in 0..5 {
+        let u = a.update(10 + i, i as f32);
+        w.feed(&a, &u).unwrap();
+    }
+    let del = a.dgram(Kind::ObjectDelete, &body(12, 0, Fields::default(), &[]));
+    w.feed(&a, &del).unwrap();
+    w.out.clear();
+    // The standby connects: checkpoint, then live traffic.
+    let mut mirror = Engine::new(Config::default());
+    w.engine.checkpoint(&mut w.out);
+    replicate(&mut w, &mut mirror);
+    let u = b.update(20, 7.0);
+    w.feed(&b, &u).unwrap();
+    let k = a.dgram(Kind::Keepalive, &[]);
+    w.feed(&a, &k).unwrap();
+    let u = a.update(10, 9.5);
+    w.feed(&a, &u).unwrap();
+    let l = b.dgram(Kind::Leave, &[]);
+    w.feed(&b, &l).unwrap();
+    replicate(&mut w, &mut mirror);
+
+    assert_eq!(objects_of(&mirror, 1), objects_of(&w.engine, 1));
+    assert_eq!(objects_of(&mirror, 1).iter().filter(|o| !o.6).count(), 1, "tombstone kept");
+    for id in [1, 2] {
+        let (p, m) = (w.engine.device(id).unwrap(), mirror.device(id).unwrap());
+        assert_eq!((m.joined, m.addr, m.replay.top()), (p.joined, p.addr, p.replay.top()));
+        assert_eq!(m.replay.seen(), p.replay.seen());
+    }
+    assert_eq!(mirror.joined(), 1);
+
+    // Failover: a fresh serving engine adopts the scene from the mirror.
+    let mut standby = World::new(&[]);
+    let to: SocketAddr = "127.0.0.1:7300".parse().unwrap();
+    standby.engine.adopt(&mut mirror, 1, standby.now, Some((to, 42)), &mut standby.out);
+    let mut events = standby.events();
+    events.sort_by_key(|e| (e.1, e.0 != EventKind::Session));
+    let redirect = EventKind::Direct(Kind::Redirect);
+    let want = [(EventKind::Session, 1), (redirect, 1), (EventKind::Session, 2), (redirect, 2)];
+    assert_eq!(events, want);
+    assert_eq!(mirror.sessions(), 0);
+    assert_eq!(standby.x_of(1, 10), Some(9.5));
+    // A replay of a datagram the primary accepted is refused; the owner's next write counts,
+    // another device still may not write the owner's object.
+    assert_eq!(standby.feed(&a, &u), Err(DropReason::Replay));
+    assert_eq!(standby.feed(&a, &k), Err(DropReason::Replay));
+    let next = a.update(10, 11.0);
+    standby.feed(&a, &next).unwrap();
+    assert_eq!(standby.x_of(1, 10), Some(11.0));
+    let j = b.join();
+    standby.feed(&b, &j).unwrap();
+    let steal = b.update(10, 0.0);
+    assert_eq!(standby.feed(&b, &steal), Err(DropReason::NotOwner));
+    // A late update (older clock) to the deleted object is refused: the tombstone moved too.
+    a.seq += 1;
+    let late = a.raw(Kind::ObjectUpdate, &body(12, MASK_TRANSLATION, Fields::default(), &[]), a.seq, 1);
+    assert_eq!(standby.feed(&a, &late), Err(DropReason::Stale), "tombstone survives");
+}
+
+#[test]
+fn a_forwarded_device_is_handed_over_and_redirected_at_a_bounded_rate() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    w.join(&mut a);
+    let to: SocketAddr = "127.0.0.1:7300".parse().unwrap();
+    assert!(w.engine.forward(1, to, 9));
+    assert!(!w.engine.forward(99, to, 9));
+    let u = a.update(1, 1.0);
+    w.feed(&a, &u).unwrap();
+    assert_eq!(
+        w.events(),
+        vec![(EventKind::Forwarded, 1), (EventKind::Direct(Kind::Redirect), 1)]
+    );
+    assert_eq!(w.engine.object(1, 1).map(|o| o.order), None, "not applied here");
+    let u2 = a.update(1, 2.0);
+    w.feed(&a, &u2).unwrap();
+    assert_eq!(w.events(), vec![(EventKind::Forwarded, 1)], "redirect not repeated at once");
+    assert_eq!(w.feed(&a, &u2), Err(DropReason::Replay), "forwarded datagrams are replay-checked");
+    w.now += Duration::from_millis(25);
+    let u3 = a.update(1, 3.0);
+    w.feed(&a, &u3).unwrap();
+    assert_eq!(w.events().len(), 2);
+}
+
+#[test]
+fn a_mirror_refuses_events_that_do_not_fit_its_state() {
+    let mut mirror = Engine::new(Config::default());
+    let now = Instant::now();
+    let mut b = Batch::default();
+    b.push(EventKind::Session, 1, 1, None, &[0; 3]);
+    b.push(EventKind::Object, 1, 0, None, &[1, 0, 0]);
+    b.push(EventKind::Joined, 1, 77, None, &[]);
+    b.push(EventKind::Relay(Kind::ObjectUpdate), 1, 77, None, &[0; 4]);
+    b.push(EventKind::Admitted, 1, 1, None, &[0; 5]);
+    for (e, data) in b.iter() {
+        assert!(!mirror.mirror(now, e, data), "{:?} accepted", e.kind);
+    }
+    assert_eq!(mirror.sessions(), 0);
+    assert_eq!(mirror.objects(), 0);
+}

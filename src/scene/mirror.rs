@@ -1,0 +1,330 @@
+//! Replication of an engine's state into another engine (pure).
+//!
+//! A standby keeps one mirror [`Engine`] per primary it stands in for. The primary sends a
+//! checkpoint when the standby connects ([`Engine::checkpoint`]: every session with its key,
+//! address and replay window, every object with its owner and order, tombstones included),
+//! then the events it publishes anyway; [`Engine::mirror`] applies both, so the mirror holds
+//! what the primary accepted, in the primary's order. Nothing a mirror does produces events:
+//! it serves no device until [`Engine::adopt`] moves a scene into the standby's serving engine
+//! (a failover or a drain), which announces the sessions to fanout and redirects the devices.
+//!
+//! What a mirror cannot know: when each device was last heard (adopted devices count as heard
+//! at adoption) and the sequence numbers of datagrams that produced no event (a keepalive
+//! refused later, a join to an already-joined scene): the replay window holds every sequence
+//! number that changed state, so a replayed datagram can at most repeat a no-op.
+//!
+//! Data layouts (little-endian), used on the bus by `Session` and `Object` events:
+//! - session: `key [32] | flags u8 (1 joined, 2 quiet, 4 has replay top) | top u64 |
+//!   seen u128 | interest_radius f32`, the address in the event's `addr`;
+//! - object: `flags u8 (1 has owner, 2 deleted) | owner u32 | object body` (the body's origin
+//!   fields are the last writer and its (seq, timestamp)).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use zerocopy::IntoBytes;
+
+use super::{DeviceSession, Engine, Forward, Object, ReplayWindow};
+use crate::ipc_bus::{Batch, Event, EventKind};
+use crate::wire::{
+    parse_exact, KeepaliveAckBody, Kind, ObjectBody, RedirectBody, RejectBody, SessionKey,
+    MAX_DATAGRAM,
+};
+
+/// One device session as replicated (see the module doc for its bytes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionRecord {
+    pub key: [u8; 32],
+    pub joined: bool,
+    pub quiet: bool,
+    pub top: Option<u64>,
+    pub seen: u128,
+    pub interest_radius: f32,
+}
+
+impl SessionRecord {
+    pub const LEN: usize = 32 + 1 + 8 + 16 + 4;
+
+    fn of(d: &DeviceSession) -> SessionRecord {
+        SessionRecord {
+            key: *d.key.raw(),
+            joined: d.joined,
+            quiet: d.quiet,
+            top: d.replay.top(),
+            seen: d.replay.seen(),
+            interest_radius: d.interest_radius,
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.key);
+        let flags = u8::from(self.joined) | u8::from(self.quiet) << 1 | u8::from(self.top.is_some()) << 2;
+        out.push(flags);
+        out.extend_from_slice(&self.top.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.seen.to_le_bytes());
+        out.extend_from_slice(&self.interest_radius.to_le_bytes());
+    }
+
+    pub fn decode(data: &[u8]) -> Option<SessionRecord> {
+        if data.len() != Self::LEN {
+            return None;
+        }
+        let flags = data[32];
+        let top = u64::from_le_bytes(data[33..41].try_into().ok()?);
+        Some(SessionRecord {
+            key: data[..32].try_into().ok()?,
+            joined: flags & 1 != 0,
+            quiet: flags & 2 != 0,
+            top: (flags & 4 != 0).then_some(top),
+            seen: u128::from_le_bytes(data[41..57].try_into().ok()?),
+            interest_radius: f32::from_le_bytes(data[57..61].try_into().ok()?),
+        })
+    }
+}
+
+fn u64_at(data: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
+}
+
+impl Engine {
+    /// Appends events that rebuild this engine's whole state in an empty mirror:
+    /// `Checkpoint`, a `Session` per device, an `Object` per object, `Synced`.
+    pub fn checkpoint(&self, out: &mut Batch) {
+        out.push(EventKind::Checkpoint, 0, 0, None, &[]);
+        for (id, d) in &self.devices {
+            let record = SessionRecord::of(d);
+            out.push_with(EventKind::Session, d.scene, *id, d.addr, |b| record.encode(b));
+        }
+        let mut body = [0u8; MAX_DATAGRAM];
+        for (scene, s) in &self.scenes {
+            for (id, obj) in &s.objects {
+                let Ok(n) = obj.as_body(*id).emit(&mut body) else {
+                    continue;
+                };
+                let flags = u8::from(obj.owner.is_some()) | u8::from(!obj.is_live()) << 1;
+                out.push_with(EventKind::Object, *scene, 0, None, |b| {
+                    b.push(flags);
+                    b.extend_from_slice(&obj.owner.unwrap_or(0).to_le_bytes());
+                    b.extend_from_slice(&body[..n]);
+                });
+            }
+        }
+        out.push(EventKind::Synced, 0, 0, None, &[]);
+    }
+
+    /// Applies one replicated event to this mirror. False if the event does not fit the
+    /// state (malformed data, or a write the primary accepted and the mirror would refuse:
+    /// the mirror has diverged and needs a new checkpoint).
+    pub fn mirror(&mut self, now: Instant, e: &Event, data: &[u8]) -> bool {
+        match e.kind {
+            EventKind::Checkpoint => {
+                self.devices.clear();
+                self.scenes.clear();
+                self.tombstones.clear();
+                true
+            }
+            EventKind::Synced | EventKind::Forwarded => true,
+            EventKind::Session => {
+                let Some(r) = SessionRecord::decode(data) else {
+                    return false;
+                };
+                self.set_session(e.device, e.scene, e.addr, &r, now);
+                true
+            }
+            EventKind::Object => self.set_object(now, e.scene, data).is_some(),
+            EventKind::Admitted => {
+                let Ok(raw) = <[u8; 32]>::try_from(data) else {
+                    return false;
+                };
+                self.release(e.device);
+                let session = DeviceSession::new(e.scene, SessionKey::new(raw), now);
+                self.devices.insert(e.device, session);
+                true
+            }
+            EventKind::Revoked => {
+                self.release(e.device);
+                self.devices.remove(&e.device);
+                true
+            }
+            EventKind::Joined => {
+                let Some(dev) = self.devices.get_mut(&e.device) else {
+                    return false;
+                };
+                dev.addr = e.addr;
+                if let Some(seq) = u64_at(data, 0) {
+                    dev.replay.accept(seq);
+                }
+                if !dev.joined {
+                    dev.joined = true;
+                    self.scenes.entry(dev.scene).or_default().joined += 1;
+                }
+                true
+            }
+            EventKind::Moved => self.with_device(e.device, |d| d.addr = e.addr),
+            EventKind::Paused => self.with_device(e.device, |d| d.quiet = true),
+            EventKind::Resumed => self.with_device(e.device, |d| d.quiet = false),
+            EventKind::Left => {
+                if let Some(seq) = u64_at(data, 1) {
+                    self.with_device(e.device, |d| {
+                        d.replay.accept(seq);
+                    });
+                }
+                self.release(e.device);
+                true
+            }
+            EventKind::Relay(kind) => self.mirror_write(now, e, kind, data),
+            EventKind::Direct(Kind::KeepaliveAck) => match parse_exact::<KeepaliveAckBody>(data) {
+                Ok(b) => self.with_device(e.device, |d| {
+                    d.replay.accept(b.echo_seq.get());
+                }),
+                Err(_) => false,
+            },
+            EventKind::Direct(Kind::Reject) => match parse_exact::<RejectBody>(data) {
+                Ok(b) => self.with_device(e.device, |d| {
+                    d.replay.accept(b.ref_seq.get());
+                }),
+                Err(_) => false,
+            },
+            EventKind::Direct(_) => true,
+        }
+    }
+
+    /// The scenes this engine holds sessions or objects of.
+    pub fn scene_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.scenes.keys().copied().collect();
+        ids.extend(self.devices.values().map(|d| d.scene));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Takes over `scene` from the mirror `from`: its sessions (keys, replay windows,
+    /// membership), objects and tombstones move here; fanout learns the sessions through
+    /// `Session` events, and every device with an address is sent a redirect to `redirect`
+    /// (this pair's endpoint, under the assignment's epoch). Adopted devices count as heard
+    /// `now`. A session this engine already had for one of the devices is replaced.
+    pub fn adopt(
+        &mut self,
+        from: &mut Engine,
+        scene: u32,
+        now: Instant,
+        redirect: Option<(SocketAddr, u64)>,
+        out: &mut Batch,
+    ) {
+        let moving: Vec<u32> = from
+            .devices
+            .iter()
+            .filter(|(_, d)| d.scene == scene)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut state = from.scenes.remove(&scene).unwrap_or_default();
+        from.tombstones.retain(|t| t.1 != scene);
+        self.tombstones.retain(|t| t.1 != scene);
+        for (id, o) in state.objects.iter_mut().filter(|(_, o)| !o.is_live()) {
+            // Tombstones refuse late updates for a full period from the takeover.
+            o.deleted_at = Some(now);
+            self.tombstones.push_back((now, scene, *id));
+        }
+        state.joined = 0;
+        self.scenes.insert(scene, state);
+        for id in moving {
+            let Some(mut d) = from.devices.remove(&id) else {
+                continue;
+            };
+            if self.devices.contains_key(&id) {
+                self.revoke(id, out);
+            }
+            d.last_seen = now;
+            d.forward = None;
+            if d.joined {
+                self.scenes.entry(scene).or_default().joined += 1;
+            }
+            let record = SessionRecord::of(&d);
+            out.push_with(EventKind::Session, scene, id, d.addr, |b| record.encode(b));
+            if let (Some((to, epoch)), Some(addr)) = (redirect, d.addr) {
+                let body = RedirectBody::new(epoch, to);
+                let kind = EventKind::Direct(Kind::Redirect);
+                out.push(kind, scene, id, Some(addr), body.as_bytes());
+            }
+            self.devices.insert(id, d);
+        }
+    }
+
+    /// Stops serving `device` here: from now on its authenticated datagrams are handed over
+    /// as `Forwarded` events and the device is redirected to `to` (a drain's grace period).
+    /// False if there is no such session.
+    pub fn forward(&mut self, device: u32, to: SocketAddr, epoch: u64) -> bool {
+        self.with_device(device, |d| {
+            d.forward = Some(Forward {
+                to,
+                epoch,
+                last_redirect: None,
+            })
+        })
+    }
+
+    fn with_device(&mut self, device: u32, f: impl FnOnce(&mut DeviceSession)) -> bool {
+        match self.devices.get_mut(&device) {
+            Some(d) => {
+                f(d);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_session(
+        &mut self,
+        device: u32,
+        scene: u32,
+        addr: Option<SocketAddr>,
+        r: &SessionRecord,
+        now: Instant,
+    ) {
+        self.release(device);
+        let mut d = DeviceSession::new(scene, SessionKey::new(r.key), now);
+        d.addr = addr;
+        d.quiet = r.quiet;
+        d.interest_radius = r.interest_radius;
+        d.replay = ReplayWindow::from_parts(r.top, r.seen);
+        if r.joined {
+            d.joined = true;
+            self.scenes.entry(scene).or_default().joined += 1;
+        }
+        self.devices.insert(device, d);
+    }
+
+    fn set_object(&mut self, now: Instant, scene: u32, data: &[u8]) -> Option<()> {
+        let flags = *data.first()?;
+        let owner = u32::from_le_bytes(data.get(1..5)?.try_into().ok()?);
+        let body = ObjectBody::parse(data.get(5..)?).ok()?;
+        let mut obj = Object::new(body.origin_device);
+        obj.owner = (flags & 1 != 0).then_some(owner);
+        let order = (body.origin_timestamp_ns, body.origin_seq);
+        obj.apply(body.origin_device, order, &body, true);
+        if flags & 2 != 0 {
+            obj.delete(body.origin_device, order, now);
+            self.tombstones.push_back((now, scene, body.object));
+        }
+        self.scenes
+            .entry(scene)
+            .or_default()
+            .objects
+            .insert(body.object, obj);
+        Some(())
+    }
+
+    fn mirror_write(&mut self, now: Instant, e: &Event, kind: Kind, data: &[u8]) -> bool {
+        let Ok(body) = ObjectBody::parse(data) else {
+            return false;
+        };
+        let (device, seq) = (body.origin_device, body.origin_seq);
+        let Some(dev) = self.devices.get_mut(&device) else {
+            return false;
+        };
+        dev.replay.accept(seq);
+        let order = (body.origin_timestamp_ns, seq);
+        self.write_object(now, e.scene, device, kind, order, &body)
+            .is_ok()
+    }
+}
