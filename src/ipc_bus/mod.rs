@@ -9,6 +9,7 @@
 mod batch;
 pub mod codec;
 pub mod inproc;
+pub mod stream;
 pub mod zmq;
 
 use std::time::Duration;
