@@ -1,4 +1,5 @@
-//! The `zonecast` command: `pair`, `device`, `sessions` and `up`. Argument parsing only; each
+//! The `zonecast` command: `controller`, `status`, `scene`, `pair`, `ingest`, `fanout`,
+//! `device`, `sessions` and `up`. Argument parsing only; each
 //! subcommand lives in `cli/`.
 
 mod cli;
@@ -26,7 +27,12 @@ enum Command {
     Scene(cli::controller::SceneArgs),
     /// Run a pair (UDP ingest + bus + fanout), registered with a controller or serving the
     /// device sessions of a file.
-    Pair(cli::pair::PairArgs),
+    Pair(cli::pair::PairCli),
+    /// Run the ingest half of a split pair: it registers the pair and streams every event to
+    /// its fanout half over ipc://.
+    Ingest(cli::split::IngestArgs),
+    /// Run the fanout half of a split pair, subscribed to its ingest half.
+    Fanout(cli::split::FanoutArgs),
     /// Join a scene as a device: print what arrives, optionally send updates.
     Device(cli::device::DeviceArgs),
     /// Print a sessions file with fresh random keys.
@@ -42,7 +48,9 @@ fn main() {
         Command::Controller(a) => cli::controller::run_controller(a),
         Command::Status(a) => cli::controller::run_status(a),
         Command::Scene(a) => cli::controller::run_scene(a),
-        Command::Pair(a) => cli::pair::run(a),
+        Command::Pair(a) => cli::pair::run_cli(a),
+        Command::Ingest(a) => cli::split::run_ingest(a),
+        Command::Fanout(a) => cli::split::run_fanout(a),
         Command::Device(a) => cli::device::run(a),
         Command::Sessions(a) => cli::sessions::run(a),
         Command::Up(a) => cli::up::run(a),

@@ -39,7 +39,10 @@ fn pump(hub: &mut StreamHub, mut done: impl FnMut(&mut StreamHub) -> bool) {
 /// The next event of `link` that is not `Up`.
 fn next(link: &StreamLink) -> LinkEvent {
     loop {
-        match link.next(Duration::from_secs(10)).expect("no event from the link") {
+        match link
+            .next(Duration::from_secs(10))
+            .expect("no event from the link")
+        {
             LinkEvent::Up => continue,
             e => return e,
         }
@@ -58,18 +61,30 @@ fn round_trip(endpoint: &str) {
     let bound = hub.endpoints()[0].clone();
     hub.send(&relay(0)); // nobody yet: nothing to do
     let link = StreamLink::connect(&bound, Role::Standby, TOKEN, None).unwrap();
-    pump(&mut hub, |h| h.has_live(Role::Standby, Instant::now(), Duration::from_secs(1)));
+    pump(&mut hub, |h| {
+        h.has_live(Role::Standby, Instant::now(), Duration::from_secs(1))
+    });
     for i in 1..=100u8 {
         hub.send(&relay(i));
     }
     let first = kinds(next(&link));
-    assert_eq!(first[0].0, EventKind::Checkpoint, "the checkpoint comes first");
+    assert_eq!(
+        first[0].0,
+        EventKind::Checkpoint,
+        "the checkpoint comes first"
+    );
     for i in 1..=100u8 {
-        assert_eq!(kinds(next(&link)), vec![(EventKind::Relay(Kind::ObjectUpdate), vec![i])]);
+        assert_eq!(
+            kinds(next(&link)),
+            vec![(EventKind::Relay(Kind::ObjectUpdate), vec![i])]
+        );
     }
     assert_eq!(hub.counters().peers, 1);
     drop(hub);
-    assert!(matches!(next(&link), LinkEvent::Bye), "a hub that stops says bye");
+    assert!(
+        matches!(next(&link), LinkEvent::Bye),
+        "a hub that stops says bye"
+    );
 }
 
 #[test]
@@ -98,8 +113,15 @@ fn wrong_tokens_and_garbage_are_refused_and_counted() {
     raw.write_all(&[0xff; 16]).unwrap();
     pump(&mut hub, |h| h.counters().refused >= 2);
     hub.send(&relay(1));
-    assert_eq!(hub.counters().peers, 0, "nobody refused ever receives a batch");
-    assert!(!matches!(wrong.next(Duration::from_millis(200)), Some(LinkEvent::Batch(_))));
+    assert_eq!(
+        hub.counters().peers,
+        0,
+        "nobody refused ever receives a batch"
+    );
+    assert!(!matches!(
+        wrong.next(Duration::from_millis(200)),
+        Some(LinkEvent::Batch(_))
+    ));
 }
 
 #[test]
@@ -114,6 +136,8 @@ fn a_link_reports_a_broken_stream_as_lost_and_reconnects_for_a_new_checkpoint() 
     drop(listener);
     // A real hub on the same port later: the link finds it and gets a checkpoint.
     let mut hub = StreamHub::bind(&[format!("tcp://{addr}")], TOKEN).unwrap();
-    pump(&mut hub, |h| h.has_live(Role::Fanout, Instant::now(), Duration::from_secs(1)));
+    pump(&mut hub, |h| {
+        h.has_live(Role::Fanout, Instant::now(), Duration::from_secs(1))
+    });
     assert_eq!(kinds(next(&link))[0].0, EventKind::Checkpoint);
 }

@@ -78,7 +78,7 @@ pub struct OperatorArgs {
 }
 
 impl OperatorArgs {
-    fn request(&self, mut req: Value) -> Result<Value, String> {
+    pub fn request(&self, mut req: Value) -> Result<Value, String> {
         req["token"] = json!(self.token);
         let mut client = ControlClient::new(&self.control).map_err(|e| e.to_string())?;
         client.request(&req).map_err(|e| e.to_string())

@@ -5,6 +5,7 @@ pub mod controller;
 pub mod device;
 pub mod pair;
 pub mod sessions;
+pub mod split;
 pub mod up;
 
 use std::time::Duration;

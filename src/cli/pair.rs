@@ -1,15 +1,77 @@
-//! `zonecast pair`: serve the sessions of a file until killed.
+//! `zonecast pair`: serve the sessions of a file or a controller's assignment until killed
+//! (or drained); `zonecast pair drain`: hand a pair's scenes over to its standby.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, Subcommand};
+use serde_json::json;
 use zonecast::net::SocketOptions;
 use zonecast::pair::agent::AgentConfig;
-use zonecast::pair::{Pair, PairConfig, SessionsFile, Threading};
+use zonecast::pair::{Pair, PairConfig, ReplicationConfig, SessionsFile, Threading};
 use zonecast::scene;
+
+use super::controller::OperatorArgs;
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PairCli {
+    #[command(subcommand)]
+    action: Option<PairAction>,
+    #[command(flatten)]
+    run: PairArgs,
+}
+
+#[derive(Subcommand)]
+enum PairAction {
+    /// Move every scene of a pair, state and devices included, to its standby; the pair
+    /// forwards stragglers for its grace period, then deregisters and exits. For rolling
+    /// upgrades.
+    Drain {
+        /// The pair's id (see `zonecast status`).
+        #[arg(long)]
+        pair: u32,
+        /// Keep asking this long while the standby is still catching up.
+        #[arg(long, default_value_t = 10)]
+        wait_secs: u64,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+}
+
+pub fn run_cli(c: PairCli) -> Result<(), String> {
+    match c.action {
+        None => run(c.run, Threading::Fused, Vec::new()),
+        Some(PairAction::Drain {
+            pair,
+            wait_secs,
+            op,
+        }) => drain(pair, wait_secs, &op),
+    }
+}
+
+fn drain(pair: u32, wait_secs: u64, op: &OperatorArgs) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait_secs);
+    loop {
+        match op.request(json!({ "op": "pair.drain", "pair": pair })) {
+            Ok(reply) => {
+                let moved = reply["moved"].as_array().map(|m| m.len()).unwrap_or(0);
+                println!(
+                    "pair {pair} draining: {moved} scene(s) handed over (epoch {})",
+                    reply["epoch"]
+                );
+                return Ok(());
+            }
+            // The standby is still taking the checkpoint: ask again.
+            Err(e) if e.contains("not in sync") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 #[derive(Args)]
 pub struct PairArgs {
@@ -70,9 +132,20 @@ pub struct PairArgs {
     /// Print a counters line to stderr this often (0: never).
     #[arg(long, default_value_t = 10)]
     stats_every_secs: u64,
+    /// Replication stream standbys subscribe to, tcp://HOST:PORT (port 0: any). With
+    /// --control (and one shard) the default is tcp://<listen address>:0; without, none.
+    #[arg(long)]
+    bus: Option<String>,
+    /// Offer no replication stream: this pair gets no standby and cannot be drained.
+    #[arg(long, conflicts_with = "bus")]
+    no_bus: bool,
+    /// After a drain, forward stragglers this long before deregistering and exiting.
+    #[arg(long, default_value_t = 2_000)]
+    drain_grace_ms: u64,
 }
 
-pub fn run(a: PairArgs) -> Result<(), String> {
+/// Runs a pair with `threading`; `extra_bus` are more stream endpoints (a fanout half's).
+pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<(), String> {
     let sessions = match &a.sessions {
         Some(path) => SessionsFile::load(path).map_err(|e| e.to_string())?,
         None => SessionsFile::default(),
@@ -91,14 +164,32 @@ pub fn run(a: PairArgs) -> Result<(), String> {
             ..scene::Config::default()
         },
         metrics: a.metrics,
-        threading: if a.split_threads {
-            Threading::Split
-        } else {
-            Threading::Fused
+        threading: match threading {
+            Threading::Fused if a.split_threads => Threading::Split,
+            t => t,
         },
         busy_poll: a.busy_poll,
         shards: a.shards.clamp(1, 64),
+        replication: None,
     };
+    let mut config = config;
+    let mut listen = extra_bus;
+    match (&a.bus, a.no_bus, &a.control) {
+        (Some(b), _, _) => listen.push(b.clone()),
+        // A sharded pair keeps its scenes in several engines: it streams nothing.
+        (None, false, Some(_)) if a.shards <= 1 => {
+            listen.push(format!("tcp://{}", SocketAddr::new(a.listen.ip(), 0)))
+        }
+        _ => {}
+    }
+    let standby_stream = listen.iter().any(|l| l.starts_with("tcp://"));
+    if !listen.is_empty() {
+        let token = a
+            .token
+            .clone()
+            .ok_or("a replication stream needs --token (or ZONECAST_TOKEN)")?;
+        config.replication = Some(ReplicationConfig { listen, token });
+    }
     let mut pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
     if let Some(control) = &a.control {
         let token = a
@@ -116,6 +207,14 @@ pub fn run(a: PairArgs) -> Result<(), String> {
             advertise,
             capacity: a.capacity,
             version: env!("CARGO_PKG_VERSION").into(),
+            bus: pair
+                .bus_endpoints()
+                .iter()
+                .find(|e| e.starts_with("tcp://"))
+                .filter(|_| standby_stream)
+                .map(|e| advertise_bus(e, advertise)),
+            requires_fanout: config.threading == Threading::Remote,
+            drain_grace: Duration::from_millis(a.drain_grace_ms),
         })
         .map_err(|e| e.to_string())?;
     }
@@ -124,10 +223,11 @@ pub fn run(a: PairArgs) -> Result<(), String> {
         .map(|m| format!("http://{m}/metrics"))
         .unwrap_or_else(|| "off".into());
     println!(
-        "zonecast pair: udp={} metrics={} sessions={}",
+        "zonecast pair: udp={} metrics={} sessions={} bus={}",
         pair.udp_addr(),
         metrics,
-        sessions.devices.len()
+        sessions.devices.len(),
+        pair.bus_endpoints().join(",")
     );
     let _ = std::io::stdout().flush();
     let every = Duration::from_secs(a.stats_every_secs);
@@ -150,5 +250,22 @@ pub fn run(a: PairArgs) -> Result<(), String> {
             );
         }
     }
+    if pair.drained() {
+        return Ok(());
+    }
     Err("a pair thread stopped".into())
+}
+
+/// The stream endpoint to advertise: the bound one, with the advertised UDP host when bound
+/// to an unspecified address.
+fn advertise_bus(bound: &str, advertise: SocketAddr) -> String {
+    match bound
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+    {
+        Some(a) if a.ip().is_unspecified() => {
+            format!("tcp://{}", SocketAddr::new(advertise.ip(), a.port()))
+        }
+        _ => bound.to_string(),
+    }
 }

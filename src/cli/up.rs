@@ -14,7 +14,7 @@ use zonecast::control::client::ControlClient;
 use zonecast::control::server::ControllerServer;
 use zonecast::net::unix_ns;
 use zonecast::pair::agent::AgentConfig;
-use zonecast::pair::{Pair, PairConfig, StatsSnapshot};
+use zonecast::pair::{Pair, PairConfig, ReplicationConfig, StatsSnapshot};
 use zonecast::wire::{Fields, SessionKey, MASK_ROTATION, MASK_TRANSLATION};
 
 use super::controller::controller_config;
@@ -61,9 +61,14 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     let mut pairs = Vec::new();
     let (mut listen, mut metrics) = (a.listen, a.metrics);
     for _ in 0..2 {
+        // Each pair streams its state so the other stands by for it.
         let config = PairConfig {
             listen,
             metrics: Some(metrics),
+            replication: Some(ReplicationConfig {
+                listen: vec![format!("tcp://{}", SocketAddr::new(listen.ip(), 0))],
+                token: token.clone(),
+            }),
             ..PairConfig::default()
         };
         let mut pair = Pair::start(&config, &[]).map_err(|e| e.to_string())?;
@@ -75,6 +80,9 @@ pub fn run(a: UpArgs) -> Result<(), String> {
                 advertise: pair.udp_addr(),
                 capacity: 10_000,
                 version: env!("CARGO_PKG_VERSION").into(),
+                bus: pair.bus_endpoints().first().cloned(),
+                requires_fanout: false,
+                drain_grace: Duration::from_secs(2),
             })
             .map_err(|e| e.to_string())?;
         pairs.push((pair, status));

@@ -6,7 +6,7 @@ pub mod protocol;
 pub mod server;
 mod state;
 
-pub use protocol::{ControlError, ErrorCode, Load, Request};
+pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, Request};
 pub use state::{Change, Config, Controller};
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// Every op, as sent in the `op` field.
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 13] = [
     "scene.create",
     "scene.list",
     "scene.get",
@@ -17,6 +17,7 @@ pub const OPS: [&str; 12] = [
     "pair.register",
     "pair.heartbeat",
     "pair.deregister",
+    "pair.drain",
     "device.register",
     "device.locate",
     "device.deregister",
@@ -36,6 +37,16 @@ pub struct Load {
     pub datagrams_out_per_sec: f64,
     /// Datagrams dropped by ingest since the pair started.
     pub dropped: u64,
+}
+
+/// A standby's report on its mirror of one primary, sent with its heartbeats.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorReport {
+    pub pair: u32,
+    /// `connecting`, `syncing`, `synced` or `lost` (the stream broke without a goodbye:
+    /// the primary is probably dead).
+    pub state: String,
 }
 
 /// A request, decoded. `token` is the cluster token (operator and pair ops) or the device
@@ -63,6 +74,10 @@ pub enum Request {
         udp: String,
         capacity: u32,
         version: String,
+        /// The pair's replication stream (`tcp://HOST:PORT`), if it offers one: only such a
+        /// pair gets a standby.
+        #[serde(default)]
+        bus: Option<String>,
     },
     #[serde(rename = "pair.heartbeat")]
     PairHeartbeat {
@@ -72,9 +87,16 @@ pub enum Request {
         epoch: u64,
         #[serde(default)]
         load: Load,
+        /// How this pair's mirrors of the pairs it stands by for are doing.
+        #[serde(default)]
+        mirrors: Vec<MirrorReport>,
     },
     #[serde(rename = "pair.deregister")]
     PairDeregister { token: Option<String>, pair: u32 },
+    /// Move every scene of `pair` to its standby (state and devices included) and let the
+    /// pair forward stragglers for a grace period, then leave: for rolling upgrades.
+    #[serde(rename = "pair.drain")]
+    PairDrain { token: Option<String>, pair: u32 },
     #[serde(rename = "device.register")]
     DeviceRegister {
         token: Option<String>,

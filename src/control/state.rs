@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use super::protocol::{ok, ControlError, ErrorCode, Load, Request};
+use super::protocol::{ok, ControlError, ErrorCode, Load, MirrorReport, Request};
 use crate::wire::SessionKey;
 
 /// Controller settings.
@@ -60,6 +60,17 @@ struct PairRec {
     alive: bool,
     /// Epoch of the last change to this pair's scenes or sessions.
     assigned_epoch: u64,
+    /// Replication stream endpoint; a pair without one gets no standby.
+    bus: Option<String>,
+    /// The pair mirroring this one, and its last word on the mirror.
+    standby: Option<u32>,
+    standby_state: String,
+    /// Its standby lost the stream without a goodbye: dead unless a heartbeat comes soon.
+    suspect: bool,
+    /// Draining: takes no new scenes; hands its scenes over, then deregisters.
+    draining: bool,
+    /// Scenes this pair handed over in a drain: (scene, new pair, epoch of the move).
+    handovers: Vec<(u32, u32, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -159,18 +170,24 @@ impl Controller {
                 udp,
                 capacity,
                 version,
+                bus,
             } => {
                 self.operator(&token)?;
-                self.pair_register(now, region, &udp, capacity, version)
+                self.pair_register(now, region, &udp, capacity, version, bus)
             }
             PairHeartbeat {
                 token,
                 pair,
                 epoch,
                 load,
+                mirrors,
             } => {
                 self.operator(&token)?;
-                self.pair_heartbeat(now, pair, epoch, load)
+                self.pair_heartbeat(now, pair, epoch, load, &mirrors)
+            }
+            PairDrain { token, pair } => {
+                self.operator(&token)?;
+                self.pair_drain(pair)
             }
             PairDeregister { token, pair } => {
                 self.operator(&token)?;
@@ -211,7 +228,12 @@ impl Controller {
             .pairs
             .iter()
             .filter(|(_, p)| {
-                p.alive && now.saturating_duration_since(p.last_heartbeat) > self.config.dead_after
+                let age = now.saturating_duration_since(p.last_heartbeat);
+                // A primary whose standby saw its stream break is dead once a heartbeat is
+                // overdue (two intervals), well before the full window: that is the fast path
+                // of a failover. A live primary heartbeats in time and is not moved.
+                let suspect_after = self.config.heartbeat_interval * 2;
+                p.alive && (age > self.config.dead_after || (p.suspect && age > suspect_after))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -235,6 +257,7 @@ impl Controller {
             self.pairs.remove(&pair);
             changes.push(Change::PairForgotten { pair });
         }
+        self.refresh_standbys();
         changes
     }
 
@@ -294,8 +317,21 @@ impl Controller {
         udp: &str,
         capacity: u32,
         version: String,
+        bus: Option<String>,
     ) -> Result<Value, ControlError> {
         let region = region.trim().to_string();
+        if let Some(b) = &bus {
+            let ok = b
+                .strip_prefix("tcp://")
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+                .is_some_and(|a| !a.ip().is_unspecified() && a.port() != 0);
+            if !ok {
+                return Err(err(
+                    ErrorCode::InvalidValue,
+                    format!("bus `{b}` is not tcp://HOST:PORT with a reachable address"),
+                ));
+            }
+        }
         if region.is_empty() || region.len() > 64 {
             return Err(err(
                 ErrorCode::InvalidValue,
@@ -330,6 +366,12 @@ impl Controller {
                 load: Load::default(),
                 alive: true,
                 assigned_epoch: 0,
+                bus,
+                standby: None,
+                standby_state: String::new(),
+                suspect: false,
+                draining: false,
+                handovers: Vec::new(),
             },
         );
         // Scenes of the region that had no live pair go to the least loaded one now.
@@ -346,6 +388,7 @@ impl Controller {
             }
             self.bump(pair);
         }
+        self.refresh_standbys();
         Ok(ok(json!({
             "pair": id,
             "epoch": self.epoch,
@@ -360,7 +403,16 @@ impl Controller {
         pair: u32,
         epoch: u64,
         load: Load,
+        mirrors: &[MirrorReport],
     ) -> Result<Value, ControlError> {
+        for m in mirrors {
+            if let Some(primary) = self.pairs.get_mut(&m.pair) {
+                if primary.standby == Some(pair) {
+                    primary.standby_state = m.state.clone();
+                    primary.suspect |= m.state == "lost";
+                }
+            }
+        }
         let p = self
             .pairs
             .get_mut(&pair)
@@ -371,6 +423,7 @@ impl Controller {
         }
         p.last_heartbeat = now;
         p.load = load;
+        p.suspect = false;
         let assigned = p.assigned_epoch;
         if epoch == assigned {
             return Ok(ok(json!({ "epoch": assigned })));
@@ -378,6 +431,118 @@ impl Controller {
         Ok(ok(
             json!({ "epoch": assigned, "assignment": self.assignment(pair) }),
         ))
+    }
+
+    fn pair_drain(&mut self, pair: u32) -> Result<Value, ControlError> {
+        let p = self
+            .pairs
+            .get(&pair)
+            .ok_or_else(|| err(ErrorCode::UnknownPair, format!("no pair {pair}")))?;
+        if !p.alive {
+            return Err(err(ErrorCode::StaleEpoch, format!("pair {pair} is dead")));
+        }
+        if !p.draining {
+            let scenes = self.scenes_of(pair);
+            if !scenes.is_empty() {
+                let target = self.synced_standby(pair).ok_or_else(|| {
+                    let p = &self.pairs[&pair];
+                    if p.bus.is_none() {
+                        err(
+                            ErrorCode::InvalidValue,
+                            format!("pair {pair} has no replication stream: it cannot hand its state over (deregister it instead)"),
+                        )
+                    } else if self.least_loaded(&p.region, Some(pair)).is_none() {
+                        err(
+                            ErrorCode::NoPair,
+                            format!("no other live pair in region `{}` to take over", p.region),
+                        )
+                    } else {
+                        err(
+                            ErrorCode::Conflict,
+                            format!("the standby of pair {pair} is not in sync yet; retry shortly"),
+                        )
+                    }
+                })?;
+                for scene in scenes {
+                    if let Some(s) = self.scenes.get_mut(&scene) {
+                        s.pair = Some(target);
+                    }
+                    self.bump(Some(target));
+                    let epoch = self.epoch;
+                    if let Some(p) = self.pairs.get_mut(&pair) {
+                        p.handovers.push((scene, target, epoch));
+                    }
+                }
+            }
+            if let Some(p) = self.pairs.get_mut(&pair) {
+                p.draining = true;
+            }
+            self.bump(Some(pair));
+        }
+        let p = &self.pairs[&pair];
+        let moved: Vec<Value> = p
+            .handovers
+            .iter()
+            .map(|(scene, to, _)| json!({ "scene": scene, "pair": to }))
+            .collect();
+        Ok(ok(
+            json!({ "pair": pair, "draining": true, "moved": moved, "epoch": self.epoch }),
+        ))
+    }
+
+    /// The standby of `pair` if it is alive and its mirror is in sync.
+    fn synced_standby(&self, pair: u32) -> Option<u32> {
+        let p = self.pairs.get(&pair)?;
+        let s = p.standby?;
+        let sp = self.pairs.get(&s)?;
+        // `lost`: it was in sync when the stream broke, so it holds everything the primary sent.
+        let in_sync = matches!(p.standby_state.as_str(), "synced" | "lost");
+        (sp.alive && !sp.draining && in_sync).then_some(s)
+    }
+
+    /// Gives every live, non-draining pair with a replication stream a standby: another live,
+    /// non-draining pair of its region, the one with the fewest standby duties (then the
+    /// lowest id). A standby is kept while it stays eligible; a draining pair keeps its
+    /// standby, which is where its stragglers are forwarded. Each change is a new epoch for
+    /// the standbys concerned (their mirror lists change).
+    fn refresh_standbys(&mut self) {
+        let ids: Vec<u32> = self.pairs.keys().copied().collect();
+        for id in ids {
+            let p = &self.pairs[&id];
+            let eligible = |s: u32| {
+                self.pairs
+                    .get(&s)
+                    .is_some_and(|q| s != id && q.alive && !q.draining && q.region == p.region)
+            };
+            let current = p.standby.filter(|s| eligible(*s));
+            let wanted = if !p.alive || p.bus.is_none() {
+                None
+            } else if current.is_some() || p.draining {
+                current
+            } else {
+                let mut duties: BTreeMap<u32, usize> = BTreeMap::new();
+                for q in self.pairs.values() {
+                    if let Some(s) = q.standby {
+                        *duties.entry(s).or_default() += 1;
+                    }
+                }
+                self.pairs
+                    .keys()
+                    .copied()
+                    .filter(|s| eligible(*s))
+                    .min_by_key(|s| (duties.get(s).copied().unwrap_or(0), *s))
+            };
+            let old = p.standby;
+            if wanted != old {
+                if let Some(p) = self.pairs.get_mut(&id) {
+                    p.standby = wanted;
+                    p.standby_state.clear();
+                    p.suspect = false;
+                }
+                self.bump(old);
+                self.bump(wanted);
+            }
+        }
     }
 
     fn pair_deregister(&mut self, pair: u32) -> Result<Value, ControlError> {
@@ -388,7 +553,9 @@ impl Controller {
             p.alive = false;
         }
         let moved = self.move_scenes_off(pair);
-        self.pairs.remove(&pair);
+        let standby = self.pairs.remove(&pair).and_then(|p| p.standby);
+        self.bump(standby);
+        self.refresh_standbys();
         let moved: Vec<Value> = moved
             .iter()
             .map(|(scene, to)| json!({ "scene": scene, "pair": to }))
@@ -454,10 +621,13 @@ impl Controller {
     /// Moves every scene of `pair` to the least loaded other live pair of its region.
     fn move_scenes_off(&mut self, pair: u32) -> Vec<(u32, Option<u32>)> {
         let scenes = self.scenes_of(pair);
+        let standby = self.synced_standby(pair);
         let mut moved = Vec::new();
         for scene in scenes {
             let region = self.scenes[&scene].region.clone();
-            let to = self.least_loaded(&region, Some(pair));
+            // The standby holds the scene's state and takes it over; without one in sync,
+            // the least loaded pair starts the scene afresh.
+            let to = standby.or_else(|| self.least_loaded(&region, Some(pair)));
             if let Some(s) = self.scenes.get_mut(&scene) {
                 s.pair = to;
             }
@@ -478,7 +648,7 @@ impl Controller {
         }
         self.pairs
             .iter()
-            .filter(|(id, p)| p.alive && p.region == region && Some(**id) != except)
+            .filter(|(id, p)| p.alive && !p.draining && p.region == region && Some(**id) != except)
             .min_by(|(a, pa), (b, pb)| {
                 let fill = |id: &u32, p: &PairRec| {
                     devices.get(id).copied().unwrap_or(0) as f64 / f64::from(p.capacity)
@@ -517,16 +687,42 @@ impl Controller {
             .collect()
     }
 
-    /// What `pair` must serve: its scenes and their device sessions.
+    /// What `pair` must serve: its scenes and their device sessions (those of scenes it
+    /// handed over included: it forwards for them until it leaves), the pairs it mirrors
+    /// (with their streams), its handovers and whether it drains.
     fn assignment(&self, pair: u32) -> Value {
         let scenes = self.scenes_of(pair);
+        let Some(p) = self.pairs.get(&pair) else {
+            return json!({ "scenes": scenes, "sessions": [] });
+        };
+        let handed: Vec<u32> = p.handovers.iter().map(|h| h.0).collect();
         let sessions: Vec<Value> = self
             .devices
             .iter()
-            .filter(|(_, d)| scenes.contains(&d.scene))
+            .filter(|(_, d)| scenes.contains(&d.scene) || handed.contains(&d.scene))
             .map(|(id, d)| json!({ "device": id, "scene": d.scene, "key": d.key }))
             .collect();
-        json!({ "scenes": scenes, "sessions": sessions })
+        let mirrors: Vec<Value> = self
+            .pairs
+            .iter()
+            .filter(|(_, q)| q.alive && q.standby == Some(pair))
+            .filter_map(|(id, q)| Some(json!({ "pair": id, "bus": q.bus.as_ref()? })))
+            .collect();
+        let handovers: Vec<Value> = p
+            .handovers
+            .iter()
+            .filter_map(|(scene, to, epoch)| {
+                let udp = self.pairs.get(to)?.udp.to_string();
+                Some(json!({ "scene": scene, "pair": to, "udp": udp, "epoch": epoch }))
+            })
+            .collect();
+        json!({
+            "scenes": scenes,
+            "sessions": sessions,
+            "mirrors": mirrors,
+            "handovers": handovers,
+            "draining": p.draining,
+        })
     }
 
     fn scene_json(&self, id: u32) -> Value {
@@ -570,6 +766,10 @@ impl Controller {
                     "load": p.load,
                     "scenes": scenes,
                     "devices": devices,
+                    "bus": p.bus,
+                    "standby": p.standby,
+                    "standby_state": p.standby_state,
+                    "draining": p.draining,
                 })
             })
             .collect();

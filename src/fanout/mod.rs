@@ -132,7 +132,10 @@ impl Sender {
                     }
                 }
                 EventKind::Checkpoint => self.table = Table::default(),
-                EventKind::Object | EventKind::Synced | EventKind::Forwarded => {}
+                EventKind::Object
+                | EventKind::Synced
+                | EventKind::Forwarded
+                | EventKind::Handover => {}
                 EventKind::Revoked => self.table.revoke(e.device),
                 EventKind::Joined => {
                     if let Some(addr) = e.addr {

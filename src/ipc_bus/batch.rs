@@ -43,6 +43,9 @@ pub enum EventKind {
     /// A datagram a draining pair received for a scene that moved: data = the datagram as
     /// received from `addr`, for the new pair to handle as its own.
     Forwarded,
+    /// Replication: `scene` now belongs to the pair in data (a wire `RedirectBody`: epoch and
+    /// endpoint); this pair forwards its devices' datagrams from here on (a drain).
+    Handover,
 }
 
 /// One event; its bytes live in the batch arena.

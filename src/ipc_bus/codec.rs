@@ -24,10 +24,9 @@ pub fn scene_topic(scene: u32) -> String {
 
 fn topic_of(kind: EventKind, scene: u32) -> String {
     match kind {
-        EventKind::Admitted
-        | EventKind::Revoked
-        | EventKind::Checkpoint
-        | EventKind::Synced => CONTROL_TOPIC.to_string(),
+        EventKind::Admitted | EventKind::Revoked | EventKind::Checkpoint | EventKind::Synced => {
+            CONTROL_TOPIC.to_string()
+        }
         _ => scene_topic(scene),
     }
 }
@@ -48,6 +47,7 @@ fn code(kind: EventKind) -> (u8, u8) {
         EventKind::Object => (11, 0),
         EventKind::Synced => (12, 0),
         EventKind::Forwarded => (13, 0),
+        EventKind::Handover => (14, 0),
     }
 }
 
@@ -68,6 +68,7 @@ fn kind_of(code: u8, wire: u8) -> Option<EventKind> {
         11 => EventKind::Object,
         12 => EventKind::Synced,
         13 => EventKind::Forwarded,
+        14 => EventKind::Handover,
         _ => return None,
     })
 }

@@ -225,7 +225,10 @@ impl StreamHub {
                 Endpoint::Tcp(addr) => {
                     let l = TcpListener::bind(&addr).map_err(|err| fail(e, err))?;
                     l.set_nonblocking(true).map_err(|err| fail(e, err))?;
-                    bound.push(format!("tcp://{}", l.local_addr().map_err(|err| fail(e, err))?));
+                    bound.push(format!(
+                        "tcp://{}",
+                        l.local_addr().map_err(|err| fail(e, err))?
+                    ));
                     listeners.push(Listener::Tcp(l));
                 }
                 Endpoint::Ipc(path) => {
@@ -266,9 +269,9 @@ impl StreamHub {
 
     /// Whether a subscriber of `role` is connected and was heard within `within`.
     pub fn has_live(&self, role: Role, now: Instant, within: Duration) -> bool {
-        self.peers.iter().any(|p| {
-            p.role == Some(role) && now.saturating_duration_since(p.last_heard) <= within
-        })
+        self.peers
+            .iter()
+            .any(|p| p.role == Some(role) && now.saturating_duration_since(p.last_heard) <= within)
     }
 
     /// Accepts and authenticates subscribers, reads their heartbeats, flushes backlogs, drops
@@ -555,7 +558,11 @@ fn run_link(
         match s.io().read(&mut buf) {
             Ok(0) => return LinkEvent::Lost,
             Ok(n) => input.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return LinkEvent::Lost,
         }

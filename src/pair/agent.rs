@@ -7,7 +7,7 @@
 //! restart), the agent revokes every session it admitted, so the pair stops serving scenes
 //! that moved, and registers again as a new pair.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::StatsSet;
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::{ErrorCode, Load};
-use crate::udp_ingest::{SessionCommand, SessionControl};
+use crate::udp_ingest::{ReplicaStatus, SessionCommand, SessionControl};
 use crate::wire::SessionKey;
 
 /// How the pair presents itself to the controller.
@@ -33,6 +33,12 @@ pub struct AgentConfig {
     pub advertise: SocketAddr,
     pub capacity: u32,
     pub version: String,
+    /// The replication stream standbys connect to (`tcp://HOST:PORT`), if any.
+    pub bus: Option<String>,
+    /// A split pair's ingest: healthy (heartbeating) only while its fanout half is connected.
+    pub requires_fanout: bool,
+    /// How long a drained pair forwards stragglers before it deregisters and stops.
+    pub drain_grace: Duration,
 }
 
 /// What the agent knows, shared for display.
@@ -41,6 +47,8 @@ pub struct AgentStatus {
     /// Pair id given by the controller (0: not registered).
     pub pair: AtomicU32,
     pub registered: AtomicBool,
+    /// The pair drained, deregistered and stopped on purpose.
+    pub drained: AtomicBool,
 }
 
 /// Starts the agent thread; it runs until `stop` is set.
@@ -48,6 +56,7 @@ pub fn spawn(
     config: AgentConfig,
     sessions: SessionControl,
     stats: Arc<StatsSet>,
+    replica: Option<Arc<ReplicaStatus>>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(Arc<AgentStatus>, JoinHandle<()>)> {
     let status = Arc::new(AgentStatus::default());
@@ -55,7 +64,7 @@ pub fn spawn(
     let handle = std::thread::Builder::new()
         .name("zc-agent".into())
         .spawn(move || {
-            let mut agent = match Agent::new(config, sessions, stats, shared) {
+            let mut agent = match Agent::new(config, sessions, stats, shared, replica) {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("zonecast pair: agent cannot start: {e}");
@@ -64,7 +73,17 @@ pub fn spawn(
             };
             while !stop.load(Relaxed) {
                 let wait = agent.step();
-                std::thread::sleep(wait);
+                if agent.drained() {
+                    stop.store(true, Relaxed);
+                    break;
+                }
+                // A mirror that changes state (a primary lost) is reported at once.
+                match &agent.replica {
+                    Some(r) => {
+                        let _ = r.changes.recv_timeout(wait);
+                    }
+                    None => std::thread::sleep(wait),
+                }
             }
         })?;
     Ok((status, handle))
@@ -83,6 +102,14 @@ struct Agent {
     admitted: BTreeMap<u32, (u32, String)>,
     last_rates: (Instant, u64, u64),
     outage_logged: bool,
+    replica: Option<Arc<ReplicaStatus>>,
+    /// Scenes served, pairs mirrored (id -> stream), scenes handed over.
+    scenes: BTreeSet<u32>,
+    mirrors: BTreeMap<u32, String>,
+    handed_over: BTreeSet<u32>,
+    /// When the last scene was handed over in a drain.
+    drained_at: Option<Instant>,
+    fanout_logged: bool,
 }
 
 impl Agent {
@@ -91,6 +118,7 @@ impl Agent {
         sessions: SessionControl,
         stats: Arc<StatsSet>,
         status: Arc<AgentStatus>,
+        replica: Option<Arc<ReplicaStatus>>,
     ) -> std::io::Result<Agent> {
         let interval = Duration::from_millis(50);
         let client = ControlClient::new(&config.control)?
@@ -108,11 +136,60 @@ impl Agent {
             admitted: BTreeMap::new(),
             last_rates: (Instant::now(), 0, 0),
             outage_logged: false,
+            replica,
+            scenes: BTreeSet::new(),
+            mirrors: BTreeMap::new(),
+            handed_over: BTreeSet::new(),
+            drained_at: None,
+            fanout_logged: false,
         })
+    }
+
+    fn drained(&self) -> bool {
+        self.status.drained.load(Relaxed)
+    }
+
+    /// A split pair's ingest without its fanout half is not a working pair: it stops
+    /// heartbeating, so the controller fails it over, and registers anew once whole again.
+    fn whole(&mut self) -> bool {
+        if !self.config.requires_fanout {
+            return true;
+        }
+        let alive = self
+            .replica
+            .as_ref()
+            .is_some_and(|r| r.fanout_alive.load(Relaxed));
+        if alive == self.fanout_logged {
+            self.fanout_logged = !alive;
+            eprintln!(
+                "zonecast ingest: fanout half {}",
+                if alive {
+                    "connected"
+                } else {
+                    "missing: not heartbeating"
+                }
+            );
+        }
+        alive
     }
 
     /// One register or heartbeat exchange; returns how long to wait before the next.
     fn step(&mut self) -> Duration {
+        if !self.whole() {
+            return self.interval;
+        }
+        if let (Some(at), Some(pair)) = (self.drained_at, self.pair) {
+            if at.elapsed() >= self.config.drain_grace {
+                let _ = self.client.request(&json!({
+                    "op": "pair.deregister",
+                    "token": self.config.token,
+                    "pair": pair,
+                }));
+                eprintln!("zonecast pair: drained; deregistered pair {pair}, stopping");
+                self.status.drained.store(true, Relaxed);
+                return Duration::ZERO;
+            }
+        }
         let result = match self.pair {
             None => self.register(),
             Some(pair) => self.heartbeat(pair),
@@ -130,6 +207,12 @@ impl Agent {
             {
                 eprintln!("zonecast pair: {e}; dropping every assigned session");
                 self.apply(&[]);
+                self.scenes.clear();
+                self.handed_over.clear();
+                self.drained_at = None;
+                for pair in std::mem::take(&mut self.mirrors).into_keys() {
+                    self.sessions.send([SessionCommand::Unmirror { pair }]);
+                }
                 self.pair = None;
                 self.epoch = 0;
                 self.status.registered.store(false, Relaxed);
@@ -157,6 +240,7 @@ impl Agent {
             "udp": self.config.advertise.to_string(),
             "capacity": self.config.capacity,
             "version": self.config.version,
+            "bus": self.config.bus,
         }))?;
         let pair = reply["pair"]
             .as_u64()
@@ -178,21 +262,111 @@ impl Agent {
 
     fn heartbeat(&mut self, pair: u32) -> Result<(), RequestError> {
         let load = self.load();
+        let mirrors: Vec<Value> = self
+            .replica
+            .as_ref()
+            .and_then(|r| r.mirrors.lock().ok().map(|m| m.clone()))
+            .unwrap_or_default()
+            .iter()
+            .map(|(pair, state)| json!({ "pair": pair, "state": state.name() }))
+            .collect();
         let reply = self.client.request(&json!({
             "op": "pair.heartbeat",
             "token": self.config.token,
             "pair": pair,
             "epoch": self.epoch,
             "load": load,
+            "mirrors": mirrors,
         }))?;
+        let epoch = reply["epoch"].as_u64();
         if let Some(assignment) = reply.get("assignment") {
+            self.take_over(assignment, epoch.unwrap_or(0))?;
             let sessions = parse_sessions(assignment)?;
             self.apply(&sessions);
+            self.follow_mirrors(assignment);
+            if assignment["draining"].as_bool() == Some(true)
+                && self.scenes.is_empty()
+                && self.drained_at.is_none()
+            {
+                eprintln!(
+                    "zonecast pair: draining: scenes handed over; forwarding stragglers for {} ms",
+                    self.config.drain_grace.as_millis()
+                );
+                self.drained_at = Some(Instant::now());
+            }
         }
-        if let Some(epoch) = reply["epoch"].as_u64() {
+        if let Some(epoch) = epoch {
             self.epoch = epoch;
         }
         Ok(())
+    }
+
+    /// Scenes new to this pair are taken over from a mirror when one holds them (a failover:
+    /// the devices are redirected here under `epoch`); scenes handed over in a drain are
+    /// forwarded to their new pair. Both before sessions are admitted, so the mirrored
+    /// sessions (replay windows included) are the ones kept.
+    fn take_over(&mut self, assignment: &Value, epoch: u64) -> Result<(), RequestError> {
+        let bad = |what: &str| RequestError::BadReply(format!("assignment: {what}"));
+        let scenes: BTreeSet<u32> = assignment["scenes"]
+            .as_array()
+            .ok_or_else(|| bad("no scenes"))?
+            .iter()
+            .filter_map(|s| s.as_u64().map(|s| s as u32))
+            .collect();
+        let mut commands = Vec::new();
+        for scene in scenes.difference(&self.scenes) {
+            let to = self.config.advertise;
+            commands.push(SessionCommand::Promote {
+                scene: *scene,
+                to,
+                epoch,
+            });
+        }
+        for h in assignment["handovers"].as_array().into_iter().flatten() {
+            let (Some(scene), Some(to), Some(epoch)) = (
+                h["scene"].as_u64().map(|s| s as u32),
+                h["udp"].as_str().and_then(|u| u.parse().ok()),
+                h["epoch"].as_u64(),
+            ) else {
+                return Err(bad("handover"));
+            };
+            if self.handed_over.insert(scene) {
+                commands.push(SessionCommand::Handover { scene, to, epoch });
+            }
+        }
+        if !commands.is_empty() {
+            self.sessions.send(commands);
+        }
+        self.scenes = scenes;
+        Ok(())
+    }
+
+    /// Mirrors exactly the pairs the assignment lists.
+    fn follow_mirrors(&mut self, assignment: &Value) {
+        let wanted: BTreeMap<u32, String> = assignment["mirrors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((m["pair"].as_u64()? as u32, m["bus"].as_str()?.to_string())))
+            .collect();
+        let mut commands = Vec::new();
+        for (pair, bus) in &self.mirrors {
+            if wanted.get(pair) != Some(bus) {
+                commands.push(SessionCommand::Unmirror { pair: *pair });
+            }
+        }
+        for (pair, bus) in &wanted {
+            if self.mirrors.get(pair) != Some(bus) {
+                commands.push(SessionCommand::Mirror {
+                    pair: *pair,
+                    endpoint: bus.clone(),
+                });
+            }
+        }
+        if !commands.is_empty() {
+            self.sessions.send(commands);
+        }
+        self.mirrors = wanted;
     }
 
     /// Makes the admitted sessions equal to `wanted`.

@@ -21,10 +21,11 @@ pub use stats::{PairStats, StatsSet, StatsSnapshot};
 
 use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
+use crate::ipc_bus::stream::StreamHub;
 use crate::ipc_bus::{Batch, Publisher, Topic};
 use crate::net::{bind_udp_shards, shard_of, SocketOptions};
 use crate::scene::{self, Engine};
-use crate::udp_ingest::{self, Ingest, SessionControl};
+use crate::udp_ingest::{self, Ingest, Replica, ReplicaStatus, SessionControl};
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.
 const BUS_CAPACITY: usize = 1024;
@@ -45,6 +46,17 @@ pub struct PairConfig {
     /// Shards: sockets sharing the port (SO_REUSEPORT), each with its own thread(s) and scene
     /// state; the kernel steers every datagram by its scene, so a scene lives in one shard.
     pub shards: usize,
+    /// The replication stream (standbys, a remote fanout half); one shard only.
+    pub replication: Option<ReplicationConfig>,
+}
+
+/// Where the pair streams its events and who may subscribe.
+#[derive(Clone, Debug)]
+pub struct ReplicationConfig {
+    /// `tcp://HOST:PORT` (port 0: any) for standbys, `ipc:///path` for a fanout half.
+    pub listen: Vec<String>,
+    /// Subscribers must present it (the stream carries session keys).
+    pub token: String,
 }
 
 /// How a pair runs its ingest and fanout halves.
@@ -55,6 +67,9 @@ pub enum Threading {
     Fused,
     /// Ingest and fanout on two threads joined by the in-process channel bus.
     Split,
+    /// Ingest only: the fanout half is another process (`zonecast fanout`) that subscribes to
+    /// the replication stream over `ipc://`.
+    Remote,
 }
 
 impl Default for PairConfig {
@@ -67,6 +82,7 @@ impl Default for PairConfig {
             threading: Threading::default(),
             busy_poll: false,
             shards: 1,
+            replication: None,
         }
     }
 }
@@ -78,6 +94,7 @@ pub enum PairError {
     Bind(io::Error),
     Metrics(String),
     Sessions(SessionsError),
+    Bus(String),
 }
 
 impl std::fmt::Display for PairError {
@@ -86,6 +103,7 @@ impl std::fmt::Display for PairError {
             PairError::Bind(e) => write!(f, "cannot bind the UDP endpoint: {e}"),
             PairError::Metrics(e) => write!(f, "cannot serve metrics: {e}"),
             PairError::Sessions(e) => write!(f, "{e}"),
+            PairError::Bus(e) => write!(f, "replication stream: {e}"),
         }
     }
 }
@@ -100,12 +118,25 @@ pub struct Pair {
     stop: Arc<AtomicBool>,
     sessions: SessionControl,
     threads: Vec<JoinHandle<()>>,
+    replica: Option<Arc<ReplicaStatus>>,
+    bus: Vec<String>,
+    agent: Option<Arc<agent::AgentStatus>>,
 }
 
 impl Pair {
     /// Binds, admits `sessions` and starts the ingest and fanout threads of every shard.
     pub fn start(config: &PairConfig, sessions: &[SessionEntry]) -> Result<Pair, PairError> {
         let shards = config.shards.max(1);
+        if shards > 1 && config.replication.is_some() {
+            return Err(PairError::Bus(
+                "a sharded pair cannot stream its state (use one shard)".into(),
+            ));
+        }
+        if config.threading == Threading::Remote && config.replication.is_none() {
+            return Err(PairError::Bus(
+                "an ingest-only pair needs a stream for its fanout half".into(),
+            ));
+        }
         let sockets =
             bind_udp_shards(config.listen, &config.socket, shards).map_err(PairError::Bind)?;
         let udp = sockets[0].local_addr().map_err(PairError::Bind)?;
@@ -123,6 +154,8 @@ impl Pair {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut controls = Vec::new();
+        let mut replica = None;
+        let mut bus = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
             let mine: Vec<&SessionEntry> = sessions
                 .iter()
@@ -134,7 +167,11 @@ impl Pair {
                 stats: stats.shards[i].clone(),
                 stop: stop.clone(),
             };
-            let (control, handles) = shard.start(config, &mine)?;
+            let (control, handles, rep) = shard.start(config, &mine)?;
+            if let Some((status, endpoints)) = rep {
+                replica = Some(status);
+                bus = endpoints;
+            }
             controls.push(control);
             threads.extend(handles);
         }
@@ -145,7 +182,20 @@ impl Pair {
             stop,
             sessions: SessionControl::join(controls),
             threads,
+            replica,
+            bus,
+            agent: None,
         })
+    }
+
+    /// The bound replication stream endpoints (real ports), in the configured order.
+    pub fn bus_endpoints(&self) -> &[String] {
+        &self.bus
+    }
+
+    /// Replication state (hub subscribers, mirrors), when the pair streams.
+    pub fn replica(&self) -> Option<&Arc<ReplicaStatus>> {
+        self.replica.as_ref()
     }
 
     /// The UDP endpoint devices send to.
@@ -168,6 +218,11 @@ impl Pair {
         &self.stats
     }
 
+    /// Whether the pair stopped because it drained (on purpose).
+    pub fn drained(&self) -> bool {
+        self.agent.as_ref().is_some_and(|a| a.drained.load(Relaxed))
+    }
+
     /// Whether both halves are still running.
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
@@ -182,9 +237,11 @@ impl Pair {
             config,
             self.sessions(),
             self.stats.clone(),
+            self.replica.clone(),
             self.stop.clone(),
         )?;
         self.threads.push(thread);
+        self.agent = Some(status.clone());
         Ok(status)
     }
 
@@ -223,7 +280,7 @@ impl Shard {
         self,
         config: &PairConfig,
         sessions: &[&SessionEntry],
-    ) -> Result<(SessionControl, Vec<JoinHandle<()>>), PairError> {
+    ) -> Result<ShardParts, PairError> {
         let send_socket = self.socket.try_clone().map_err(PairError::Bind)?;
         let mut engine = Engine::new(config.scene.clone());
         let mut initial = Batch::default();
@@ -234,8 +291,30 @@ impl Shard {
         let tick = (config.scene.evict_after / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(50));
         let mut socket = mio::net::UdpSocket::from_std(self.socket);
-        let (poll, control, commands) =
-            udp_ingest::prepare(&mut socket).map_err(PairError::Bind)?;
+        let udp_ingest::Prepared {
+            poll,
+            control,
+            commands,
+            waker,
+        } = udp_ingest::prepare(&mut socket).map_err(PairError::Bind)?;
+        let mut rep = None;
+        let replica = match &config.replication {
+            Some(r) => {
+                let hub = StreamHub::bind(&r.listen, &r.token)
+                    .map_err(|e| PairError::Bus(e.to_string()))?;
+                let status = Arc::new(ReplicaStatus::default());
+                rep = Some((status.clone(), hub.endpoints().to_vec()));
+                let scene = config.scene.clone();
+                Some(Replica::new(
+                    Some(hub),
+                    r.token.clone(),
+                    scene,
+                    status,
+                    waker,
+                ))
+            }
+            None => None,
+        };
         let stats = self.stats;
         let ingest = |publisher: Box<dyn Publisher>| Ingest {
             socket,
@@ -246,6 +325,7 @@ impl Shard {
             tick,
             commands,
             busy_poll: config.busy_poll,
+            replica,
         };
         let i = self.index;
         let threads = match config.threading {
@@ -281,7 +361,34 @@ impl Shard {
                     }),
                 ]
             }
+            Threading::Remote => {
+                let ingest = ingest(Box::new(NoFanout));
+                vec![spawn(&format!("zc-ingest-{i}"), move || {
+                    if let Err(e) = ingest.run(poll, initial) {
+                        eprintln!("zonecast ingest: stopped: {e}");
+                    }
+                })]
+            }
         };
-        Ok((control, threads))
+        Ok((control, threads, rep))
+    }
+}
+
+/// What a started shard hands back: its session control, its threads and, when it streams,
+/// its replication status and bound stream endpoints.
+type ShardParts = (
+    SessionControl,
+    Vec<JoinHandle<()>>,
+    Option<(Arc<ReplicaStatus>, Vec<String>)>,
+);
+
+/// The publisher of an ingest whose fanout is another process: the replication stream,
+/// written before this, carries everything.
+struct NoFanout;
+
+impl Publisher for NoFanout {
+    fn publish(&mut self, mut batch: Batch) -> Result<Batch, crate::ipc_bus::BusError> {
+        batch.clear();
+        Ok(batch)
     }
 }

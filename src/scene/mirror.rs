@@ -58,7 +58,8 @@ impl SessionRecord {
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.key);
-        let flags = u8::from(self.joined) | u8::from(self.quiet) << 1 | u8::from(self.top.is_some()) << 2;
+        let flags =
+            u8::from(self.joined) | u8::from(self.quiet) << 1 | u8::from(self.top.is_some()) << 2;
         out.push(flags);
         out.extend_from_slice(&self.top.unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&self.seen.to_le_bytes());
@@ -93,7 +94,9 @@ impl Engine {
         out.push(EventKind::Checkpoint, 0, 0, None, &[]);
         for (id, d) in &self.devices {
             let record = SessionRecord::of(d);
-            out.push_with(EventKind::Session, d.scene, *id, d.addr, |b| record.encode(b));
+            out.push_with(EventKind::Session, d.scene, *id, d.addr, |b| {
+                record.encode(b)
+            });
         }
         let mut body = [0u8; MAX_DATAGRAM];
         for (scene, s) in &self.scenes {
@@ -123,7 +126,7 @@ impl Engine {
                 self.tombstones.clear();
                 true
             }
-            EventKind::Synced | EventKind::Forwarded => true,
+            EventKind::Synced | EventKind::Forwarded | EventKind::Handover => true,
             EventKind::Session => {
                 let Some(r) = SessionRecord::decode(data) else {
                     return false;
@@ -261,6 +264,25 @@ impl Engine {
                 last_redirect: None,
             })
         })
+    }
+
+    /// Hands `scene` over to the pair at `to` (a drain): every device of the scene is
+    /// forwarded and redirected there, and a `Handover` event tells the new pair, in stream
+    /// order, that everything this pair accepted for the scene came before it.
+    pub fn handover(&mut self, scene: u32, to: SocketAddr, epoch: u64, out: &mut Batch) {
+        let body = RedirectBody::new(epoch, to);
+        out.push(EventKind::Handover, scene, 0, None, body.as_bytes());
+        for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.scene == scene) {
+            d.forward = Some(Forward {
+                to,
+                epoch,
+                last_redirect: None,
+            });
+            if let Some(addr) = d.addr {
+                let kind = EventKind::Direct(Kind::Redirect);
+                out.push(kind, scene, *id, Some(addr), body.as_bytes());
+            }
+        }
     }
 
     fn with_device(&mut self, device: u32, f: impl FnOnce(&mut DeviceSession)) -> bool {

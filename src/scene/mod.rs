@@ -25,16 +25,16 @@ use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
 
 pub use device::{DeviceSession, Forward};
-pub use mirror::SessionRecord;
 pub use drops::{DropCounts, DropReason};
+pub use mirror::SessionRecord;
 pub use object::{Object, Order};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 
 use crate::ipc_bus::{Batch, EventKind};
 use crate::wire::{
     parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
-    RedirectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, MAX_BODY,
-    MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
+    RedirectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT,
+    LEAVE_VOLUNTARY, MAX_BODY, MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
 };
 
 /// Tunables of the scene rules.

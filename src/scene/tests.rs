@@ -461,13 +461,24 @@ fn replicate(w: &mut World, mirror: &mut Engine) {
 }
 
 /// Objects of `scene` as (id, owner, writer, order, x, payload, live), sorted.
-fn objects_of(engine: &Engine, scene: u32) -> Vec<(u64, Option<u32>, u32, Order, f32, Vec<u8>, bool)> {
+fn objects_of(
+    engine: &Engine,
+    scene: u32,
+) -> Vec<(u64, Option<u32>, u32, Order, f32, Vec<u8>, bool)> {
     let mut v: Vec<_> = engine.scenes[&scene]
         .objects
         .iter()
         .map(|(id, o)| {
             let x = o.fields.translation[0];
-            (*id, o.owner, o.writer, o.order, x, o.payload.clone(), o.is_live())
+            (
+                *id,
+                o.owner,
+                o.writer,
+                o.order,
+                x,
+                o.payload.clone(),
+                o.is_live(),
+            )
         })
         .collect();
     v.sort_by_key(|o| o.0);
@@ -502,10 +513,17 @@ fn a_mirror_fed_a_checkpoint_then_events_holds_the_primary_state() {
     replicate(&mut w, &mut mirror);
 
     assert_eq!(objects_of(&mirror, 1), objects_of(&w.engine, 1));
-    assert_eq!(objects_of(&mirror, 1).iter().filter(|o| !o.6).count(), 1, "tombstone kept");
+    assert_eq!(
+        objects_of(&mirror, 1).iter().filter(|o| !o.6).count(),
+        1,
+        "tombstone kept"
+    );
     for id in [1, 2] {
         let (p, m) = (w.engine.device(id).unwrap(), mirror.device(id).unwrap());
-        assert_eq!((m.joined, m.addr, m.replay.top()), (p.joined, p.addr, p.replay.top()));
+        assert_eq!(
+            (m.joined, m.addr, m.replay.top()),
+            (p.joined, p.addr, p.replay.top())
+        );
         assert_eq!(m.replay.seen(), p.replay.seen());
     }
     assert_eq!(mirror.joined(), 1);
@@ -513,11 +531,22 @@ fn a_mirror_fed_a_checkpoint_then_events_holds_the_primary_state() {
     // Failover: a fresh serving engine adopts the scene from the mirror.
     let mut standby = World::new(&[]);
     let to: SocketAddr = "127.0.0.1:7300".parse().unwrap();
-    standby.engine.adopt(&mut mirror, 1, standby.now, Some((to, 42)), &mut standby.out);
+    standby.engine.adopt(
+        &mut mirror,
+        1,
+        standby.now,
+        Some((to, 42)),
+        &mut standby.out,
+    );
     let mut events = standby.events();
     events.sort_by_key(|e| (e.1, e.0 != EventKind::Session));
     let redirect = EventKind::Direct(Kind::Redirect);
-    let want = [(EventKind::Session, 1), (redirect, 1), (EventKind::Session, 2), (redirect, 2)];
+    let want = [
+        (EventKind::Session, 1),
+        (redirect, 1),
+        (EventKind::Session, 2),
+        (redirect, 2),
+    ];
     assert_eq!(events, want);
     assert_eq!(mirror.sessions(), 0);
     assert_eq!(standby.x_of(1, 10), Some(9.5));
@@ -534,8 +563,17 @@ fn a_mirror_fed_a_checkpoint_then_events_holds_the_primary_state() {
     assert_eq!(standby.feed(&b, &steal), Err(DropReason::NotOwner));
     // A late update (older clock) to the deleted object is refused: the tombstone moved too.
     a.seq += 1;
-    let late = a.raw(Kind::ObjectUpdate, &body(12, MASK_TRANSLATION, Fields::default(), &[]), a.seq, 1);
-    assert_eq!(standby.feed(&a, &late), Err(DropReason::Stale), "tombstone survives");
+    let late = a.raw(
+        Kind::ObjectUpdate,
+        &body(12, MASK_TRANSLATION, Fields::default(), &[]),
+        a.seq,
+        1,
+    );
+    assert_eq!(
+        standby.feed(&a, &late),
+        Err(DropReason::Stale),
+        "tombstone survives"
+    );
 }
 
 #[test]
@@ -550,13 +588,28 @@ fn a_forwarded_device_is_handed_over_and_redirected_at_a_bounded_rate() {
     w.feed(&a, &u).unwrap();
     assert_eq!(
         w.events(),
-        vec![(EventKind::Forwarded, 1), (EventKind::Direct(Kind::Redirect), 1)]
+        vec![
+            (EventKind::Forwarded, 1),
+            (EventKind::Direct(Kind::Redirect), 1)
+        ]
     );
-    assert_eq!(w.engine.object(1, 1).map(|o| o.order), None, "not applied here");
+    assert_eq!(
+        w.engine.object(1, 1).map(|o| o.order),
+        None,
+        "not applied here"
+    );
     let u2 = a.update(1, 2.0);
     w.feed(&a, &u2).unwrap();
-    assert_eq!(w.events(), vec![(EventKind::Forwarded, 1)], "redirect not repeated at once");
-    assert_eq!(w.feed(&a, &u2), Err(DropReason::Replay), "forwarded datagrams are replay-checked");
+    assert_eq!(
+        w.events(),
+        vec![(EventKind::Forwarded, 1)],
+        "redirect not repeated at once"
+    );
+    assert_eq!(
+        w.feed(&a, &u2),
+        Err(DropReason::Replay),
+        "forwarded datagrams are replay-checked"
+    );
     w.now += Duration::from_millis(25);
     let u3 = a.update(1, 3.0);
     w.feed(&a, &u3).unwrap();

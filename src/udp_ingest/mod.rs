@@ -5,7 +5,10 @@
 //! burst, one bus publish per burst. No allocation, lock or log line per datagram; counters
 //! are published with relaxed stores once per burst.
 
+pub mod replica;
+
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use crate::net::shard_of;
 use crate::pair::PairStats;
 use crate::scene::{DropReason, Engine};
 use crate::wire::SessionKey;
+pub use replica::{MirrorState, Replica, ReplicaStatus};
 
 /// Datagrams taken per recvmmsg call.
 pub const BURST: usize = 64;
@@ -69,6 +73,8 @@ pub struct Ingest<P: Publisher> {
     pub commands: Receiver<SessionCommand>,
     /// Never sleep: poll the socket in a loop (lowest latency, a core at 100%).
     pub busy_poll: bool,
+    /// The replication stream and mirrors, when this pair has them.
+    pub replica: Option<Replica>,
 }
 
 /// A change to the sessions a pair serves, applied by ingest between bursts.
@@ -81,6 +87,27 @@ pub enum SessionCommand {
     },
     Revoke {
         device: u32,
+    },
+    /// Mirror pair `pair` from its replication stream (this pair is its standby).
+    Mirror {
+        pair: u32,
+        endpoint: String,
+    },
+    /// Stop mirroring `pair`.
+    Unmirror {
+        pair: u32,
+    },
+    /// Take `scene` over from a mirror (its pair died) and redirect its devices to `to`.
+    Promote {
+        scene: u32,
+        to: SocketAddr,
+        epoch: u64,
+    },
+    /// Hand `scene` over to the pair at `to` (a drain): forward and redirect its devices.
+    Handover {
+        scene: u32,
+        to: SocketAddr,
+        epoch: u64,
     },
 }
 
@@ -105,8 +132,14 @@ impl SessionControl {
         let mut ok = true;
         for c in commands {
             let targets = match &c {
-                SessionCommand::Admit { scene, .. } => shard_of(*scene, n)..shard_of(*scene, n) + 1,
-                SessionCommand::Revoke { .. } => 0..n,
+                SessionCommand::Admit { scene, .. }
+                | SessionCommand::Promote { scene, .. }
+                | SessionCommand::Handover { scene, .. } => {
+                    shard_of(*scene, n)..shard_of(*scene, n) + 1
+                }
+                SessionCommand::Revoke { .. }
+                | SessionCommand::Mirror { .. }
+                | SessionCommand::Unmirror { .. } => 0..n,
             };
             for i in targets {
                 ok &= self.shards[i].0.send(c.clone()).is_ok();
@@ -120,18 +153,30 @@ impl SessionControl {
 }
 
 /// The poll ingest will wait on, with its command queue: socket and waker registered.
-pub fn prepare(
-    socket: &mut UdpSocket,
-) -> io::Result<(Poll, SessionControl, Receiver<SessionCommand>)> {
+pub fn prepare(socket: &mut UdpSocket) -> io::Result<Prepared> {
     let poll = Poll::new()?;
     poll.registry()
         .register(socket, SOCKET, Interest::READABLE)?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = crossbeam_channel::unbounded();
     let control = SessionControl {
-        shards: vec![(tx, waker)],
+        shards: vec![(tx, waker.clone())],
     };
-    Ok((poll, control, rx))
+    Ok(Prepared {
+        poll,
+        control,
+        commands: rx,
+        waker,
+    })
+}
+
+/// What [`prepare`] sets up for one ingest loop.
+pub struct Prepared {
+    pub poll: Poll,
+    pub control: SessionControl,
+    pub commands: Receiver<SessionCommand>,
+    /// Wakes the loop (commands, replication links).
+    pub waker: Arc<Waker>,
 }
 
 const SOCKET: Token = Token(0);
@@ -143,7 +188,7 @@ impl<P: Publisher> Ingest<P> {
     pub fn run(mut self, mut poll: Poll, batch: Batch) -> Result<(), IngestError> {
         let mut events = Events::with_capacity(4);
         let mut rx = RecvBatch::new(BURST);
-        let mut batch = self.publisher.publish(batch)?;
+        let mut batch = self.publish(batch)?;
         let mut received = 0u64;
         let mut next_tick = Instant::now() + self.tick;
         let fd = self.socket.as_raw_fd();
@@ -164,16 +209,14 @@ impl<P: Publisher> Ingest<P> {
                 }
             }
             idle = true;
+            if let Some(r) = self.replica.as_mut() {
+                r.service(Instant::now(), &mut self.engine, &mut batch);
+            }
             while let Ok(cmd) = self.commands.try_recv() {
-                match cmd {
-                    SessionCommand::Admit { device, scene, key } => {
-                        self.engine.admit(device, scene, key, &mut batch)
-                    }
-                    SessionCommand::Revoke { device } => self.engine.revoke(device, &mut batch),
-                }
+                self.apply(cmd, &mut batch);
             }
             if !batch.is_empty() {
-                batch = self.publisher.publish(batch)?;
+                batch = self.publish(batch)?;
             }
             let mut errors = 0;
             loop {
@@ -203,7 +246,7 @@ impl<P: Publisher> Ingest<P> {
                     }
                 }
                 if !batch.is_empty() {
-                    batch = self.publisher.publish(batch)?;
+                    batch = self.publish(batch)?;
                 }
                 self.publish_counters(received);
                 if n < rx.capacity() {
@@ -214,7 +257,7 @@ impl<P: Publisher> Ingest<P> {
             if now >= next_tick {
                 self.engine.tick(now, &mut batch);
                 if !batch.is_empty() {
-                    batch = self.publisher.publish(batch)?;
+                    batch = self.publish(batch)?;
                 }
                 self.publish_counters(received);
                 self.stats
@@ -230,6 +273,42 @@ impl<P: Publisher> Ingest<P> {
             }
         }
         Ok(())
+    }
+
+    /// Streams `batch` to replicas first (into the kernel), then hands it to fanout: whatever
+    /// devices are sent, a standby will have received.
+    fn publish(&mut self, batch: Batch) -> Result<Batch, IngestError> {
+        if let Some(r) = self.replica.as_mut() {
+            r.send(&batch);
+        }
+        Ok(self.publisher.publish(batch)?)
+    }
+
+    fn apply(&mut self, cmd: SessionCommand, batch: &mut Batch) {
+        match cmd {
+            SessionCommand::Admit { device, scene, key } => {
+                self.engine.admit(device, scene, key, batch)
+            }
+            SessionCommand::Revoke { device } => self.engine.revoke(device, batch),
+            SessionCommand::Handover { scene, to, epoch } => {
+                self.engine.handover(scene, to, epoch, batch)
+            }
+            SessionCommand::Mirror { pair, endpoint } => {
+                if let Some(r) = self.replica.as_mut() {
+                    r.mirror(pair, &endpoint);
+                }
+            }
+            SessionCommand::Unmirror { pair } => {
+                if let Some(r) = self.replica.as_mut() {
+                    r.unmirror(pair);
+                }
+            }
+            SessionCommand::Promote { scene, to, epoch } => {
+                if let Some(r) = self.replica.as_mut() {
+                    r.promote(&mut self.engine, scene, to, epoch, Instant::now(), batch);
+                }
+            }
+        }
     }
 
     fn publish_counters(&self, received: u64) {
