@@ -231,24 +231,23 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
     );
     let _ = std::io::stdout().flush();
     let every = Duration::from_secs(a.stats_every_secs);
+    let mut next_stats = std::time::Instant::now() + every;
     while pair.is_running() {
-        std::thread::sleep(if every.is_zero() {
-            Duration::from_secs(1)
-        } else {
-            every
-        });
-        if !every.is_zero() {
-            let s = pair.stats().snapshot();
-            eprintln!(
-                "zonecast pair: in={} accepted={} dropped={} out={} joined={} objects={}",
-                s.ingest_datagrams,
-                s.ingest_accepted,
-                s.ingest_drops.total(),
-                s.fanout_datagrams,
-                s.joined,
-                s.objects
-            );
+        std::thread::sleep(Duration::from_millis(50));
+        if every.is_zero() || std::time::Instant::now() < next_stats {
+            continue;
         }
+        next_stats += every;
+        let s = pair.stats().snapshot();
+        eprintln!(
+            "zonecast pair: in={} accepted={} dropped={} out={} joined={} objects={}",
+            s.ingest_datagrams,
+            s.ingest_accepted,
+            s.ingest_drops.total(),
+            s.fanout_datagrams,
+            s.joined,
+            s.objects
+        );
     }
     if pair.drained() {
         return Ok(());

@@ -310,6 +310,7 @@ impl Shard {
                     r.token.clone(),
                     scene,
                     status,
+                    self.stats.clone(),
                     waker,
                 ))
             }

@@ -24,6 +24,18 @@ pub struct PairStats {
     pub fanout_refused: AtomicU64,
     /// Events for a device fanout has no session for (a bug if ever non-zero).
     pub fanout_no_session: AtomicU64,
+    /// Subscribers of the replication stream (a fanout half, standbys).
+    pub bus_subscribers: AtomicU64,
+    /// Replication stream connections refused (wrong token, garbage).
+    pub bus_refused: AtomicU64,
+    /// Stream subscribers dropped for falling too far behind.
+    pub bus_overflows: AtomicU64,
+    /// Frames from a mirrored primary that could not be decoded (the link reconnects).
+    pub mirror_malformed: AtomicU64,
+    /// Replicated events a mirror could not apply.
+    pub mirror_diverged: AtomicU64,
+    /// Primaries this pair mirrors in sync.
+    pub mirrors_synced: AtomicU64,
 }
 
 /// A plain copy of the counters at one instant.
@@ -40,6 +52,12 @@ pub struct StatsSnapshot {
     pub fanout_buffer_full: u64,
     pub fanout_refused: u64,
     pub fanout_no_session: u64,
+    pub bus_subscribers: u64,
+    pub bus_refused: u64,
+    pub bus_overflows: u64,
+    pub mirror_malformed: u64,
+    pub mirror_diverged: u64,
+    pub mirrors_synced: u64,
 }
 
 impl PairStats {
@@ -67,6 +85,12 @@ impl PairStats {
             fanout_buffer_full: self.fanout_buffer_full.load(Relaxed),
             fanout_refused: self.fanout_refused.load(Relaxed),
             fanout_no_session: self.fanout_no_session.load(Relaxed),
+            bus_subscribers: self.bus_subscribers.load(Relaxed),
+            bus_refused: self.bus_refused.load(Relaxed),
+            bus_overflows: self.bus_overflows.load(Relaxed),
+            mirror_malformed: self.mirror_malformed.load(Relaxed),
+            mirror_diverged: self.mirror_diverged.load(Relaxed),
+            mirrors_synced: self.mirrors_synced.load(Relaxed),
         }
     }
 }
@@ -101,6 +125,12 @@ impl StatsSnapshot {
         self.fanout_buffer_full += o.fanout_buffer_full;
         self.fanout_refused += o.fanout_refused;
         self.fanout_no_session += o.fanout_no_session;
+        self.bus_subscribers += o.bus_subscribers;
+        self.bus_refused += o.bus_refused;
+        self.bus_overflows += o.bus_overflows;
+        self.mirror_malformed += o.mirror_malformed;
+        self.mirror_diverged += o.mirror_diverged;
+        self.mirrors_synced += o.mirrors_synced;
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -181,6 +211,42 @@ impl StatsSnapshot {
                 ("{reason=\"refused\"}", self.fanout_refused),
                 ("{reason=\"no_session\"}", self.fanout_no_session),
             ],
+        );
+        metric(
+            "bus_subscribers",
+            "gauge",
+            "Subscribers of the replication stream (a fanout half, standbys).",
+            &[("", self.bus_subscribers)],
+        );
+        metric(
+            "bus_refused_total",
+            "counter",
+            "Replication stream connections refused (wrong token, garbage).",
+            &[("", self.bus_refused)],
+        );
+        metric(
+            "bus_overflows_total",
+            "counter",
+            "Stream subscribers dropped for falling too far behind.",
+            &[("", self.bus_overflows)],
+        );
+        metric(
+            "mirror_malformed_total",
+            "counter",
+            "Frames from a mirrored primary that could not be decoded (the link reconnects).",
+            &[("", self.mirror_malformed)],
+        );
+        metric(
+            "mirror_diverged_total",
+            "counter",
+            "Replicated events a mirror could not apply.",
+            &[("", self.mirror_diverged)],
+        );
+        metric(
+            "mirrors_synced",
+            "gauge",
+            "Primaries this pair mirrors in sync.",
+            &[("", self.mirrors_synced)],
         );
         s
     }

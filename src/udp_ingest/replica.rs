@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use mio::Waker;
 
 use crate::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
 use crate::ipc_bus::{Batch, EventKind};
+use crate::pair::PairStats;
 use crate::scene::{self, Engine};
 use crate::wire::{parse_exact, RedirectBody};
 
@@ -59,16 +60,6 @@ pub struct ReplicaStatus {
     /// Signalled when a mirror changes state, so the agent can report a lost primary at once.
     pub changed: crossbeam_channel::Sender<()>,
     pub changes: crossbeam_channel::Receiver<()>,
-    /// Subscribers of this pair's hub.
-    pub hub_peers: AtomicU64,
-    /// Hub connections refused (wrong token, garbage).
-    pub hub_refused: AtomicU64,
-    /// Subscribers dropped for falling too far behind.
-    pub hub_overflows: AtomicU64,
-    /// Stream frames from a primary that could not be decoded.
-    pub mirror_malformed: AtomicU64,
-    /// Replicated events a mirror could not apply (it resynchronises).
-    pub mirror_diverged: AtomicU64,
 }
 
 impl Default for ReplicaStatus {
@@ -79,11 +70,6 @@ impl Default for ReplicaStatus {
             mirrors: Mutex::new(BTreeMap::new()),
             changed,
             changes,
-            hub_peers: AtomicU64::new(0),
-            hub_refused: AtomicU64::new(0),
-            hub_overflows: AtomicU64::new(0),
-            mirror_malformed: AtomicU64::new(0),
-            mirror_diverged: AtomicU64::new(0),
         }
     }
 }
@@ -101,6 +87,7 @@ pub struct Replica {
     scene: scene::Config,
     mirrors: BTreeMap<u32, Mirror>,
     status: Arc<ReplicaStatus>,
+    stats: Arc<PairStats>,
     waker: Arc<Waker>,
     next_service: Instant,
     scratch: Batch,
@@ -112,6 +99,7 @@ impl Replica {
         token: String,
         scene: scene::Config,
         status: Arc<ReplicaStatus>,
+        stats: Arc<PairStats>,
         waker: Arc<Waker>,
     ) -> Replica {
         Replica {
@@ -120,6 +108,7 @@ impl Replica {
             scene,
             mirrors: BTreeMap::new(),
             status,
+            stats,
             waker,
             next_service: Instant::now(),
             scratch: Batch::default(),
@@ -201,7 +190,7 @@ impl Replica {
                     }
                     LinkEvent::Lost => m.state = MirrorState::Connecting,
                     LinkEvent::Malformed => {
-                        self.status.mirror_malformed.fetch_add(1, Relaxed);
+                        self.stats.mirror_malformed.fetch_add(1, Relaxed);
                         m.state = MirrorState::Connecting;
                     }
                     LinkEvent::Batch(b) => {
@@ -222,7 +211,7 @@ impl Replica {
                                 EventKind::Synced => m.state = MirrorState::Synced,
                                 _ => {
                                     if !m.engine.mirror(now, e, data) {
-                                        self.status.mirror_diverged.fetch_add(1, Relaxed);
+                                        self.stats.mirror_diverged.fetch_add(1, Relaxed);
                                     }
                                 }
                             }
@@ -233,6 +222,10 @@ impl Replica {
                     changed.push((*pair, m.state));
                 }
             }
+        }
+        if !changed.is_empty() {
+            let synced = self.mirrors.values().filter(|m| m.state == MirrorState::Synced);
+            self.stats.mirrors_synced.store(synced.count() as u64, Relaxed);
         }
         for (pair, state) in changed {
             self.report(pair, Some(state));
@@ -252,9 +245,9 @@ impl Replica {
         let live = hub.has_live(Role::Fanout, now, FANOUT_DEAD_AFTER);
         self.status.fanout_alive.store(live, Relaxed);
         let c = hub.counters();
-        self.status.hub_peers.store(c.peers, Relaxed);
-        self.status.hub_refused.store(c.refused, Relaxed);
-        self.status.hub_overflows.store(c.overflows, Relaxed);
+        self.stats.bus_subscribers.store(c.peers, Relaxed);
+        self.stats.bus_refused.store(c.refused, Relaxed);
+        self.stats.bus_overflows.store(c.overflows, Relaxed);
     }
 
     fn report(&self, pair: u32, state: Option<MirrorState>) {

@@ -22,6 +22,8 @@ pub struct PairProcess {
     pub metrics: SocketAddr,
     pub sessions: SessionsFile,
     pub sessions_path: std::path::PathBuf,
+    /// The replication stream endpoints it printed (empty: none).
+    pub bus: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -43,10 +45,20 @@ impl PairProcess {
         sessions: SessionsFile,
         extra: &[&str],
     ) -> PairProcess {
+        PairProcess::launch("pair", path, sessions, extra)
+    }
+
+    /// Starts `zonecast <command>` (`pair` or `ingest`) serving the sessions file at `path`.
+    pub fn launch(
+        command: &str,
+        path: &std::path::Path,
+        sessions: SessionsFile,
+        extra: &[&str],
+    ) -> PairProcess {
         let path = path.to_path_buf();
         let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
             .args([
-                "pair",
+                command,
                 "--listen",
                 "127.0.0.1:0",
                 "--metrics",
@@ -69,19 +81,25 @@ impl PairProcess {
                 .find(name)
                 .unwrap_or_else(|| panic!("no {name} in {line:?}"))
                 + name.len();
-            line[start..].split_whitespace().next().unwrap().to_string()
+            line[start..].split_whitespace().next().unwrap_or("").to_string()
         };
         let udp = field("udp=").parse().unwrap();
         let metrics = field("metrics=http://")
             .trim_end_matches("/metrics")
             .parse()
             .unwrap();
+        let bus = field("bus=")
+            .split(',')
+            .filter(|b| !b.is_empty())
+            .map(String::from)
+            .collect();
         PairProcess {
             child,
             udp,
             metrics,
             sessions,
             sessions_path: path,
+            bus,
             _dir: None,
         }
     }
