@@ -1,13 +1,18 @@
-//! Re-homing benchmark: how long devices go without updates when the pair serving their scene
-//! is killed with SIGKILL under load.
+//! Failover benchmark: how long devices go without updates when the pair serving their scene
+//! is killed with SIGKILL under load, with a mirrored standby and without one.
 //!
 //! A controller (in-process) and two `zonecast pair` processes in one region; a sender device
 //! moves an object at R Hz, a receiver listens; both use the client's `Roaming` (keepalive,
 //! locate after silence, move and re-join). Each round kills the serving pair, measures the gap
 //! at the receiver (last update received before the kill to the first one after), then starts
-//! a fresh pair so the next round has somewhere to go. Prints each gap and p50/p99/max.
+//! a fresh pair so the next round has somewhere to go. Two modes, run one after the other in
+//! the same process: **standby** (pairs stream their state; the standby sees the stream break,
+//! the controller fails the primary over at once, the standby redirects the devices) waits
+//! before each kill until the standby is in sync; **locate** (`--no-bus`: no standby, the
+//! controller waits out the heartbeat window and devices find the new pair by `device.locate`).
+//! Prints each gap and p50/p99/max per mode.
 //!
-//! Usage: cargo bench --bench rehome -- [--kills 20] [--hz 500]
+//! Usage: cargo bench --bench rehome -- [--kills 20] [--hz 500] [--mode both|standby|locate]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,10 +41,11 @@ fn arg(name: &str, default: f64) -> f64 {
 }
 
 /// A pair process registered with the controller; returns it with its UDP endpoint.
-fn start_pair(control: &str) -> (Child, String) {
+fn start_pair(control: &str, standby: bool) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
         .args(["pair", "--listen", "127.0.0.1:0", "--stats-every-secs", "0"])
         .args(["--control", control, "--region", REGION, "--token", TOKEN])
+        .args(if standby { &[][..] } else { &["--no-bus"][..] })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -68,19 +74,64 @@ fn live_pairs(client: &mut ControlClient) -> usize {
         .unwrap_or(0)
 }
 
+/// Whether the pair serving `scene` has a standby in sync.
+fn standby_synced(client: &mut ControlClient, scene: u32) -> bool {
+    let st = client
+        .request(&json!({"op": "cluster.status", "token": TOKEN}))
+        .expect("status");
+    let serving = st["scenes"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == scene))
+        .map(|s| s["pair"].clone());
+    st["pairs"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| Some(&p["id"]) == serving.as_ref()))
+        .is_some_and(|p| p["standby_state"] == "synced")
+}
+
 fn main() {
     let kills = arg("--kills", 20.0) as usize;
     let hz = arg("--hz", 500.0);
+    let argv: Vec<String> = std::env::args().collect();
+    let mode = argv
+        .iter()
+        .position(|a| a == "--mode")
+        .and_then(|i| argv.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or("both");
     let config = Config::new(TOKEN);
     println!(
-        "re-homing benchmark: {kills} kills, sender at {hz} Hz, heartbeat {} ms, dead after {} ms",
+        "failover benchmark: {kills} kills per mode, sender at {hz} Hz, heartbeat {} ms, dead after {} ms",
         config.heartbeat_interval.as_millis(),
         config.dead_after.as_millis()
     );
-    let server = ControllerServer::start("tcp://127.0.0.1:0", config).expect("controller");
+    let mut results = Vec::new();
+    for (name, standby) in [("standby", true), ("locate", false)] {
+        if mode == "both" || mode == name {
+            println!("mode {name}:");
+            results.push((name, run_mode(&config, standby, kills, hz)));
+        }
+    }
+    for (name, hist) in results {
+        println!(
+            "failover gap ({name}) over {} kills: p50 {} ms  p99 {} ms  max {} ms",
+            hist.len(),
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.99),
+            hist.max()
+        );
+    }
+}
+
+/// Runs `kills` rounds with pairs that stream their state (`standby`) or not.
+fn run_mode(config: &Config, standby: bool, kills: usize, hz: f64) -> Histogram<u64> {
+    let server = ControllerServer::start("tcp://127.0.0.1:0", config.clone()).expect("controller");
     let control = server.endpoint().to_string();
     let mut client = ControlClient::new(&control).expect("client");
-    let mut pairs: Vec<(Child, String)> = vec![start_pair(&control), start_pair(&control)];
+    let mut pairs: Vec<(Child, String)> = vec![
+        start_pair(&control, standby),
+        start_pair(&control, standby),
+    ];
     while live_pairs(&mut client) < 2 {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -147,6 +198,9 @@ fn main() {
             arrivals
         };
     for round in 1..=kills {
+        while standby && !standby_synced(&mut client, scene) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // Steady traffic first.
         let warm_until = Instant::now() + Duration::from_millis(300);
         let before = run(
@@ -180,20 +234,14 @@ fn main() {
             }
             None => println!("round {round:>3}: no update within 10 s of the kill"),
         }
-        pairs.push(start_pair(&control));
+        pairs.push(start_pair(&control, standby));
         while live_pairs(&mut client) < 2 {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    println!(
-        "re-homing gap over {} kills: p50 {} ms  p99 {} ms  max {} ms",
-        hist.len(),
-        hist.value_at_quantile(0.5),
-        hist.value_at_quantile(0.99),
-        hist.max()
-    );
     for (mut c, _) in pairs {
         let _ = c.kill();
         let _ = c.wait();
     }
+    hist
 }

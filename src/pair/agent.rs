@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::StatsSet;
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::{ErrorCode, Load};
-use crate::udp_ingest::{ReplicaStatus, SessionCommand, SessionControl};
+use crate::udp_ingest::{MirrorState, ReplicaStatus, SessionCommand, SessionControl};
 use crate::wire::SessionKey;
 
 /// How the pair presents itself to the controller.
@@ -145,6 +145,14 @@ impl Agent {
         })
     }
 
+    fn mirror_lost(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| {
+            r.mirrors
+                .lock()
+                .is_ok_and(|m| m.values().any(|s| *s == MirrorState::Lost))
+        })
+    }
+
     fn drained(&self) -> bool {
         self.status.drained.load(Relaxed)
     }
@@ -200,7 +208,13 @@ impl Agent {
                     eprintln!("zonecast pair: controller reachable again");
                     self.outage_logged = false;
                 }
-                self.interval
+                // While a primary this pair mirrors looks dead, ask for the takeover often:
+                // the controller moves its scenes here as soon as its heartbeat is overdue.
+                if self.mirror_lost() {
+                    self.interval / 5
+                } else {
+                    self.interval
+                }
             }
             Err(RequestError::Refused(e))
                 if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::UnknownPair) =>
