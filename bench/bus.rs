@@ -1,5 +1,6 @@
 //! Bus transport latency: one batch (one relay event, as ingest publishes per burst) from
-//! publish to receipt, over the in-process channel, ZeroMQ ipc:// and ZeroMQ tcp:// on
+//! publish to receipt, over the in-process channel, ZeroMQ ipc:// and tcp://, and the
+//! replication stream (what a split pair and a standby use) over ipc:// and tcp://, on
 //! loopback, measured in the same run. Publisher and subscriber are threads of this process;
 //! each batch carries its send time. Prints p50/p99/p99.9/max per transport and the added
 //! latency over in-process.
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use zonecast::ipc_bus::inproc::InprocBus;
+use zonecast::ipc_bus::stream::{LinkSubscriber, Role, StreamHub, StreamLink};
 use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
-use zonecast::ipc_bus::{Batch, EventKind, Publisher, Subscriber, Topic};
+use zonecast::ipc_bus::{Batch, BusError, EventKind, Publisher, Subscriber, Topic};
 use zonecast::net::unix_ns;
 use zonecast::wire::Kind;
 
@@ -80,6 +82,42 @@ fn measure(
     receiver.join().expect("receiver")
 }
 
+/// The replication stream's hub as a publisher, serviced every 2 ms as the ingest loop does.
+struct HubPublisher {
+    hub: StreamHub,
+    next_service: Instant,
+}
+
+impl Publisher for HubPublisher {
+    fn publish(&mut self, mut batch: Batch) -> Result<Batch, BusError> {
+        let now = Instant::now();
+        if now >= self.next_service {
+            self.next_service = now + Duration::from_millis(2);
+            if self.hub.service(now) {
+                self.hub.send_checkpoint(&batch);
+            }
+        }
+        self.hub.send(&batch);
+        batch.clear();
+        Ok(batch)
+    }
+}
+
+fn stream(endpoint: &str) -> (Box<dyn Publisher>, Box<dyn Subscriber + Send>) {
+    let hub = StreamHub::bind(&[endpoint.to_string()], "bench").expect("bind stream");
+    let ep = hub.endpoints()[0].clone();
+    let link = StreamLink::connect(&ep, Role::Fanout, "bench", None).expect("link");
+    let p = HubPublisher {
+        hub,
+        next_service: Instant::now(),
+    };
+    let s = LinkSubscriber {
+        link,
+        malformed: Default::default(),
+    };
+    (Box::new(p), Box::new(s))
+}
+
 fn main() {
     let count = arg("--count", 20000.0) as u64;
     let hz = arg("--hz", 5000.0);
@@ -88,7 +126,8 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let ipc = format!("ipc://{}", dir.join("bus.sock").display());
     let mut rows = Vec::new();
-    for name in ["inproc", "ipc", "tcp"] {
+    let stream_ipc = format!("ipc://{}", dir.join("stream.sock").display());
+    for name in ["inproc", "ipc", "tcp", "stream-ipc", "stream-tcp"] {
         let (p, s): (Box<dyn Publisher>, Box<dyn Subscriber + Send>) = match name {
             "inproc" => {
                 let mut bus = InprocBus::new(1024);
@@ -100,6 +139,8 @@ fn main() {
                 let s = ZmqSubscriber::connect(&ipc, &[Topic::All], 1024).expect("connect");
                 (Box::new(p), Box::new(s))
             }
+            "stream-ipc" => stream(&stream_ipc),
+            "stream-tcp" => stream("tcp://127.0.0.1:0"),
             _ => {
                 let p = ZmqPublisher::bind("tcp://127.0.0.1:0", 1024).expect("bind tcp");
                 let ep = p.endpoint().to_string();
@@ -110,7 +151,7 @@ fn main() {
         let h = measure(p, s, count, hz);
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "  {name:>6}: p50 {:>8.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  max {:>9.1}us  received {}/{count}",
+            "  {name:>10}: p50 {:>8.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  max {:>9.1}us  received {}/{count}",
             us(0.5), us(0.99), us(0.999), h.max() as f64 / 1000.0, h.len()
         );
         rows.push((name, us(0.5), us(0.99)));
