@@ -128,10 +128,8 @@ fn run_mode(config: &Config, standby: bool, kills: usize, hz: f64) -> Histogram<
     let server = ControllerServer::start("tcp://127.0.0.1:0", config.clone()).expect("controller");
     let control = server.endpoint().to_string();
     let mut client = ControlClient::new(&control).expect("client");
-    let mut pairs: Vec<(Child, String)> = vec![
-        start_pair(&control, standby),
-        start_pair(&control, standby),
-    ];
+    let mut pairs: Vec<(Child, String)> =
+        vec![start_pair(&control, standby), start_pair(&control, standby)];
     while live_pairs(&mut client) < 2 {
         std::thread::sleep(Duration::from_millis(10));
     }

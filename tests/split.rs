@@ -12,7 +12,15 @@ use zonecast::pair::SessionsFile;
 
 fn fanout(bus: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_zonecast"))
-        .args(["fanout", "--bus", bus, "--token", TOKEN, "--stats-every-secs", "0"])
+        .args([
+            "fanout",
+            "--bus",
+            bus,
+            "--token",
+            TOKEN,
+            "--stats-every-secs",
+            "0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

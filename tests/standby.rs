@@ -178,10 +178,18 @@ fn a_killed_primary_is_replaced_by_its_standby_with_every_state_devices_saw() {
     }
     let standby_udp: SocketAddr = standby["udp"].as_str().unwrap().parse().unwrap();
     for d in 0..3 {
-        assert_eq!(crowd.dev(d).session().pair, standby_udp, "device {d} not on the standby");
+        assert_eq!(
+            crowd.dev(d).session().pair,
+            standby_udp,
+            "device {d} not on the standby"
+        );
     }
     let served = served_state(&ctl, scene);
-    assert_eq!(seen.len(), 24, "the watcher saw every object before the kill");
+    assert_eq!(
+        seen.len(),
+        24,
+        "the watcher saw every object before the kill"
+    );
     for (id, last) in &seen {
         let s = served.get(id).unwrap_or_else(|| panic!("object {id} lost"));
         assert_eq!(s.origin_device, last.origin_device, "object {id} owner");
@@ -196,10 +204,17 @@ fn a_killed_primary_is_replaced_by_its_standby_with_every_state_devices_saw() {
             assert_eq!(s.payload, last.payload, "object {id}");
         } else {
             // Accepted by the primary but never relayed before it died: still what was sent.
-            assert_eq!(sent.get(&(*id, s.origin_seq)), Some(&s.fields.translation[0]));
+            assert_eq!(
+                sent.get(&(*id, s.origin_seq)),
+                Some(&s.fields.translation[0])
+            );
         }
     }
-    assert_eq!(served.len(), seen.len(), "no object the devices never wrote");
+    assert_eq!(
+        served.len(),
+        seen.len(),
+        "no object the devices never wrote"
+    );
     for id in 1..=20u64 {
         assert_eq!(served[&id].payload, vec![id as u8; 3], "idle object {id}");
     }
@@ -214,7 +229,11 @@ fn a_killed_primary_is_replaced_by_its_standby_with_every_state_devices_saw() {
         after.extend(received(crowd.dev(2)));
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(after.len() >= 20, "only {} updates after the failover", after.len());
+    assert!(
+        after.len() >= 20,
+        "only {} updates after the failover",
+        after.len()
+    );
     assert!(after.windows(2).all(|w| w[0].origin_seq < w[1].origin_seq));
 }
 
@@ -223,7 +242,14 @@ fn a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
     let ctl = ControllerProcess::start();
     let extra = ["--drain-grace-ms", "500"];
     let start_pair = || {
-        let args = ["--control", &ctl.endpoint, "--region", "eu", "--token", TOKEN];
+        let args = [
+            "--control",
+            &ctl.endpoint,
+            "--region",
+            "eu",
+            "--token",
+            TOKEN,
+        ];
         let all: Vec<&str> = args.iter().chain(extra.iter()).copied().collect();
         PairProcess::start(0, &all)
     };
@@ -241,19 +267,34 @@ fn a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
         crowd.poll();
         n += 1;
         write(crowd.dev(0), 1, n as f32, &[]);
-        got.extend(received(crowd.dev(1)).iter().map(|r| r.fields.translation[0]));
+        got.extend(
+            received(crowd.dev(1))
+                .iter()
+                .map(|r| r.fields.translation[0]),
+        );
         // The sender reads (and so follows redirects) only every 100 ms, like a busy game
         // loop: what it sends the old pair meanwhile must be forwarded, not lost.
-        if n % 25 == 0 {
+        if n.is_multiple_of(25) {
             let _ = received(crowd.dev(0));
         }
         if !drained && start.elapsed() > Duration::from_millis(500) {
             let out = Command::new(env!("CARGO_BIN_EXE_zonecast"))
-                .args(["pair", "drain", "--control", &ctl.endpoint, "--token", TOKEN])
+                .args([
+                    "pair",
+                    "drain",
+                    "--control",
+                    &ctl.endpoint,
+                    "--token",
+                    TOKEN,
+                ])
                 .args(["--pair", &primary["id"].to_string()])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             drained = true;
         }
         std::thread::sleep(Duration::from_millis(4));
@@ -261,11 +302,19 @@ fn a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
     let quiet = Instant::now();
     while quiet.elapsed() < Duration::from_millis(300) {
         crowd.poll();
-        got.extend(received(crowd.dev(1)).iter().map(|r| r.fields.translation[0]));
+        got.extend(
+            received(crowd.dev(1))
+                .iter()
+                .map(|r| r.fields.translation[0]),
+        );
     }
     let want: Vec<f32> = (1..=n).map(|i| i as f32).collect();
     let missing: Vec<&f32> = want.iter().filter(|x| !got.contains(x)).collect();
-    assert!(missing.is_empty(), "{} of {n} updates lost: {missing:?}", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {n} updates lost: {missing:?}",
+        missing.len()
+    );
     assert_eq!(got, want, "every update once, in order");
     let standby_udp: SocketAddr = standby["udp"].as_str().unwrap().parse().unwrap();
     assert_eq!(crowd.dev(0).session().pair, standby_udp);

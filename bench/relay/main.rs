@@ -2,12 +2,15 @@
 //! against the raw loopback floor and NATS core pub/sub, on the same workload and the same
 //! harness, in the same run; plus a slow-device experiment and memory per session and object.
 //!
-//! The load generator runs on core 0; the server under test (a `zonecast pair` process or
-//! `nats-server`) on core 1. Every run writes a JSON file; `--report` also writes
+//! The load generator runs on core 0; the server under test (a `zonecast pair` process, a
+//! split pair's two processes, or `nats-server`) on core 1. `zonecast-mirrored` is a pair
+//! streaming its state to a standby subscriber (the cost of replication on the hot path);
+//! `zonecast-split` is `zonecast ingest` + `zonecast fanout` over ipc://. Every run writes a JSON file; `--report` also writes
 //! docs/BENCHMARKS.md and its SVG plots. `scripts/bench` runs the whole suite.
 //!
 //! Usage: cargo bench --bench relay -- [--devices 8] [--scenes 1] [--hz 1000] [--payload 0]
-//!   [--secs 5] [--warmup-secs 1] [--runs 3] [--modes raw,zonecast,nats]
+//!   [--secs 5] [--warmup-secs 1] [--runs 3]
+//!   [--modes raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-split,nats]
 //!   [--sweep 1000,5000,...] [--sweep-secs 2] [--slow] [--memory] [--report]
 //!   [--out DIR] [--pair-args "--busy-poll"]
 
@@ -66,9 +69,9 @@ fn parse_args() -> Args {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let default_modes = if servers::nats_available() {
-        "raw,zonecast,zonecast-busy,nats"
+        "raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-split,nats"
     } else {
-        "raw,zonecast,zonecast-busy"
+        "raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-split"
     };
     Args {
         w: Workload {
@@ -128,7 +131,23 @@ fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
             if mode == "zonecast-busy" {
                 args.push("--busy-poll".into());
             }
-            let pair = servers::zonecast_pair(&path, server_cpu, &args);
+            let pair = servers::zonecast_pair("pair", &path, server_cpu, &args);
+            let mut o = udp::run(w, udp::Path::Relay(pair.addr), &sessions, &mut progress);
+            if let Some(m) = pair.metrics {
+                o.server_drops = servers::pair_drops(m);
+            }
+            o
+        }
+        "zonecast-mirrored" | "zonecast-split" => {
+            let dir = std::env::temp_dir().join(format!("zc-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let path = dir.join("sessions.json");
+            std::fs::write(&path, sessions.to_json()).expect("sessions file");
+            let pair = if mode == "zonecast-split" {
+                servers::zonecast_split(&path, server_cpu, &a.pair_args)
+            } else {
+                servers::zonecast_mirrored(&path, server_cpu, &a.pair_args)
+            };
             let mut o = udp::run(w, udp::Path::Relay(pair.addr), &sessions, &mut progress);
             if let Some(m) = pair.metrics {
                 o.server_drops = servers::pair_drops(m);
@@ -139,7 +158,9 @@ fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
             let server = servers::nats_server(server_cpu);
             nats::run(w, server.addr, &sessions, &mut progress)
         }
-        other => panic!("unknown mode {other}: raw, zonecast, zonecast-busy or nats"),
+        other => panic!(
+            "unknown mode {other}: raw, zonecast, zonecast-busy, zonecast-mirrored, zonecast-split or nats"
+        ),
     };
     progress.done();
     outcome
@@ -199,7 +220,8 @@ fn main() {
                 ..a.w.clone()
             };
             // Busy polling is a latency option; throughput is measured in the default mode.
-            for mode in a.modes.iter().filter(|m| *m != "zonecast-busy") {
+            // The pair's variants are compared on latency; throughput sweeps the main modes.
+            for mode in a.modes.iter().filter(|m| !m.starts_with("zonecast-")) {
                 let o = measure(&a, &w, mode, &format!("{hz} Hz"));
                 println!("  {mode:>9} offered {:>10.0}/s  delivered {:>10.0}/s ({:>6.2}%)  p99 {:>9.1}us",
                     w.offered_per_sec(), o.delivered_per_sec(),

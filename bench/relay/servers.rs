@@ -6,9 +6,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+use zonecast::ipc_bus::stream::{Role, StreamLink};
 
 /// Pins the calling thread (or, before exec, the child) to `cpu`.
 pub fn pin(cpu: usize) {
@@ -32,25 +36,131 @@ fn pinned(cmd: &mut Command, cpu: Option<usize>) {
     }
 }
 
-/// A child process killed on drop.
+/// A child process (and its helpers) killed on drop.
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub metrics: Option<SocketAddr>,
+    /// The replication stream endpoints the pair printed.
+    pub bus: Vec<String>,
+    /// More processes of this server (a split pair's fanout half).
+    pub helpers: Vec<Child>,
+    /// A standby's subscription to the pair's stream, read by a thread for the run.
+    pub subscriber: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some((stop, thread)) = self.subscriber.take() {
+            stop.store(true, Relaxed);
+            let _ = thread.join();
+        }
+        for c in self
+            .helpers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.child))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
-/// `zonecast pair` serving the sessions in `sessions`, with `extra` arguments.
-pub fn zonecast_pair(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> Server {
+/// Token of the benchmark's replication streams.
+pub const TOKEN: &str = "bench-token";
+
+/// A pair streaming its state to a standby: `zonecast pair --bus`, with a subscriber in this
+/// process that mirrors the stream's reading side (it reads every batch and drops it).
+pub fn zonecast_mirrored(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> Server {
+    let mut args = extra.to_vec();
+    args.extend(["--bus", "tcp://127.0.0.1:0", "--token", TOKEN].map(String::from));
+    let mut server = zonecast_pair("pair", sessions, cpu, &args);
+    let bus = server
+        .bus
+        .first()
+        .expect("the pair prints its stream")
+        .clone();
+    let link = StreamLink::connect(&bus, Role::Standby, TOKEN, None).expect("stream link");
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !halt.load(Relaxed) {
+            let _ = link.next(Duration::from_millis(50));
+        }
+    });
+    // Ready once the subscriber is taken (and its checkpoint sent).
+    let metrics = server.metrics.expect("metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(metrics, "zonecast_bus_subscribers") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the standby link did not subscribe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.subscriber = Some((stop, thread));
+    server
+}
+
+/// A split pair: `zonecast ingest` and `zonecast fanout` over ipc://, both on `cpu`.
+pub fn zonecast_split(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> Server {
+    let sock = std::env::temp_dir().join(format!("zc-bench-split-{}.sock", std::process::id()));
+    let bus = format!("ipc://{}", sock.display());
+    let mut args = extra.to_vec();
+    args.extend(["--fanout-bus", &bus, "--token", TOKEN].map(String::from));
+    let mut server = zonecast_pair("ingest", sessions, cpu, &args);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonecast"));
     cmd.args([
-        "pair",
+        "fanout",
+        "--bus",
+        &bus,
+        "--token",
+        TOKEN,
+        "--stats-every-secs",
+        "0",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    pinned(&mut cmd, cpu);
+    server
+        .helpers
+        .push(cmd.spawn().expect("zonecast fanout starts"));
+    // Ready once the fanout half is subscribed.
+    let metrics = server.metrics.expect("metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(metrics, "zonecast_bus_subscribers") < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the fanout half did not subscribe"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+/// One unlabelled metric of a pair.
+fn metric(metrics: SocketAddr, name: &str) -> u64 {
+    let mut text = String::new();
+    if let Ok(mut s) = TcpStream::connect(metrics) {
+        let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let _ = s.read_to_string(&mut text);
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `zonecast <command>` (`pair` or `ingest`) serving the sessions in `sessions`, with
+/// `extra` arguments.
+pub fn zonecast_pair(
+    command: &str,
+    sessions: &Path,
+    cpu: Option<usize>,
+    extra: &[String],
+) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonecast"));
+    cmd.args([
+        command,
         "--listen",
         "127.0.0.1:0",
         "--metrics",
@@ -76,9 +186,22 @@ pub fn zonecast_pair(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> S
             .parse()
             .expect("address")
     };
+    let bus = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bus="))
+        .map(|b| {
+            b.split(',')
+                .filter(|b| !b.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
     Server {
         addr: field("udp="),
         metrics: Some(field("metrics=http://")),
+        bus,
+        helpers: Vec::new(),
+        subscriber: None,
         child,
     }
 }
@@ -116,6 +239,9 @@ pub fn nats_server(cpu: Option<usize>) -> Server {
         child,
         addr,
         metrics: None,
+        bus: Vec::new(),
+        helpers: Vec::new(),
+        subscriber: None,
     }
 }
 

@@ -460,11 +460,12 @@ fn replicate(w: &mut World, mirror: &mut Engine) {
     w.out.clear();
 }
 
-/// Objects of `scene` as (id, owner, writer, order, x, payload, live), sorted.
-fn objects_of(
-    engine: &Engine,
-    scene: u32,
-) -> Vec<(u64, Option<u32>, u32, Order, f32, Vec<u8>, bool)> {
+/// One object as compared between a primary and its mirror:
+/// (id, owner, writer, order, x, payload, live).
+type ObjectView = (u64, Option<u32>, u32, Order, f32, Vec<u8>, bool);
+
+/// Objects of `scene`, sorted.
+fn objects_of(engine: &Engine, scene: u32) -> Vec<ObjectView> {
     let mut v: Vec<_> = engine.scenes[&scene]
         .objects
         .iter()

@@ -224,8 +224,13 @@ impl Replica {
             }
         }
         if !changed.is_empty() {
-            let synced = self.mirrors.values().filter(|m| m.state == MirrorState::Synced);
-            self.stats.mirrors_synced.store(synced.count() as u64, Relaxed);
+            let synced = self
+                .mirrors
+                .values()
+                .filter(|m| m.state == MirrorState::Synced);
+            self.stats
+                .mirrors_synced
+                .store(synced.count() as u64, Relaxed);
         }
         for (pair, state) in changed {
             self.report(pair, Some(state));

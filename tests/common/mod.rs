@@ -81,7 +81,11 @@ impl PairProcess {
                 .find(name)
                 .unwrap_or_else(|| panic!("no {name} in {line:?}"))
                 + name.len();
-            line[start..].split_whitespace().next().unwrap_or("").to_string()
+            line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_string()
         };
         let udp = field("udp=").parse().unwrap();
         let metrics = field("metrics=http://")
