@@ -478,6 +478,8 @@ impl Controller {
                 p.draining = true;
             }
             self.bump(Some(pair));
+            // It stands by for nobody any more.
+            self.refresh_standbys();
         }
         let p = &self.pairs[&pair];
         let moved: Vec<Value> = p

@@ -341,3 +341,181 @@ fn device_registration_can_require_a_device_token() {
     );
     t.ok(json!({"op": "device.register", "scene": 1, "token": "devices", "name": "headset"}));
 }
+
+impl Ctl {
+    /// A pair with a replication stream.
+    fn streaming_pair(&mut self, region: &str, port: u16) -> u32 {
+        let r = self.ok(
+            json!({"op": "pair.register", "token": TOKEN, "region": region,
+            "udp": format!("127.0.0.1:{port}"), "capacity": 100, "version": "test",
+            "bus": format!("tcp://127.0.0.1:{}", port + 1000)}),
+        );
+        r["pair"].as_u64().unwrap() as u32
+    }
+
+    /// A heartbeat of `pair` reporting its mirror of `primary` in `state`.
+    fn report(&mut self, pair: u32, primary: u32, state: &str) -> Value {
+        self.ok(
+            json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": 0,
+            "mirrors": [{"pair": primary, "state": state}]}),
+        )
+    }
+
+    fn pair_status(&mut self, pair: u32) -> Value {
+        let st = self.status();
+        st["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == pair)
+            .unwrap()
+            .clone()
+    }
+}
+
+#[test]
+fn streaming_pairs_stand_by_for_each_other_and_standbys_learn_what_to_mirror() {
+    let mut t = Ctl::new();
+    let a = t.streaming_pair("r", 9001);
+    assert_eq!(
+        t.pair_status(a)["standby"],
+        Value::Null,
+        "alone: no standby"
+    );
+    let b = t.streaming_pair("r", 9002);
+    let plain = t.pair("r", 9003);
+    let other_region = t.streaming_pair("x", 9004);
+    assert_eq!(t.pair_status(a)["standby"], json!(b));
+    assert_eq!(t.pair_status(b)["standby"], json!(a));
+    assert_eq!(
+        t.pair_status(plain)["standby"],
+        Value::Null,
+        "no stream, no standby"
+    );
+    assert_eq!(t.pair_status(other_region)["standby"], Value::Null);
+    let r = t.heartbeat(b, 0).unwrap();
+    assert_eq!(
+        r["assignment"]["mirrors"],
+        json!([{"pair": a, "bus": "tcp://127.0.0.1:10001"}])
+    );
+    // A standby that dies is replaced (the plain pair can stand by: it needs no stream).
+    t.now += t.c.config().dead_after + Duration::from_millis(1);
+    for p in [a, plain, other_region] {
+        t.heartbeat(p, 0).unwrap();
+    }
+    t.c.tick(t.now);
+    assert_eq!(t.pair_status(a)["standby"], json!(plain));
+}
+
+#[test]
+fn a_primary_dies_at_once_when_its_synced_standby_loses_the_stream_and_its_beat_is_late() {
+    let mut t = Ctl::new();
+    let a = t.streaming_pair("r", 9001);
+    let b = t.streaming_pair("r", 9002);
+    let c = t.pair("r", 9003);
+    t.scene("s", "r");
+    let d = t.device(1)["device"].as_u64().unwrap();
+    t.report(b, a, "synced");
+    let start = t.now;
+    let beat = t.c.config().heartbeat_interval;
+    // The stream breaks; a beat only one interval late is not death yet...
+    t.now = start + beat;
+    t.report(b, a, "lost");
+    t.heartbeat(c, 0).unwrap();
+    assert!(t.c.tick(t.now).is_empty());
+    // ...a heartbeat clears the suspicion...
+    t.heartbeat(a, 0).unwrap();
+    t.report(b, a, "lost");
+    t.heartbeat(a, 0).unwrap();
+    t.now += beat * 2 + Duration::from_millis(1);
+    t.heartbeat(b, 0).unwrap();
+    t.heartbeat(c, 0).unwrap();
+    assert!(
+        t.c.tick(t.now).is_empty(),
+        "a live primary is not failed over"
+    );
+    // ...but lost and two intervals late is dead, long before the full window, and the
+    // standby (holding the state) gets the scene even though c is less loaded.
+    t.report(b, a, "lost");
+    t.now += Duration::from_millis(1);
+    assert!(beat * 2 < t.c.config().dead_after);
+    let changes = t.c.tick(t.now);
+    assert_eq!(
+        changes,
+        vec![Change::PairDead {
+            pair: a,
+            moved: vec![(1, Some(b))]
+        }]
+    );
+    let r = t.heartbeat(b, 0).unwrap();
+    assert_eq!(r["assignment"]["scenes"], json!([1]));
+    assert_eq!(r["assignment"]["sessions"][0]["device"], d);
+    assert_eq!(
+        r["assignment"]["mirrors"],
+        json!([]),
+        "nothing left to mirror"
+    );
+}
+
+#[test]
+fn a_standby_not_in_sync_is_passed_over_and_drains_wait_for_it() {
+    let mut t = Ctl::new();
+    let a = t.streaming_pair("r", 9001);
+    let b = t.streaming_pair("r", 9002);
+    t.scene("s", "r");
+    t.report(b, a, "syncing");
+    let drain = json!({"op": "pair.drain", "token": TOKEN, "pair": a});
+    assert_eq!(t.code(drain.clone()), ErrorCode::Conflict);
+    assert_eq!(
+        t.pair_status(a)["draining"],
+        false,
+        "a refused drain changes nothing"
+    );
+    t.report(b, a, "synced");
+    let r = t.ok(drain.clone());
+    assert_eq!(r["moved"], json!([{"scene": 1, "pair": b}]));
+    assert_eq!(
+        t.ok(drain)["moved"],
+        r["moved"],
+        "draining again is a no-op"
+    );
+    // The draining pair keeps its sessions, hands over, forwards to b's endpoint.
+    t.device(1);
+    let h = t.heartbeat(a, 0).unwrap();
+    let asg = &h["assignment"];
+    assert_eq!(asg["scenes"], json!([]));
+    assert_eq!(asg["draining"], true);
+    assert_eq!(asg["sessions"].as_array().unwrap().len(), 1);
+    assert_eq!(asg["handovers"][0]["udp"], "127.0.0.1:9002");
+    assert_eq!(asg["handovers"][0]["scene"], 1);
+    // b still mirrors a (the forwarded stragglers come that way) and serves the scene.
+    let h = t.heartbeat(b, 0).unwrap();
+    assert_eq!(h["assignment"]["scenes"], json!([1]));
+    assert_eq!(h["assignment"]["mirrors"][0]["pair"], a);
+    // A draining pair gets no new scene and stands by for nobody.
+    t.scene("s2", "r");
+    assert_eq!(t.status()["scenes"][1]["pair"], b);
+    assert_eq!(t.pair_status(b)["standby"], Value::Null);
+    // Then it leaves.
+    t.ok(json!({"op": "pair.deregister", "token": TOKEN, "pair": a}));
+    let h = t.heartbeat(b, 0).unwrap();
+    assert_eq!(h["assignment"]["mirrors"], json!([]));
+}
+
+#[test]
+fn drains_without_anyone_to_take_over_or_without_a_stream_are_refused() {
+    let mut t = Ctl::new();
+    let a = t.streaming_pair("r", 9001);
+    t.scene("s", "r");
+    let drain = |p: u32| json!({"op": "pair.drain", "token": TOKEN, "pair": p});
+    assert_eq!(t.code(drain(a)), ErrorCode::NoPair);
+    let plain = t.pair("r", 9002);
+    t.ok(json!({"op": "pair.deregister", "token": TOKEN, "pair": a}));
+    assert_eq!(t.code(drain(plain)), ErrorCode::InvalidValue);
+    assert_eq!(t.code(drain(99)), ErrorCode::UnknownPair);
+    let no_token = json!({"op": "pair.drain", "pair": plain});
+    assert_eq!(t.code(no_token), ErrorCode::Unauthorized);
+    let bad_bus = json!({"op": "pair.register", "token": TOKEN, "region": "r",
+        "udp": "127.0.0.1:1", "capacity": 1, "version": "v", "bus": "tcp://0.0.0.0:5"});
+    assert_eq!(t.code(bad_bus), ErrorCode::InvalidValue);
+}

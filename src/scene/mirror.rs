@@ -253,19 +253,6 @@ impl Engine {
         }
     }
 
-    /// Stops serving `device` here: from now on its authenticated datagrams are handed over
-    /// as `Forwarded` events and the device is redirected to `to` (a drain's grace period).
-    /// False if there is no such session.
-    pub fn forward(&mut self, device: u32, to: SocketAddr, epoch: u64) -> bool {
-        self.with_device(device, |d| {
-            d.forward = Some(Forward {
-                to,
-                epoch,
-                last_redirect: None,
-            })
-        })
-    }
-
     /// Hands `scene` over to the pair at `to` (a drain): every device of the scene is
     /// forwarded and redirected there, and a `Handover` event tells the new pair, in stream
     /// order, that everything this pair accepted for the scene came before it.

@@ -578,13 +578,24 @@ fn a_mirror_fed_a_checkpoint_then_events_holds_the_primary_state() {
 }
 
 #[test]
-fn a_forwarded_device_is_handed_over_and_redirected_at_a_bounded_rate() {
-    let mut a = Dev::new(1, 1);
-    let mut w = World::new(&[&a]);
+fn a_handed_over_scene_forwards_its_devices_and_redirects_them_at_a_bounded_rate() {
+    let (mut a, b) = (Dev::new(1, 1), Dev::new(2, 2));
+    let mut w = World::new(&[&a, &b]);
     w.join(&mut a);
     let to: SocketAddr = "127.0.0.1:7300".parse().unwrap();
-    assert!(w.engine.forward(1, to, 9));
-    assert!(!w.engine.forward(99, to, 9));
+    w.engine.handover(1, to, 9, &mut w.out);
+    assert_eq!(
+        w.events(),
+        vec![
+            (EventKind::Handover, 0),
+            (EventKind::Direct(Kind::Redirect), 1)
+        ],
+        "the new pair is told in stream order; the joined device at once"
+    );
+    assert!(
+        w.engine.device(2).unwrap().forward.is_none(),
+        "other scenes stay"
+    );
     let u = a.update(1, 1.0);
     w.feed(&a, &u).unwrap();
     assert_eq!(
@@ -594,11 +605,7 @@ fn a_forwarded_device_is_handed_over_and_redirected_at_a_bounded_rate() {
             (EventKind::Direct(Kind::Redirect), 1)
         ]
     );
-    assert_eq!(
-        w.engine.object(1, 1).map(|o| o.order),
-        None,
-        "not applied here"
-    );
+    assert!(w.engine.object(1, 1).is_none(), "not applied here");
     let u2 = a.update(1, 2.0);
     w.feed(&a, &u2).unwrap();
     assert_eq!(
