@@ -159,15 +159,20 @@ pub fn status_table(s: &Value) -> String {
             text(&r["scenes"])
         );
     }
-    out += "\nPAIR  REGION       UDP                    HEALTH  HB AGE  SCENES  DEVICES  JOINED  IN/S      OUT/S     VERSION\n";
+    out += "\nPAIR  REGION       UDP                    HEALTH    HB AGE  SCENES  DEVICES  JOINED  IN/S      OUT/S     STANDBY        VERSION\n";
     for p in s["pairs"].as_array().into_iter().flatten() {
-        let health = if p["alive"] == json!(true) {
-            "live"
+        let health = match (p["alive"] == json!(true), p["draining"] == json!(true)) {
+            (false, _) => "dead",
+            (true, true) => "draining",
+            (true, false) => "live",
+        };
+        let standby = if p["standby"].is_null() {
+            "-".to_string()
         } else {
-            "dead"
+            format!("{} {}", p["standby"], text(&p["standby_state"]))
         };
         out += &format!(
-            "{:<5} {:<12} {:<22} {:<7} {:>4}ms  {:<7} {:>7}  {:>6}  {:<9.0} {:<9.0} {}\n",
+            "{:<5} {:<12} {:<22} {:<9} {:>4}ms  {:<7} {:>7}  {:>6}  {:<9.0} {:<9.0} {:<14} {}\n",
             text(&p["id"]),
             text(&p["region"]),
             text(&p["udp"]),
@@ -178,6 +183,7 @@ pub fn status_table(s: &Value) -> String {
             text(&p["load"]["joined"]),
             p["load"]["datagrams_in_per_sec"].as_f64().unwrap_or(0.0),
             p["load"]["datagrams_out_per_sec"].as_f64().unwrap_or(0.0),
+            standby,
             text(&p["version"]),
         );
     }
