@@ -718,11 +718,22 @@ impl Controller {
                 Some(json!({ "scene": scene, "pair": to, "udp": udp, "epoch": epoch }))
             })
             .collect();
+        // Scenes a live draining pair is handing over here: the handover event in its stream,
+        // not this assignment, is when to take them (everything it accepted comes before).
+        let incoming: Vec<u32> = self
+            .pairs
+            .values()
+            .filter(|q| q.alive && q.draining)
+            .flat_map(|q| q.handovers.iter())
+            .filter(|h| h.1 == pair)
+            .map(|h| h.0)
+            .collect();
         json!({
             "scenes": scenes,
             "sessions": sessions,
             "mirrors": mirrors,
             "handovers": handovers,
+            "incoming": incoming,
             "draining": p.draining,
         })
     }

@@ -491,6 +491,11 @@ fn a_standby_not_in_sync_is_passed_over_and_drains_wait_for_it() {
     // b still mirrors a (the forwarded stragglers come that way) and serves the scene.
     let h = t.heartbeat(b, 0).unwrap();
     assert_eq!(h["assignment"]["scenes"], json!([1]));
+    assert_eq!(
+        h["assignment"]["incoming"],
+        json!([1]),
+        "taken at the handover event"
+    );
     assert_eq!(h["assignment"]["mirrors"][0]["pair"], a);
     // A draining pair gets no new scene and stands by for nobody.
     t.scene("s2", "r");
@@ -500,6 +505,7 @@ fn a_standby_not_in_sync_is_passed_over_and_drains_wait_for_it() {
     t.ok(json!({"op": "pair.deregister", "token": TOKEN, "pair": a}));
     let h = t.heartbeat(b, 0).unwrap();
     assert_eq!(h["assignment"]["mirrors"], json!([]));
+    assert_eq!(h["assignment"]["incoming"], json!([]));
 }
 
 #[test]

@@ -316,8 +316,8 @@ impl Agent {
     }
 
     /// Scenes new to this pair are taken over from a mirror when one holds them (a failover:
-    /// the devices are redirected here under `epoch`); scenes handed over in a drain are
-    /// forwarded to their new pair. Both before sessions are admitted, so the mirrored
+    /// the devices are redirected here under `epoch`), except those still `incoming` from a
+    /// draining pair; scenes this pair hands over in a drain are forwarded to their new pair. Both before sessions are admitted, so the mirrored
     /// sessions (replay windows included) are the ones kept.
     fn take_over(&mut self, assignment: &Value, epoch: u64) -> Result<(), RequestError> {
         let bad = |what: &str| RequestError::BadReply(format!("assignment: {what}"));
@@ -327,6 +327,15 @@ impl Agent {
             .iter()
             .filter_map(|s| s.as_u64().map(|s| s as u32))
             .collect();
+        let incoming: BTreeSet<u32> = assignment["incoming"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_u64().map(|s| s as u32))
+            .collect();
+        // A scene arriving by handover is adopted when the handover reaches the mirror; should
+        // the draining pair die first, it stops being incoming and is promoted then.
+        let scenes: BTreeSet<u32> = scenes.difference(&incoming).copied().collect();
         let mut commands = Vec::new();
         for scene in scenes.difference(&self.scenes) {
             let to = self.config.advertise;
