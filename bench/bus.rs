@@ -5,7 +5,8 @@
 //! each batch carries its send time. Prints p50/p99/p99.9/max per transport and the added
 //! latency over in-process.
 //!
-//! Usage: cargo bench --bench bus -- [--count 20000] [--hz 5000]
+//! Usage: cargo bench --bench bus -- [--count 20000] [--hz 5000] [--report]
+//!   (`--report` also writes docs/bench/bus.md, included in docs/BENCHMARKS.md)
 
 use std::time::{Duration, Instant};
 
@@ -154,15 +155,29 @@ fn main() {
             "  {name:>10}: p50 {:>8.1}us  p99 {:>8.1}us  p99.9 {:>8.1}us  max {:>9.1}us  received {}/{count}",
             us(0.5), us(0.99), us(0.999), h.max() as f64 / 1000.0, h.len()
         );
-        rows.push((name, us(0.5), us(0.99)));
+        rows.push((name, us(0.5), us(0.99), us(0.999), h.len()));
     }
     let base = rows[0];
-    for (name, p50, p99) in &rows[1..] {
-        println!(
-            "  {name} adds p50 +{:.1}us, p99 +{:.1}us over in-process",
+    let mut md = format!(
+        "## Bus transports\n\n`cargo bench --bench bus -- --count {count} --hz {hz} --report`: one batch (one relay event, as ingest publishes per burst) from publish to receipt, publisher and subscriber threads of one process, on loopback, every transport in the same run. **ipc**/**tcp**: ZeroMQ PUB/SUB (`ipc_bus/zmq.rs`); **stream-ipc**/**stream-tcp**: the replication stream a split pair (ipc) and a standby (tcp) use (`ipc_bus/stream.rs`).\n\n| transport | p50 | p99 | p99.9 | added p50 | added p99 | received |\n|-----------|----:|----:|------:|----------:|----------:|---------:|\n"
+    );
+    for (name, p50, p99, p999, n) in &rows {
+        md += &format!(
+            "| {name} | {p50:.1} µs | {p99:.1} µs | {p999:.1} µs | +{:.1} µs | +{:.1} µs | {n}/{count} |\n",
             p50 - base.1,
             p99 - base.2
         );
+        if name != &base.0 {
+            println!(
+                "  {name} adds p50 +{:.1}us, p99 +{:.1}us over in-process",
+                p50 - base.1,
+                p99 - base.2
+            );
+        }
+    }
+    if std::env::args().any(|a| a == "--report") {
+        std::fs::create_dir_all("docs/bench").expect("docs/bench");
+        std::fs::write("docs/bench/bus.md", md + "\n").expect("write docs/bench/bus.md");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

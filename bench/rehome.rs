@@ -13,6 +13,7 @@
 //! Prints each gap and p50/p99/max per mode.
 //!
 //! Usage: cargo bench --bench rehome -- [--kills 20] [--hz 500] [--mode both|standby|locate]
+//!   [--report]   (also writes docs/bench/failover.md, included in docs/BENCHMARKS.md)
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -112,7 +113,12 @@ fn main() {
             results.push((name, run_mode(&config, standby, kills, hz)));
         }
     }
-    for (name, hist) in results {
+    let mut md = format!(
+        "## Failover\n\n`cargo bench --bench rehome -- --kills {kills} --hz {hz} --report`: a controller and two `zonecast pair` processes in one region, a sender at {hz} Hz and a receiver (both with the client's `Roaming`); each round SIGKILLs the pair serving the scene under traffic and measures the gap at the receiver (last update before the kill to the first after), then starts a fresh pair. **standby**: pairs stream their state, the next kill waits until the new standby is in sync; the standby sees the stream break, the controller fails the primary over once its heartbeat is two intervals late, the standby redirects the devices. **locate**: `--no-bus`, no standby; the controller waits out the death window ({} ms) and devices find the new pair by `device.locate` after 150 ms of silence. Heartbeat {} ms.\n\n| mode | kills | p50 | p99 | max |\n|------|------:|----:|----:|----:|\n",
+        config.dead_after.as_millis(),
+        config.heartbeat_interval.as_millis()
+    );
+    for (name, hist) in &results {
         println!(
             "failover gap ({name}) over {} kills: p50 {} ms  p99 {} ms  max {} ms",
             hist.len(),
@@ -120,6 +126,22 @@ fn main() {
             hist.value_at_quantile(0.99),
             hist.max()
         );
+        md += &format!(
+            "| {name} | {} | {} ms | {} ms | {} ms |\n",
+            hist.len(),
+            hist.value_at_quantile(0.5),
+            hist.value_at_quantile(0.99),
+            hist.max()
+        );
+    }
+    if let Some((_, h)) = results.iter().find(|(n, _)| *n == "standby") {
+        let p99 = h.value_at_quantile(0.99);
+        let ok = if p99 < 200 { "met" } else { "missed" };
+        md += &format!("\nTarget: failover with a standby under 200 ms p99 with the default heartbeat window: {p99} ms, **{ok}**.\n\n");
+    }
+    if argv.iter().any(|a| a == "--report") {
+        std::fs::create_dir_all("docs/bench").expect("docs/bench");
+        std::fs::write("docs/bench/failover.md", md).expect("write docs/bench/failover.md");
     }
 }
 
