@@ -32,7 +32,7 @@ pub struct PairStats {
     pub bus_overflows: AtomicU64,
     /// Frames from a mirrored primary that could not be decoded (the link reconnects).
     pub mirror_malformed: AtomicU64,
-    /// Replicated events a mirror could not apply.
+    /// Replicated events a mirror could not apply (it dials again for a fresh checkpoint).
     pub mirror_diverged: AtomicU64,
     /// Primaries this pair mirrors in sync.
     pub mirrors_synced: AtomicU64,
@@ -239,7 +239,7 @@ impl StatsSnapshot {
         metric(
             "mirror_diverged_total",
             "counter",
-            "Replicated events a mirror could not apply.",
+            "Replicated events a mirror could not apply (it dials again for a fresh checkpoint).",
             &[("", self.mirror_diverged)],
         );
         metric(

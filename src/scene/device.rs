@@ -20,8 +20,8 @@ pub struct DeviceSession {
     pub interest_radius: f32,
     pub replay: ReplayWindow,
     /// Set while the device's scene has moved to another pair and this one hands the
-    /// device's datagrams over (a drain's grace period).
-    pub forward: Option<Forward>,
+    /// device's datagrams over (a drain's grace period). Boxed: rare, and sessions are many.
+    pub forward: Option<Box<Forward>>,
 }
 
 /// Where a moved device's datagrams go, and when it was last told.

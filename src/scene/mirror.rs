@@ -260,11 +260,11 @@ impl Engine {
         let body = RedirectBody::new(epoch, to);
         out.push(EventKind::Handover, scene, 0, None, body.as_bytes());
         for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.scene == scene) {
-            d.forward = Some(Forward {
+            d.forward = Some(Box::new(Forward {
                 to,
                 epoch,
                 last_redirect: None,
-            });
+            }));
             if let Some(addr) = d.addr {
                 let kind = EventKind::Direct(Kind::Redirect);
                 out.push(kind, scene, *id, Some(addr), body.as_bytes());

@@ -76,8 +76,11 @@ impl Default for ReplicaStatus {
 
 struct Mirror {
     link: StreamLink,
+    endpoint: String,
     engine: Engine,
     state: MirrorState,
+    /// An event did not fit the mirror: dial again for a fresh checkpoint.
+    diverged: bool,
 }
 
 /// The replication side of one ingest loop.
@@ -127,22 +130,28 @@ impl Replica {
         if self.mirrors.contains_key(&pair) {
             return;
         }
-        let waker = self.waker.clone();
-        let wake: Box<dyn Fn() + Send> = Box::new(move || {
-            let _ = waker.wake();
-        });
-        match StreamLink::connect(endpoint, Role::Standby, &self.token, Some(wake)) {
+        match self.link(endpoint) {
             Ok(link) => {
                 let m = Mirror {
                     link,
+                    endpoint: endpoint.to_string(),
                     engine: Engine::new(self.scene.clone()),
                     state: MirrorState::Connecting,
+                    diverged: false,
                 };
                 self.mirrors.insert(pair, m);
                 self.report(pair, Some(MirrorState::Connecting));
             }
             Err(e) => eprintln!("zonecast pair: cannot mirror pair {pair} at {endpoint}: {e}"),
         }
+    }
+
+    fn link(&self, endpoint: &str) -> Result<StreamLink, crate::ipc_bus::BusError> {
+        let waker = self.waker.clone();
+        let wake: Box<dyn Fn() + Send> = Box::new(move || {
+            let _ = waker.wake();
+        });
+        StreamLink::connect(endpoint, Role::Standby, &self.token, Some(wake))
     }
 
     /// Stops mirroring `pair` and forgets its state.
@@ -212,6 +221,7 @@ impl Replica {
                                 _ => {
                                     if !m.engine.mirror(now, e, data) {
                                         self.stats.mirror_diverged.fetch_add(1, Relaxed);
+                                        m.diverged = true;
                                     }
                                 }
                             }
@@ -221,6 +231,22 @@ impl Replica {
                 if m.state != before {
                     changed.push((*pair, m.state));
                 }
+            }
+        }
+        let diverged: Vec<u32> = self
+            .mirrors
+            .iter()
+            .filter(|(_, m)| m.diverged)
+            .map(|(p, _)| *p)
+            .collect();
+        for pair in diverged {
+            // The state is suspect: dial again, the checkpoint that follows replaces it.
+            let endpoint = self.mirrors[&pair].endpoint.clone();
+            if let (Ok(link), Some(m)) = (self.link(&endpoint), self.mirrors.get_mut(&pair)) {
+                m.link = link;
+                m.diverged = false;
+                m.state = MirrorState::Connecting;
+                changed.push((pair, m.state));
             }
         }
         if !changed.is_empty() {
