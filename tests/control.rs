@@ -187,37 +187,10 @@ fn status_command_shows_pairs_and_scenes() {
     let ctl = ControllerProcess::start();
     let p = controlled_pair(&ctl.endpoint, "eu");
     ctl.wait_live_pairs("eu", 1);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
-        .args([
-            "scene",
-            "create",
-            "--name",
-            "lobby",
-            "--region",
-            "eu",
-            "--control",
-            &ctl.endpoint,
-            "--token",
-            TOKEN,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
-        .args(["status", "--control", &ctl.endpoint])
-        .env("ZONECAST_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let endpoint = ctl.endpoint.as_str();
+    let create = ["scene", "create", "--name", "lobby", "--region", "eu"];
+    zonecast_ok(&[&create[..], &["--control", endpoint, "--token", TOKEN]].concat());
+    let text = zonecast_ok(&["status", "--control", endpoint, "--token", TOKEN]);
     assert!(text.contains(&p.udp.to_string()), "{text}");
     assert!(
         text.lines()
@@ -270,8 +243,5 @@ fn the_controller_serves_ipc_endpoints_too() {
     let _pair = controlled_pair(&ctl.endpoint, "eu");
     ctl.wait_live_pairs("eu", 1);
     let scene = ctl.scene("arena", "eu");
-    let mut a = ctl.device(scene);
-    let mut b = ctl.device(scene);
-    move_to(&mut a, 1, 1.0);
-    assert_eq!(collect_updates(&mut b, 1, Duration::from_secs(5)).len(), 1);
+    assert_relays(&ctl, scene);
 }

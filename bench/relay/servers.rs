@@ -89,15 +89,7 @@ pub fn zonecast_mirrored(sessions: &Path, cpu: Option<usize>, extra: &[String]) 
         }
     });
     // Ready once the subscriber is taken (and its checkpoint sent).
-    let metrics = server.metrics.expect("metrics");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(metrics, "zonecast_bus_subscribers") < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the standby link did not subscribe"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_subscribed(&server, "the standby link");
     server.subscriber = Some((stop, thread));
     server
 }
@@ -126,16 +118,18 @@ pub fn zonecast_split(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> 
         .helpers
         .push(cmd.spawn().expect("zonecast fanout starts"));
     // Ready once the fanout half is subscribed.
+    wait_subscribed(&server, "the fanout half");
+    server
+}
+
+/// Waits until the pair of `server` has a stream subscriber (`who`, for the panic message).
+fn wait_subscribed(server: &Server, who: &str) {
     let metrics = server.metrics.expect("metrics");
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(metrics, "zonecast_bus_subscribers") < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the fanout half did not subscribe"
-        );
+        assert!(Instant::now() < deadline, "{who} did not subscribe");
         std::thread::sleep(Duration::from_millis(20));
     }
-    server
 }
 
 /// One unlabelled metric of a pair.

@@ -65,6 +65,11 @@ impl Ctl {
     }
 }
 
+/// What `tick` reports when `pair` dies and its scenes move as `moved`.
+fn dead(pair: u32, moved: Vec<(u32, Option<u32>)>) -> Vec<Change> {
+    vec![Change::PairDead { pair, moved }]
+}
+
 #[test]
 fn scenes_wait_for_a_pair_and_get_one_when_it_registers() {
     let mut t = Ctl::new();
@@ -148,14 +153,7 @@ fn a_silent_pair_dies_past_the_window_and_its_scenes_and_devices_move() {
     );
     let before = t.c.epoch();
     t.now = start + window + Duration::from_millis(1);
-    let changes = t.c.tick(t.now);
-    assert_eq!(
-        changes,
-        vec![Change::PairDead {
-            pair: a,
-            moved: vec![(1, Some(b))]
-        }]
-    );
+    assert_eq!(t.c.tick(t.now), dead(a, vec![(1, Some(b))]));
     assert!(t.c.epoch() > before);
     let loc = t.ok(json!({"op": "device.locate", "device": d}));
     assert_eq!(
@@ -185,13 +183,7 @@ fn the_last_pair_of_a_region_dying_leaves_scenes_waiting() {
     t.scene("s", "r");
     let d = t.device(1)["device"].as_u64().unwrap();
     t.now += Duration::from_secs(1);
-    assert_eq!(
-        t.c.tick(t.now),
-        vec![Change::PairDead {
-            pair: a,
-            moved: vec![(1, None)]
-        }]
-    );
+    assert_eq!(t.c.tick(t.now), dead(a, vec![(1, None)]));
     assert_eq!(
         t.code(json!({"op": "device.locate", "device": d})),
         ErrorCode::NoPair
@@ -439,14 +431,7 @@ fn a_primary_dies_at_once_when_its_synced_standby_loses_the_stream_and_its_beat_
     t.report(b, a, "lost");
     t.now += Duration::from_millis(1);
     assert!(beat * 2 < t.c.config().dead_after);
-    let changes = t.c.tick(t.now);
-    assert_eq!(
-        changes,
-        vec![Change::PairDead {
-            pair: a,
-            moved: vec![(1, Some(b))]
-        }]
-    );
+    assert_eq!(t.c.tick(t.now), dead(a, vec![(1, Some(b))]));
     let r = t.heartbeat(b, 0).unwrap();
     assert_eq!(r["assignment"]["scenes"], json!([1]));
     assert_eq!(r["assignment"]["sessions"][0]["device"], d);

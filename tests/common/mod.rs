@@ -337,3 +337,26 @@ pub fn collect_updates(d: &mut Device, n: usize, timeout: Duration) -> Vec<Objec
     }
     got
 }
+
+/// Runs `zonecast args...` to completion; panics with its stderr unless it succeeds; returns
+/// its stdout.
+pub fn zonecast_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_zonecast"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "zonecast {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Registers two devices in `scene` and checks that an update of one reaches the other.
+pub fn assert_relays(ctl: &ControllerProcess, scene: u32) {
+    let mut a = ctl.device(scene);
+    let mut b = ctl.device(scene);
+    move_to(&mut a, 1, 1.0);
+    assert_eq!(collect_updates(&mut b, 1, Duration::from_secs(5)).len(), 1);
+}
