@@ -89,17 +89,29 @@ fn u64_at(data: &[u8], at: usize) -> Option<u64> {
 
 impl Engine {
     /// Appends events that rebuild this engine's whole state in an empty mirror:
-    /// `Checkpoint`, a `Session` per device, an `Object` per object, `Synced`.
+    /// `Checkpoint`, a `Session` per device, an `Object` per object, `Synced`; scenes handed
+    /// over in a drain (their devices forwarded) are left out.
     pub fn checkpoint(&self, out: &mut Batch) {
         out.push(EventKind::Checkpoint, 0, 0, None, &[]);
-        for (id, d) in &self.devices {
+        // Scenes handed over are the new pair's state, not this one's.
+        let handed: std::collections::HashSet<u32> = self
+            .devices
+            .values()
+            .filter(|d| d.forward.is_some())
+            .map(|d| d.scene)
+            .collect();
+        for (id, d) in self.devices.iter().filter(|(_, d)| d.forward.is_none()) {
             let record = SessionRecord::of(d);
             out.push_with(EventKind::Session, d.scene, *id, d.addr, |b| {
                 record.encode(b)
             });
         }
         let mut body = [0u8; MAX_DATAGRAM];
-        for (scene, s) in &self.scenes {
+        for (scene, s) in self
+            .scenes
+            .iter()
+            .filter(|(scene, _)| !handed.contains(scene))
+        {
             for (id, obj) in &s.objects {
                 let Ok(n) = obj.as_body(*id).emit(&mut body) else {
                     continue;

@@ -137,7 +137,13 @@ impl Engine {
     pub fn tick(&mut self, now: Instant, out: &mut Batch) {
         let quiet_after = self.config.quiet_after;
         for (id, d) in self.devices.iter_mut() {
-            if d.joined && !d.quiet && now.saturating_duration_since(d.last_seen) >= quiet_after {
+            // A forwarded device is the new pair's to pause or evict.
+            let ours = d.forward.is_none();
+            if ours
+                && d.joined
+                && !d.quiet
+                && now.saturating_duration_since(d.last_seen) >= quiet_after
+            {
                 d.quiet = true;
                 out.push(EventKind::Paused, d.scene, *id, None, &[]);
             }
@@ -146,7 +152,11 @@ impl Engine {
         let silent: Vec<u32> = self
             .devices
             .iter()
-            .filter(|(_, d)| d.joined && now.saturating_duration_since(d.last_seen) >= evict_after)
+            .filter(|(_, d)| {
+                d.forward.is_none()
+                    && d.joined
+                    && now.saturating_duration_since(d.last_seen) >= evict_after
+            })
             .map(|(id, _)| *id)
             .collect();
         for device in silent {

@@ -622,6 +622,20 @@ fn a_handed_over_scene_forwards_its_devices_and_redirects_them_at_a_bounded_rate
     let u3 = a.update(1, 3.0);
     w.feed(&a, &u3).unwrap();
     assert_eq!(w.events().len(), 2);
+    // A checkpoint taken now (a mirror reconnecting) leaves the handed-over scene out.
+    w.engine.checkpoint(&mut w.out);
+    let scenes: Vec<u32> = w
+        .out
+        .iter()
+        .map(|(e, _)| e.scene)
+        .filter(|s| *s != 0)
+        .collect();
+    w.out.clear();
+    assert_eq!(scenes, vec![2], "only the other scene's session");
+    // Silence is the new pair's business: no pause, no eviction here.
+    w.now += Duration::from_secs(60);
+    w.engine.tick(w.now, &mut w.out);
+    assert_eq!(w.events(), vec![]);
 }
 
 #[test]
