@@ -356,11 +356,6 @@ impl StreamHub {
         self.peers.iter().any(|p| p.wants_checkpoint)
     }
 
-    /// Whether anyone would receive a batch (so the caller can skip the work).
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
-
     /// Sends `checkpoint` to the subscribers waiting for one; they get live batches after.
     pub fn send_checkpoint(&mut self, checkpoint: &Batch) {
         self.write(checkpoint, true);

@@ -193,11 +193,6 @@ impl Pair {
         &self.bus
     }
 
-    /// Replication state (hub subscribers, mirrors), when the pair streams.
-    pub fn replica(&self) -> Option<&Arc<ReplicaStatus>> {
-        self.replica.as_ref()
-    }
-
     /// The UDP endpoint devices send to.
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp

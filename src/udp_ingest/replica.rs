@@ -162,7 +162,8 @@ impl Replica {
     }
 
     /// Takes `scene` over from whichever mirror holds it (a failover), redirecting its
-    /// devices to `to`. False if no mirror holds it.
+    /// devices to `to`. Without one, nothing happens: the scene starts afresh from the
+    /// sessions the assignment admits.
     pub fn promote(
         &mut self,
         engine: &mut Engine,
@@ -171,16 +172,14 @@ impl Replica {
         epoch: u64,
         now: Instant,
         out: &mut Batch,
-    ) -> bool {
-        let Some(m) = self
+    ) {
+        let holder = self
             .mirrors
             .values_mut()
-            .find(|m| m.engine.scene_ids().contains(&scene))
-        else {
-            return false;
-        };
-        engine.adopt(&mut m.engine, scene, now, Some((to, epoch)), out);
-        true
+            .find(|m| m.engine.scene_ids().contains(&scene));
+        if let Some(m) = holder {
+            engine.adopt(&mut m.engine, scene, now, Some((to, epoch)), out);
+        }
     }
 
     /// Applies what the links brought and services the hub. Events this pair must act on
