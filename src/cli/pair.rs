@@ -150,7 +150,7 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         Some(path) => SessionsFile::load(path).map_err(|e| e.to_string())?,
         None => SessionsFile::default(),
     };
-    let config = PairConfig {
+    let mut config = PairConfig {
         listen: a.listen,
         socket: SocketOptions {
             recv_buffer: a.recv_buffer,
@@ -172,7 +172,6 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         shards: a.shards.clamp(1, 64),
         replication: None,
     };
-    let mut config = config;
     let mut listen = extra_bus;
     match (&a.bus, a.no_bus, &a.control) {
         (Some(b), _, _) => listen.push(b.clone()),
@@ -182,7 +181,6 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         }
         _ => {}
     }
-    let standby_stream = listen.iter().any(|l| l.starts_with("tcp://"));
     if !listen.is_empty() {
         let token = a
             .token
@@ -211,7 +209,6 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
                 .bus_endpoints()
                 .iter()
                 .find(|e| e.starts_with("tcp://"))
-                .filter(|_| standby_stream)
                 .map(|e| advertise_bus(e, advertise)),
             requires_fanout: config.threading == Threading::Remote,
             drain_grace: Duration::from_millis(a.drain_grace_ms),

@@ -58,6 +58,23 @@ impl std::fmt::Display for BusError {
 
 impl std::error::Error for BusError {}
 
+/// Removes a stale `ipc://` socket file (nobody listens on it); refuses one that someone
+/// listens on. Other endpoints are left alone.
+pub(crate) fn clear_stale_ipc(endpoint: &str) -> Result<(), BusError> {
+    let Some(path) = endpoint.strip_prefix("ipc://") else {
+        return Ok(());
+    };
+    let path = std::path::Path::new(path);
+    if !path.exists() {
+        return Ok(());
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(BusError::Transport(format!("{endpoint} is in use")));
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| BusError::Transport(format!("cannot remove stale {endpoint}: {e}")))
+}
+
 /// The sending side of the bus.
 pub trait Publisher: Send {
     /// Publishes `batch` and returns an empty batch to fill next (a recycled one when possible).

@@ -30,7 +30,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use subtle::ConstantTimeEq;
 
 use super::codec::{decode, encode_into};
-use super::{Batch, BusError, Subscriber};
+use super::{clear_stale_ipc, Batch, BusError, Subscriber};
 
 /// Largest frame either side accepts (a checkpoint of a full scene is well below).
 pub const MAX_FRAME: usize = 64 << 20;
@@ -232,12 +232,7 @@ impl StreamHub {
                     listeners.push(Listener::Tcp(l));
                 }
                 Endpoint::Ipc(path) => {
-                    if path.exists() {
-                        if UnixStream::connect(&path).is_ok() {
-                            return Err(BusError::Transport(format!("{e} is in use")));
-                        }
-                        std::fs::remove_file(&path).map_err(|err| fail(e, err))?;
-                    }
+                    clear_stale_ipc(e)?;
                     let l = UnixListener::bind(&path).map_err(|err| fail(e, err))?;
                     l.set_nonblocking(true).map_err(|err| fail(e, err))?;
                     bound.push(e.clone());

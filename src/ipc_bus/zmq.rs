@@ -9,7 +9,6 @@
 //! and counted. Binding an `ipc://` path whose socket file is stale (nobody listening) removes
 //! the file first; a live one is refused.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,29 +19,13 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 use super::codec::{decode, encode, scene_topic, Messages, CONTROL_TOPIC};
-use super::{Batch, BusError, Publisher, Subscriber, Topic};
+use super::{clear_stale_ipc, Batch, BusError, Publisher, Subscriber, Topic};
 
 fn runtime() -> Result<tokio::runtime::Runtime, BusError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| BusError::Transport(format!("runtime: {e}")))
-}
-
-/// Removes a stale `ipc://` socket file; refuses one that someone listens on.
-fn clear_stale_ipc(endpoint: &str) -> Result<(), BusError> {
-    let Some(path) = endpoint.strip_prefix("ipc://") else {
-        return Ok(());
-    };
-    let path = Path::new(path);
-    if !path.exists() {
-        return Ok(());
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(BusError::Transport(format!("{endpoint} is in use")));
-    }
-    std::fs::remove_file(path)
-        .map_err(|e| BusError::Transport(format!("cannot remove stale {endpoint}: {e}")))
 }
 
 /// The publishing side over ZeroMQ PUB.

@@ -317,22 +317,16 @@ impl Agent {
 
     /// Scenes new to this pair are taken over from a mirror when one holds them (a failover:
     /// the devices are redirected here under `epoch`), except those still `incoming` from a
-    /// draining pair; scenes this pair hands over in a drain are forwarded to their new pair. Both before sessions are admitted, so the mirrored
-    /// sessions (replay windows included) are the ones kept.
+    /// draining pair; scenes this pair hands over in a drain are forwarded to their new pair.
+    /// Both happen before sessions are admitted, so the mirrored sessions (replay windows
+    /// included) are the ones kept.
     fn take_over(&mut self, assignment: &Value, epoch: u64) -> Result<(), RequestError> {
         let bad = |what: &str| RequestError::BadReply(format!("assignment: {what}"));
-        let scenes: BTreeSet<u32> = assignment["scenes"]
-            .as_array()
-            .ok_or_else(|| bad("no scenes"))?
-            .iter()
-            .filter_map(|s| s.as_u64().map(|s| s as u32))
-            .collect();
-        let incoming: BTreeSet<u32> = assignment["incoming"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s.as_u64().map(|s| s as u32))
-            .collect();
+        if !assignment["scenes"].is_array() {
+            return Err(bad("no scenes"));
+        }
+        let scenes = ids(&assignment["scenes"]);
+        let incoming = ids(&assignment["incoming"]);
         // A scene arriving by handover is adopted when the handover reaches the mirror; should
         // the draining pair die first, it stops being incoming and is promoted then.
         let scenes: BTreeSet<u32> = scenes.difference(&incoming).copied().collect();
@@ -436,6 +430,15 @@ impl Agent {
         self.last_rates = (Instant::now(), s.ingest_datagrams, s.fanout_datagrams);
         load
     }
+}
+
+/// The ids in a JSON array (none if it is not one).
+fn ids(list: &Value) -> BTreeSet<u32> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_u64().map(|s| s as u32))
+        .collect()
 }
 
 /// The `sessions` of an assignment: (device, scene, key hex).

@@ -301,7 +301,7 @@ impl Shard {
                 rep = Some((status.clone(), hub.endpoints().to_vec()));
                 let scene = config.scene.clone();
                 Some(Replica::new(
-                    Some(hub),
+                    hub,
                     r.token.clone(),
                     scene,
                     status,

@@ -204,13 +204,9 @@ impl Engine {
         }
     }
 
-    /// The scenes this engine holds sessions or objects of.
-    pub fn scene_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.scenes.keys().copied().collect();
-        ids.extend(self.devices.values().map(|d| d.scene));
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+    /// Whether this engine holds sessions or objects of `scene`.
+    pub fn holds(&self, scene: u32) -> bool {
+        self.scenes.contains_key(&scene) || self.devices.values().any(|d| d.scene == scene)
     }
 
     /// Takes over `scene` from the mirror `from`: its sessions (keys, replay windows,

@@ -85,7 +85,7 @@ struct Mirror {
 
 /// The replication side of one ingest loop.
 pub struct Replica {
-    hub: Option<StreamHub>,
+    hub: StreamHub,
     token: String,
     scene: scene::Config,
     mirrors: BTreeMap<u32, Mirror>,
@@ -98,7 +98,7 @@ pub struct Replica {
 
 impl Replica {
     pub fn new(
-        hub: Option<StreamHub>,
+        hub: StreamHub,
         token: String,
         scene: scene::Config,
         status: Arc<ReplicaStatus>,
@@ -120,9 +120,7 @@ impl Replica {
 
     /// Streams `batch` to the hub's subscribers (before fanout sends anything of it).
     pub fn send(&mut self, batch: &Batch) {
-        if let Some(h) = self.hub.as_mut() {
-            h.send(batch);
-        }
+        self.hub.send(batch);
     }
 
     /// Starts mirroring `pair` from its stream at `endpoint` (a no-op if already).
@@ -173,10 +171,7 @@ impl Replica {
         now: Instant,
         out: &mut Batch,
     ) {
-        let holder = self
-            .mirrors
-            .values_mut()
-            .find(|m| m.engine.scene_ids().contains(&scene));
+        let holder = self.mirrors.values_mut().find(|m| m.engine.holds(scene));
         if let Some(m) = holder {
             engine.adopt(&mut m.engine, scene, now, Some((to, epoch)), out);
         }
@@ -264,9 +259,7 @@ impl Replica {
             return;
         }
         self.next_service = now + SERVICE_EVERY;
-        let Some(hub) = self.hub.as_mut() else {
-            return;
-        };
+        let hub = &mut self.hub;
         if hub.service(now) {
             self.scratch.clear();
             engine.checkpoint(&mut self.scratch);
