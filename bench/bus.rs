@@ -16,6 +16,7 @@ use zonecast::ipc_bus::stream::{LinkSubscriber, Role, StreamHub, StreamLink};
 use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
 use zonecast::ipc_bus::{Batch, BusError, EventKind, Publisher, Subscriber, Topic};
 use zonecast::net::unix_ns;
+use zonecast::net::zeromq::Curve;
 use zonecast::wire::Kind;
 
 fn arg(name: &str, default: f64) -> f64 {
@@ -105,9 +106,9 @@ impl Publisher for HubPublisher {
 }
 
 fn stream(endpoint: &str) -> (Box<dyn Publisher>, Box<dyn Subscriber + Send>) {
-    let hub = StreamHub::bind(&[endpoint.to_string()], "bench").expect("bind stream");
+    let hub = StreamHub::bind(&[endpoint.to_string()], "bench", None).expect("bind stream");
     let ep = hub.endpoints()[0].clone();
-    let link = StreamLink::connect(&ep, Role::Fanout, "bench", None).expect("link");
+    let link = StreamLink::connect(&ep, Role::Fanout, "bench", None, None).expect("link");
     let p = HubPublisher {
         hub,
         next_service: Instant::now(),
@@ -136,16 +137,16 @@ fn main() {
                 (Box::new(bus.publisher()), Box::new(s))
             }
             "ipc" => {
-                let p = ZmqPublisher::bind(&ipc, 1024).expect("bind ipc");
-                let s = ZmqSubscriber::connect(&ipc, &[Topic::All], 1024).expect("connect");
+                let p = ZmqPublisher::bind(&ipc, 1024, &Curve::Off).expect("bind ipc");
+                let s = ZmqSubscriber::connect(&ipc, &[Topic::All], 1024, &Curve::Off).expect("connect");
                 (Box::new(p), Box::new(s))
             }
             "stream-ipc" => stream(&stream_ipc),
             "stream-tcp" => stream("tcp://127.0.0.1:0"),
             _ => {
-                let p = ZmqPublisher::bind("tcp://127.0.0.1:0", 1024).expect("bind tcp");
+                let p = ZmqPublisher::bind("tcp://127.0.0.1:0", 1024, &Curve::Off).expect("bind tcp");
                 let ep = p.endpoint().to_string();
-                let s = ZmqSubscriber::connect(&ep, &[Topic::All], 1024).expect("connect");
+                let s = ZmqSubscriber::connect(&ep, &[Topic::All], 1024, &Curve::Off).expect("connect");
                 (Box::new(p), Box::new(s))
             }
         };

@@ -11,5 +11,6 @@ pub mod ipc_bus;
 pub mod net;
 pub mod pair;
 pub mod scene;
+pub mod security;
 pub mod udp_ingest;
 pub mod wire;

@@ -1,5 +1,5 @@
 //! The `zonecast` command: `controller`, `status`, `scene`, `pair`, `ingest`, `fanout`,
-//! `device`, `sessions` and `up`. Argument parsing only; each
+//! `device`, `sessions`, `keygen` and `up`. Argument parsing only; each
 //! subcommand lives in `cli/`.
 
 mod cli;
@@ -37,6 +37,8 @@ enum Command {
     Device(cli::device::DeviceArgs),
     /// Print a sessions file with fresh random keys.
     Sessions(cli::sessions::SessionsArgs),
+    /// Write a new key pair (CurveZMQ and Noise) for a controller or a pair.
+    Keygen(cli::keygen::KeygenArgs),
     /// Run a whole local cluster in one process: a controller, two pairs, a demo scene and
     /// simulated devices.
     Up(cli::up::UpArgs),
@@ -53,6 +55,7 @@ fn main() {
         Command::Fanout(a) => cli::split::run_fanout(a),
         Command::Device(a) => cli::device::run(a),
         Command::Sessions(a) => cli::sessions::run(a),
+        Command::Keygen(a) => cli::keygen::run(a),
         Command::Up(a) => cli::up::run(a),
     };
     if let Err(e) = result {

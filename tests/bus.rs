@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
 use zonecast::ipc_bus::{Batch, EventKind, Publisher, Subscriber, Topic};
+use zonecast::net::zeromq::Curve;
 use zonecast::wire::Kind;
 
 fn relay(scene: u32, byte: u8) -> Batch {
@@ -41,8 +42,8 @@ fn bytes(b: &Batch) -> Vec<(u32, Vec<u8>)> {
 fn ipc_round_trip_keeps_events_and_order() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("ipc://{}", dir.path().join("bus.sock").display());
-    let mut p = ZmqPublisher::bind(&endpoint, 64).unwrap();
-    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::All], 64).unwrap();
+    let mut p = ZmqPublisher::bind(&endpoint, 64, &Curve::Off).unwrap();
+    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::All], 64, &Curve::Off).unwrap();
     first_batch(&mut p, &mut s, || relay(1, 0));
     let mut b = Batch::default();
     b.push(EventKind::Admitted, 1, 7, None, &[3; 32]);
@@ -84,9 +85,9 @@ fn ipc_round_trip_keeps_events_and_order() {
 
 #[test]
 fn tcp_scene_topics_filter_and_sessions_reach_everyone() {
-    let mut p = ZmqPublisher::bind("tcp://127.0.0.1:0", 64).unwrap();
+    let mut p = ZmqPublisher::bind("tcp://127.0.0.1:0", 64, &Curve::Off).unwrap();
     let endpoint = p.endpoint().to_string();
-    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::Scene(2)], 64).unwrap();
+    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::Scene(2)], 64, &Curve::Off).unwrap();
     let b = first_batch(&mut p, &mut s, || relay(2, 0));
     assert_eq!(bytes(&b), vec![(2, vec![0])]);
     std::thread::sleep(Duration::from_millis(50));
@@ -117,8 +118,8 @@ fn stale_ipc_files_are_replaced_and_live_ones_refused() {
     let path = dir.path().join("bus.sock");
     std::fs::write(&path, b"left over by a crash").unwrap();
     let endpoint = format!("ipc://{}", path.display());
-    let p = ZmqPublisher::bind(&endpoint, 8).expect("a stale file is replaced");
-    match ZmqPublisher::bind(&endpoint, 8) {
+    let p = ZmqPublisher::bind(&endpoint, 8, &Curve::Off).expect("a stale file is replaced");
+    match ZmqPublisher::bind(&endpoint, 8, &Curve::Off) {
         Err(e) => assert!(e.to_string().contains("in use"), "{e}"),
         Ok(_) => panic!("a second publisher took a live endpoint"),
     }
@@ -127,27 +128,16 @@ fn stale_ipc_files_are_replaced_and_live_ones_refused() {
 
 #[test]
 fn foreign_messages_are_counted_and_dropped() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (mut raw, endpoint) = rt.block_on(async {
-        use zeromq::Socket;
-        let mut raw = zeromq::PubSocket::new();
-        let ep = raw.bind("tcp://127.0.0.1:0").await.unwrap().to_string();
-        (raw, ep)
-    });
-    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::All], 8).unwrap();
+    // A raw libzmq PUB that sends what a zonecast publisher never would.
+    let raw = zonecast::net::zeromq::context().socket(zmq::PUB).unwrap();
+    raw.bind("tcp://127.0.0.1:0").unwrap();
+    let endpoint = raw.get_last_endpoint().unwrap().unwrap();
+    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::All], 8, &Curve::Off).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while s.malformed() < 3 {
-        rt.block_on(async {
-            use zeromq::SocketSend;
-            let _ = raw.send(zeromq::ZmqMessage::from("scene/1/")).await;
-            let mut two = zeromq::ZmqMessage::from("scene/1/");
-            two.push_back(bytes::Bytes::from_static(b"not a batch"));
-            let _ = raw.send(two).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        });
+        raw.send("scene/1/", 0).unwrap();
+        raw.send_multipart(["scene/1/", "not a batch"], 0).unwrap();
+        let _ = s.recv(Duration::from_millis(20)).unwrap();
         assert!(
             Instant::now() < deadline,
             "malformed messages were not counted"
@@ -161,13 +151,13 @@ fn foreign_messages_are_counted_and_dropped() {
 
 #[test]
 fn a_subscriber_survives_its_publisher_restarting() {
-    let mut p = ZmqPublisher::bind("tcp://127.0.0.1:0", 64).unwrap();
+    let mut p = ZmqPublisher::bind("tcp://127.0.0.1:0", 64, &Curve::Off).unwrap();
     let endpoint = p.endpoint().to_string();
-    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::All], 64).unwrap();
+    let mut s = ZmqSubscriber::connect(&endpoint, &[Topic::All], 64, &Curve::Off).unwrap();
     first_batch(&mut p, &mut s, || relay(1, 1));
     drop(p);
     std::thread::sleep(Duration::from_millis(200));
-    let mut p = ZmqPublisher::bind(&endpoint, 64).unwrap();
+    let mut p = ZmqPublisher::bind(&endpoint, 64, &Curve::Off).unwrap();
     let b = first_batch(&mut p, &mut s, || relay(1, 2));
     assert_eq!(bytes(&b), vec![(1, vec![2])]);
 }

@@ -57,10 +57,10 @@ fn kinds(e: LinkEvent) -> Vec<(EventKind, Vec<u8>)> {
 }
 
 fn round_trip(endpoint: &str) {
-    let mut hub = StreamHub::bind(&[endpoint.to_string()], TOKEN).unwrap();
+    let mut hub = StreamHub::bind(&[endpoint.to_string()], TOKEN, None).unwrap();
     let bound = hub.endpoints()[0].clone();
     hub.send(&relay(0)); // nobody yet: nothing to do
-    let link = StreamLink::connect(&bound, Role::Standby, TOKEN, None).unwrap();
+    let link = StreamLink::connect(&bound, Role::Standby, TOKEN, None, None).unwrap();
     pump(&mut hub, |h| {
         h.has_live(Role::Standby, Instant::now(), Duration::from_secs(1))
     });
@@ -104,9 +104,9 @@ fn ipc_stream_delivers_a_checkpoint_then_every_batch_in_order() {
 
 #[test]
 fn wrong_tokens_and_garbage_are_refused_and_counted() {
-    let mut hub = StreamHub::bind(&["tcp://127.0.0.1:0".to_string()], TOKEN).unwrap();
+    let mut hub = StreamHub::bind(&["tcp://127.0.0.1:0".to_string()], TOKEN, None).unwrap();
     let bound = hub.endpoints()[0].clone();
-    let wrong = StreamLink::connect(&bound, Role::Standby, "not-the-token", None).unwrap();
+    let wrong = StreamLink::connect(&bound, Role::Standby, "not-the-token", None, None).unwrap();
     pump(&mut hub, |h| h.counters().refused >= 1);
     let addr = bound.trim_start_matches("tcp://");
     let mut raw = std::net::TcpStream::connect(addr).unwrap();
@@ -128,14 +128,14 @@ fn wrong_tokens_and_garbage_are_refused_and_counted() {
 fn a_link_reports_a_broken_stream_as_lost_and_reconnects_for_a_new_checkpoint() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let link = StreamLink::connect(&format!("tcp://{addr}"), Role::Fanout, TOKEN, None).unwrap();
+    let link = StreamLink::connect(&format!("tcp://{addr}"), Role::Fanout, TOKEN, None, None).unwrap();
     // A fake publisher that accepts and then vanishes without a bye (as after kill -9).
     let (s, _) = listener.accept().unwrap();
     drop(s);
     assert!(matches!(next(&link), LinkEvent::Lost));
     drop(listener);
     // A real hub on the same port later: the link finds it and gets a checkpoint.
-    let mut hub = StreamHub::bind(&[format!("tcp://{addr}")], TOKEN).unwrap();
+    let mut hub = StreamHub::bind(&[format!("tcp://{addr}")], TOKEN, None).unwrap();
     pump(&mut hub, |h| {
         h.has_live(Role::Fanout, Instant::now(), Duration::from_secs(1))
     });

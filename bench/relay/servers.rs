@@ -80,7 +80,7 @@ pub fn zonecast_mirrored(sessions: &Path, cpu: Option<usize>, extra: &[String]) 
         .first()
         .expect("the pair prints its stream")
         .clone();
-    let link = StreamLink::connect(&bus, Role::Standby, TOKEN, None).expect("stream link");
+    let link = StreamLink::connect(&bus, Role::Standby, TOKEN, None, None).expect("stream link");
     let stop = Arc::new(AtomicBool::new(false));
     let halt = stop.clone();
     let thread = std::thread::spawn(move || {

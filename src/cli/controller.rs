@@ -2,13 +2,19 @@
 //! talk to it as an operator.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use zonecast::control::client::ControlClient;
-use zonecast::control::server::ControllerServer;
+use zonecast::control::server::{ControllerServer, ServerOptions};
 use zonecast::control::Config;
+use zonecast::net::metrics::{MetricsServer, Render};
+use zonecast::net::zeromq::{leaves_host, Curve};
+use zonecast::security::KeyPair;
 use zonecast::wire::SessionKey;
 
 /// Default control endpoint.
@@ -31,6 +37,23 @@ pub struct ControllerArgs {
     /// A pair silent this long is declared dead and its scenes move.
     #[arg(long, default_value_t = 250)]
     dead_after_ms: u64,
+    /// This controller's key pair (`zonecast keygen`; BASE.key_secret): every client must
+    /// then talk CurveZMQ and know the public key. Plain without it.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Serve Prometheus metrics (requests, errors and limits, connections) at
+    /// http://ADDR/metrics.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// Device registrations per second one source address (IPv4, or IPv6 /64) gets.
+    #[arg(long, default_value_t = 20.0)]
+    register_rate: f64,
+    /// Device registrations one source address may make at once.
+    #[arg(long, default_value_t = 100)]
+    register_burst: u32,
+    /// Devices one scene may hold (`scene_full` beyond).
+    #[arg(long, default_value_t = 10_000)]
+    max_devices_per_scene: usize,
 }
 
 /// The controller settings for `token`, with the heartbeat and death windows given.
@@ -50,8 +73,45 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
     };
     let mut config = controller_config(token.clone(), a.heartbeat_ms, a.dead_after_ms);
     config.device_token = a.device_token;
-    let server = ControllerServer::start(&a.control, config)?;
-    println!("zonecast controller: control={}", server.endpoint());
+    config.register.per_sec = a.register_rate.max(0.0);
+    config.register.burst = a.register_burst.max(1);
+    config.max_devices_per_scene = a.max_devices_per_scene;
+    let key = a
+        .key
+        .as_deref()
+        .map(KeyPair::load)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    config.encrypted = key.is_some();
+    let options = ServerOptions {
+        curve: key.clone().map_or(Curve::Off, Curve::Server),
+    };
+    let server = ControllerServer::start(&a.control, config, options)?;
+    let metrics = match a.metrics {
+        Some(addr) => {
+            let stats = server.stats();
+            let render: Render = Arc::new(move || stats.to_prometheus());
+            Some(MetricsServer::start(addr, render)?)
+        }
+        None => None,
+    };
+    let shown = metrics.as_ref().map_or("off".to_string(), |m| format!("http://{}/metrics", m.addr()));
+    match &key {
+        Some(k) => println!(
+            "zonecast controller: control={} curve={} metrics={shown}",
+            server.endpoint(),
+            k.public()
+        ),
+        None => {
+            println!("zonecast controller: control={} metrics={shown}", server.endpoint());
+            if leaves_host(server.endpoint()) {
+                eprintln!(
+                    "zonecast controller: warning: {} is reachable from other hosts and NOT encrypted: tokens and session keys cross the network in clear; run with --key (docs/SECURITY.md)",
+                    server.endpoint()
+                );
+            }
+        }
+    }
     if generated {
         println!(
             "zonecast controller: token={token} (generated; set ZONECAST_TOKEN to choose one)"
@@ -72,6 +132,9 @@ pub struct OperatorArgs {
     /// Cluster token.
     #[arg(long, global = true, env = "ZONECAST_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The controller's public key (Z85 or its BASE.key file), if it runs CurveZMQ.
+    #[arg(long, global = true, env = "ZONECAST_CONTROLLER_KEY")]
+    controller_key: Option<String>,
     /// Print the raw JSON reply.
     #[arg(long, global = true)]
     json: bool,
@@ -80,9 +143,17 @@ pub struct OperatorArgs {
 impl OperatorArgs {
     pub fn request(&self, mut req: Value) -> Result<Value, String> {
         req["token"] = json!(self.token);
-        let mut client = ControlClient::new(&self.control).map_err(|e| e.to_string())?;
+        let mut client = control_client(&self.control, self.controller_key.as_deref())?;
         client.request(&req).map_err(|e| e.to_string())
     }
+}
+
+/// A control client for `endpoint`, CurveZMQ when `controller_key` is given.
+pub fn control_client(endpoint: &str, controller_key: Option<&str>) -> Result<ControlClient, String> {
+    let key = controller_key.map(super::keygen::public_key).transpose()?;
+    Ok(ControlClient::new(endpoint)
+        .map_err(|e| e.to_string())?
+        .with_server_key(key))
 }
 
 #[derive(Args)]

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use zonecast::client::{Device, Event, Roaming, Session};
-use zonecast::control::client::ControlClient;
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{Fields, SessionKey, MASK_TRANSLATION};
@@ -23,6 +22,10 @@ pub struct DeviceArgs {
     /// Name to register under (with --control).
     #[arg(long, requires = "control")]
     name: Option<String>,
+    /// The controller's public key (Z85 or its BASE.key file), if it runs CurveZMQ (with
+    /// --control).
+    #[arg(long, env = "ZONECAST_CONTROLLER_KEY", requires = "control")]
+    controller_key: Option<String>,
     /// Device token, if the controller requires one (with --control).
     #[arg(long, env = "ZONECAST_DEVICE_TOKEN", hide_env_values = true)]
     device_token: Option<String>,
@@ -60,7 +63,8 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
     let mut epoch = 0;
     let session = match (&a.control, &a.sessions, a.device, a.scene, &a.key) {
         (Some(control), _, _, Some(scene), _) => {
-            let mut client = ControlClient::new(control).map_err(|e| e.to_string())?;
+            let mut client =
+                super::controller::control_client(control, a.controller_key.as_deref())?;
             let reg = client
                 .register_device(scene, a.name.as_deref(), a.device_token.as_deref())
                 .map_err(|e| e.to_string())?;

@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod device;
+pub mod keygen;
 pub mod pair;
 pub mod sessions;
 pub mod split;

@@ -12,6 +12,7 @@ use zonecast::net::SocketOptions;
 use zonecast::pair::agent::AgentConfig;
 use zonecast::pair::{Pair, PairConfig, ReplicationConfig, SessionsFile, Threading};
 use zonecast::scene;
+use zonecast::security::KeyPair;
 
 use super::controller::OperatorArgs;
 
@@ -90,6 +91,14 @@ pub struct PairArgs {
     /// Cluster token.
     #[arg(long, env = "ZONECAST_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The controller's public key (Z85 or its BASE.key file): talk CurveZMQ to it, and
+    /// encrypt this pair's replication stream (Noise) with --key or a fresh key pair.
+    #[arg(long, env = "ZONECAST_CONTROLLER_KEY")]
+    controller_key: Option<String>,
+    /// This pair's key pair (`zonecast keygen`; BASE.key_secret) for its replication stream:
+    /// the stream is encrypted and standbys learn the public key from the controller.
+    #[arg(long)]
+    key: Option<PathBuf>,
     /// Device sessions this pair offers to serve (the controller balances by it).
     #[arg(long, default_value_t = 10_000)]
     capacity: u32,
@@ -181,12 +190,28 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         }
         _ => {}
     }
+    let controller_key = a
+        .controller_key
+        .as_deref()
+        .map(super::keygen::public_key)
+        .transpose()?;
+    // The stream carries session keys: encrypted whenever the control plane is, or when the
+    // pair was given its own key. A fresh key pair lives only in memory.
+    let stream_key = match (&a.key, &controller_key) {
+        (Some(path), _) => Some(KeyPair::load(path).map_err(|e| e.to_string())?),
+        (None, Some(_)) => Some(KeyPair::generate()),
+        (None, None) => None,
+    };
     if !listen.is_empty() {
         let token = a
             .token
             .clone()
             .ok_or("a replication stream needs --token (or ZONECAST_TOKEN)")?;
-        config.replication = Some(ReplicationConfig { listen, token });
+        config.replication = Some(ReplicationConfig {
+            listen,
+            token,
+            key: stream_key.clone(),
+        });
     }
     let mut pair = Pair::start(&config, &sessions.devices).map_err(|e| e.to_string())?;
     if let Some(control) = &a.control {
@@ -200,6 +225,7 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         }
         pair.register(AgentConfig {
             control: control.clone(),
+            controller_key,
             token,
             region: a.region.clone(),
             advertise,
@@ -210,6 +236,7 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
                 .iter()
                 .find(|e| e.starts_with("tcp://"))
                 .map(|e| advertise_bus(e, advertise)),
+            bus_key: stream_key.as_ref().map(KeyPair::public),
             requires_fanout: config.threading == Threading::Remote,
             drain_grace: Duration::from_millis(a.drain_grace_ms),
         })

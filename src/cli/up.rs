@@ -11,10 +11,12 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use zonecast::client::{Device, Event, Poller, Roaming, Session};
 use zonecast::control::client::ControlClient;
-use zonecast::control::server::ControllerServer;
+use zonecast::control::server::{ControllerServer, ServerOptions};
 use zonecast::net::unix_ns;
+use zonecast::net::zeromq::Curve;
 use zonecast::pair::agent::AgentConfig;
 use zonecast::pair::{Pair, PairConfig, ReplicationConfig, StatsSnapshot};
+use zonecast::security::KeyPair;
 use zonecast::wire::{Fields, SessionKey, MASK_ROTATION, MASK_TRANSLATION};
 
 use super::controller::controller_config;
@@ -42,6 +44,10 @@ pub struct UpArgs {
     /// Stop after this many seconds (0: run until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     duration_secs: u64,
+    /// Encrypt what would leave the host in a real cluster: CurveZMQ on the control plane
+    /// (a fresh controller key pair, printed) and Noise on the pairs' replication streams.
+    #[arg(long)]
+    secure: bool,
 }
 
 /// The address after `a` (same address when the port is 0: any free port).
@@ -55,19 +61,32 @@ fn next_port(a: SocketAddr) -> SocketAddr {
 
 pub fn run(a: UpArgs) -> Result<(), String> {
     let token = SessionKey::random().to_hex();
-    let controller =
-        ControllerServer::start(&a.control, controller_config(token.clone(), 50, 250))?;
+    let controller_key = a.secure.then(KeyPair::generate);
+    let public = controller_key.as_ref().map(KeyPair::public);
+    let mut config = controller_config(token.clone(), 50, 250);
+    config.encrypted = a.secure;
+    let options = ServerOptions {
+        curve: controller_key.map_or(Curve::Off, Curve::Server),
+    };
+    let controller = ControllerServer::start(&a.control, config, options)?;
     let control = controller.endpoint().to_string();
+    let connect = || {
+        ControlClient::new(&control)
+            .map(|c| c.with_server_key(public))
+            .map_err(|e| e.to_string())
+    };
     let mut pairs = Vec::new();
     let (mut listen, mut metrics) = (a.listen, a.metrics);
     for _ in 0..2 {
         // Each pair streams its state so the other stands by for it.
+        let stream_key = a.secure.then(KeyPair::generate);
         let config = PairConfig {
             listen,
             metrics: Some(metrics),
             replication: Some(ReplicationConfig {
                 listen: vec![format!("tcp://{}", SocketAddr::new(listen.ip(), 0))],
                 token: token.clone(),
+                key: stream_key.clone(),
             }),
             ..PairConfig::default()
         };
@@ -75,12 +94,14 @@ pub fn run(a: UpArgs) -> Result<(), String> {
         let status = pair
             .register(AgentConfig {
                 control: control.clone(),
+                controller_key: public,
                 token: token.clone(),
                 region: REGION.into(),
                 advertise: pair.udp_addr(),
                 capacity: 10_000,
                 version: env!("CARGO_PKG_VERSION").into(),
                 bus: pair.bus_endpoints().first().cloned(),
+                bus_key: stream_key.as_ref().map(KeyPair::public),
                 requires_fanout: false,
                 drain_grace: Duration::from_secs(2),
             })
@@ -99,7 +120,7 @@ pub fn run(a: UpArgs) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut client = ControlClient::new(&control).map_err(|e| e.to_string())?;
+    let mut client = connect()?;
     let scene = client
         .request(&json!({"op": "scene.create", "token": token, "name": "demo", "region": REGION}))
         .map_err(|e| e.to_string())?["scene"]["id"]
@@ -108,6 +129,13 @@ pub fn run(a: UpArgs) -> Result<(), String> {
 
     println!("zonecast up: a local cluster in one process");
     println!("  controller  {control}   token {token}");
+    let key_arg = match public {
+        Some(k) => {
+            println!("  encrypted   CurveZMQ (controller key {k}), Noise on replication streams");
+            format!(" --controller-key '{k}'")
+        }
+        None => String::new(),
+    };
     for (pair, status) in &pairs {
         let id = status.pair.load(std::sync::atomic::Ordering::Relaxed);
         let m = pair
@@ -121,8 +149,8 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     }
     println!("  scene {scene}     `demo` in region {REGION}");
     println!("  devices     {} simulated at {} Hz", a.devices, a.hz);
-    println!("  join in     zonecast device --control {control} --scene {scene}");
-    println!("  look        zonecast status --control {control} --token {token}");
+    println!("  join in     zonecast device --control {control} --scene {scene}{key_arg}");
+    println!("  look        zonecast status --control {control} --token {token}{key_arg}");
     let mut devices = Vec::new();
     let mut roaming = Vec::new();
     for _ in 0..a.devices {
@@ -138,9 +166,7 @@ pub fn run(a: UpArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         d.set_epoch(reg.location.epoch);
         devices.push(d);
-        roaming.push(Roaming::new(
-            ControlClient::new(&control).map_err(|e| e.to_string())?,
-        ));
+        roaming.push(Roaming::new(connect()?));
     }
     // Sessions reach the pair with its next heartbeat: join once they are there.
     std::thread::sleep(Duration::from_millis(120));

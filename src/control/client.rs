@@ -1,19 +1,31 @@
 //! A control-plane client with the "lazy pirate" pattern (zguide ch. 4): every attempt has a
 //! timeout; on timeout or error the REQ socket is closed and a new one connects before the next
 //! try, so a lost peer never hangs the caller. Used by the pair agent, devices and the CLI.
+//! With the controller's public key (`with_server_key`) every socket is a CURVE client: the
+//! controller is authenticated by its key and the channel is encrypted, so tokens and session
+//! keys never cross the network in clear.
 //!
 //! A retried request may reach the controller twice if only its reply was lost; heartbeats,
 //! reads and locates are idempotent, and a duplicated `device.register` only leaves an unused
 //! session behind.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use zeromq::{ReqSocket, Socket, SocketOptions, SocketRecv, SocketSend, ZmqMessage};
 
 use super::protocol::{into_result, ControlError};
+use crate::net::zeromq::{self, Curve, Limits};
+use crate::security::PublicKey;
 use crate::wire::SessionKey;
+
+/// Bounds of a client socket: replies (a `cluster.status` of a large cluster included) up to
+/// 16 MiB; a REQ socket has one reply in flight.
+const LIMITS: Limits = Limits {
+    max_message: 16 << 20,
+    rcv_hwm: 4,
+    snd_hwm: 4,
+};
 
 /// Why a request got no useful answer.
 #[derive(Debug)]
@@ -61,23 +73,27 @@ pub struct ControlClient {
     endpoint: String,
     timeout: Duration,
     retries: u32,
-    rt: tokio::runtime::Runtime,
-    socket: Option<ReqSocket>,
+    curve: Curve,
+    socket: Option<zmq::Socket>,
 }
 
 impl ControlClient {
     /// A client for `endpoint`; nothing connects until the first request.
     pub fn new(endpoint: &str) -> std::io::Result<ControlClient> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         Ok(ControlClient {
             endpoint: endpoint.to_string(),
             timeout: Duration::from_millis(1000),
             retries: 3,
-            rt,
+            curve: Curve::Off,
             socket: None,
         })
+    }
+
+    /// Talks CurveZMQ to a controller whose public key is `server` (`None`: plain).
+    pub fn with_server_key(mut self, server: Option<PublicKey>) -> ControlClient {
+        self.curve = server.map_or(Curve::Off, Curve::Client);
+        self.socket = None;
+        self
     }
 
     /// How long one attempt (connect, send, receive) may take.
@@ -105,7 +121,7 @@ impl ControlClient {
                 let backoff = (self.timeout / 4).min(Duration::from_millis(200));
                 std::thread::sleep(backoff);
             }
-            match self.attempt(&body) {
+            match self.attempt(body.as_bytes()) {
                 Ok(reply) => {
                     let value: Value = serde_json::from_slice(&reply)
                         .map_err(|e| RequestError::BadReply(e.to_string()))?;
@@ -113,7 +129,7 @@ impl ControlClient {
                 }
                 Err(e) => {
                     last = e;
-                    self.close();
+                    self.socket = None;
                 }
             }
         }
@@ -123,51 +139,34 @@ impl ControlClient {
         )))
     }
 
-    fn attempt(&mut self, body: &str) -> Result<Vec<u8>, String> {
-        let timeout = self.timeout;
-        let endpoint = self.endpoint.clone();
-        let mut socket = match self.socket.take() {
-            Some(s) => s,
-            None => {
-                let mut opts = SocketOptions::default();
-                opts.connect_timeout(timeout);
-                let mut s = ReqSocket::with_options(opts);
-                self.rt
-                    .block_on(async { tokio::time::timeout(timeout, s.connect(&endpoint)).await })
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| format!("connect: {e}"))?;
-                s
-            }
-        };
-        let msg = ZmqMessage::from(body.to_string());
-        let result = self.rt.block_on(async {
-            tokio::time::timeout(timeout, async {
-                socket.send(msg).await.map_err(|e| format!("send: {e}"))?;
-                socket.recv().await.map_err(|e| format!("receive: {e}"))
-            })
-            .await
-            .map_err(|_| "no reply in time".to_string())?
-        });
-        match result {
-            Ok(reply) => {
-                self.socket = Some(socket);
-                let frames = reply.into_vec();
-                frames
-                    .last()
-                    .map(|b| b.to_vec())
-                    .ok_or_else(|| "empty reply".to_string())
-            }
-            Err(e) => {
-                let _guard = self.rt.enter();
-                drop(socket);
-                Err(e)
-            }
+    fn attempt(&mut self, body: &[u8]) -> Result<Vec<u8>, String> {
+        let deadline = Instant::now() + self.timeout;
+        if self.socket.is_none() {
+            let s = zeromq::socket(zmq::REQ, &LIMITS, &self.curve)?;
+            s.set_sndtimeo(self.timeout.as_millis().clamp(1, i32::MAX as u128) as i32)
+                .map_err(|e| format!("ZeroMQ option sndtimeo: {e}"))?;
+            s.connect(&self.endpoint)
+                .map_err(|e| format!("connect {}: {e}", self.endpoint))?;
+            self.socket = Some(s);
         }
-    }
-
-    fn close(&mut self) {
-        let _guard = self.rt.enter();
-        self.socket = None;
+        let socket = self.socket.as_ref().ok_or("no socket")?;
+        // The request waits in the socket until the connection (and its handshake) is up.
+        socket.send(body, 0).map_err(|e| format!("send: {e}"))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ready = socket
+            .poll(zmq::POLLIN, left.as_millis().max(1) as i64)
+            .map_err(|e| format!("poll: {e}"))?;
+        if ready == 0 {
+            return Err(if self.curve.is_on() {
+                "no reply in time (is the controller's key right?)".into()
+            } else {
+                "no reply in time".into()
+            });
+        }
+        let frames = socket
+            .recv_multipart(0)
+            .map_err(|e| format!("receive: {e}"))?;
+        frames.into_iter().last().ok_or_else(|| "empty reply".into())
     }
 
     /// `device.register`: a new device session in `scene`.
@@ -195,12 +194,6 @@ impl ControlClient {
     pub fn locate(&mut self, device: u32) -> Result<Location, RequestError> {
         let reply = self.request(&json!({ "op": "device.locate", "device": device }))?;
         parse_location(&reply)
-    }
-}
-
-impl Drop for ControlClient {
-    fn drop(&mut self) {
-        self.close();
     }
 }
 

@@ -1,10 +1,13 @@
-//! The control plane: the controller's state machine (pure), its ZeroMQ server, and the
-//! lazy-pirate client used by pairs, devices and the CLI.
+//! The control plane: the controller's state machine (pure), its registration limits (pure),
+//! its ZeroMQ server and counters, and the lazy-pirate client used by pairs, devices and the
+//! CLI.
 
 pub mod client;
+pub mod limits;
 pub mod protocol;
 pub mod server;
 mod state;
+pub mod stats;
 
 pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, Request};
 pub use state::{Change, Config, Controller};

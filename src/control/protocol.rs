@@ -78,6 +78,10 @@ pub enum Request {
         /// pair gets a standby.
         #[serde(default)]
         bus: Option<String>,
+        /// The stream's Noise public key (Z85) when it is encrypted; standbys get it with the
+        /// endpoint. Required by a controller that runs CURVE.
+        #[serde(default)]
+        bus_key: Option<String>,
     },
     #[serde(rename = "pair.heartbeat")]
     PairHeartbeat {
@@ -118,6 +122,27 @@ pub enum Request {
     Discovery {},
 }
 
+impl Request {
+    /// The `op` this request was sent as.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::SceneCreate { .. } => "scene.create",
+            Request::SceneList { .. } => "scene.list",
+            Request::SceneGet { .. } => "scene.get",
+            Request::SceneDelete { .. } => "scene.delete",
+            Request::PairRegister { .. } => "pair.register",
+            Request::PairHeartbeat { .. } => "pair.heartbeat",
+            Request::PairDeregister { .. } => "pair.deregister",
+            Request::PairDrain { .. } => "pair.drain",
+            Request::DeviceRegister { .. } => "device.register",
+            Request::DeviceLocate { .. } => "device.locate",
+            Request::DeviceDeregister { .. } => "device.deregister",
+            Request::ClusterStatus { .. } => "cluster.status",
+            Request::Discovery {} => "discovery",
+        }
+    }
+}
+
 /// Error codes of the control plane; stable strings clients can match on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -139,10 +164,14 @@ pub enum ErrorCode {
     StaleEpoch,
     /// A field value is out of range (empty region, capacity 0, bad endpoint, ...).
     InvalidValue,
+    /// Too many registrations from this source: retry after the time in the message.
+    RateLimited,
+    /// The scene holds as many devices as the controller allows.
+    SceneFull,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::Unauthorized,
@@ -154,6 +183,8 @@ impl ErrorCode {
         ErrorCode::NoPair,
         ErrorCode::StaleEpoch,
         ErrorCode::InvalidValue,
+        ErrorCode::RateLimited,
+        ErrorCode::SceneFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -169,6 +200,8 @@ impl ErrorCode {
             ErrorCode::NoPair => "no_pair",
             ErrorCode::StaleEpoch => "stale_epoch",
             ErrorCode::InvalidValue => "invalid_value",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SceneFull => "scene_full",
         }
     }
 

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
+use super::limits::{RegisterLimiter, RegisterLimits, Source};
 use super::protocol::{ok, ControlError, ErrorCode, Load, MirrorReport, Request};
+use crate::security::PublicKey;
 use crate::wire::SessionKey;
 
 /// Controller settings.
@@ -34,6 +36,13 @@ pub struct Config {
     pub forget_after: Duration,
     /// First epoch (the server seeds it from the clock so epochs grow across restarts).
     pub first_epoch: u64,
+    /// How fast one source may register devices.
+    pub register: RegisterLimits,
+    /// Devices one scene may hold (registration is refused with `scene_full` beyond).
+    pub max_devices_per_scene: usize,
+    /// The control plane is encrypted: a pair's replication stream must be too (it carries
+    /// the session keys), so `pair.register` with a `bus` needs a `bus_key`.
+    pub encrypted: bool,
 }
 
 impl Config {
@@ -45,6 +54,9 @@ impl Config {
             dead_after: Duration::from_millis(250),
             forget_after: Duration::from_secs(60),
             first_epoch: 1,
+            register: RegisterLimits::default(),
+            max_devices_per_scene: 10_000,
+            encrypted: false,
         }
     }
 }
@@ -62,6 +74,8 @@ struct PairRec {
     assigned_epoch: u64,
     /// Replication stream endpoint; a pair without one gets no standby.
     bus: Option<String>,
+    /// The stream's Noise public key (Z85), when it is encrypted.
+    bus_key: Option<String>,
     /// The pair mirroring this one, and its last word on the mirror.
     standby: Option<u32>,
     standby_state: String,
@@ -109,6 +123,7 @@ pub struct Controller {
     next_pair: u32,
     next_scene: u32,
     next_device: u32,
+    limiter: RegisterLimiter,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ControlError {
@@ -119,6 +134,7 @@ impl Controller {
     pub fn new(config: Config) -> Controller {
         Controller {
             epoch: config.first_epoch.max(1),
+            limiter: RegisterLimiter::new(config.register),
             config,
             pairs: BTreeMap::new(),
             scenes: BTreeMap::new(),
@@ -135,6 +151,24 @@ impl Controller {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Serves one request from `source`: a device registration first passes the source's
+    /// rate limit (every attempt counts, valid or not, so a flood is cheap to refuse).
+    pub fn handle_from(
+        &mut self,
+        now: Instant,
+        source: Source,
+        req: Request,
+    ) -> Result<Value, ControlError> {
+        if matches!(req, Request::DeviceRegister { .. }) {
+            if let Err(wait) = self.limiter.admit(now, source) {
+                let ms = wait.as_millis().min(u128::from(u32::MAX)).max(1);
+                let msg = format!("too many registrations from this address; retry in {ms} ms");
+                return Err(err(ErrorCode::RateLimited, msg));
+            }
+        }
+        self.handle(now, req)
     }
 
     /// Serves one request. Errors change nothing.
@@ -171,9 +205,11 @@ impl Controller {
                 capacity,
                 version,
                 bus,
+                bus_key,
             } => {
                 self.operator(&token)?;
-                self.pair_register(now, region, &udp, capacity, version, bus)
+                let stream = Stream::check(bus, bus_key, self.config.encrypted)?;
+                self.pair_register(now, region, &udp, capacity, version, stream)
             }
             PairHeartbeat {
                 token,
@@ -317,21 +353,9 @@ impl Controller {
         udp: &str,
         capacity: u32,
         version: String,
-        bus: Option<String>,
+        stream: Stream,
     ) -> Result<Value, ControlError> {
         let region = region.trim().to_string();
-        if let Some(b) = &bus {
-            let ok = b
-                .strip_prefix("tcp://")
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-                .is_some_and(|a| !a.ip().is_unspecified() && a.port() != 0);
-            if !ok {
-                return Err(err(
-                    ErrorCode::InvalidValue,
-                    format!("bus `{b}` is not tcp://HOST:PORT with a reachable address"),
-                ));
-            }
-        }
         if region.is_empty() || region.len() > 64 {
             return Err(err(
                 ErrorCode::InvalidValue,
@@ -366,7 +390,8 @@ impl Controller {
                 load: Load::default(),
                 alive: true,
                 assigned_epoch: 0,
-                bus,
+                bus: stream.bus,
+                bus_key: stream.key,
                 standby: None,
                 standby_state: String::new(),
                 suspect: false,
@@ -577,6 +602,13 @@ impl Controller {
                 ));
             }
         }
+        let devices = self.devices.values().filter(|d| d.scene == scene).count();
+        if devices >= self.config.max_devices_per_scene {
+            return Err(err(
+                ErrorCode::SceneFull,
+                format!("scene {scene} holds {devices} devices, the most this controller allows"),
+            ));
+        }
         // Refuse before creating anything if no live pair serves the scene.
         self.serving_pair(scene)?;
         let id = self.next_device;
@@ -708,7 +740,13 @@ impl Controller {
             .pairs
             .iter()
             .filter(|(_, q)| q.alive && q.standby == Some(pair))
-            .filter_map(|(id, q)| Some(json!({ "pair": id, "bus": q.bus.as_ref()? })))
+            .filter_map(|(id, q)| {
+                let mut m = json!({ "pair": id, "bus": q.bus.as_ref()? });
+                if let Some(key) = &q.bus_key {
+                    m["key"] = json!(key);
+                }
+                Some(m)
+            })
             .collect();
         let handovers: Vec<Value> = p
             .handovers
@@ -780,6 +818,7 @@ impl Controller {
                     "scenes": scenes,
                     "devices": devices,
                     "bus": p.bus,
+                    "bus_key": p.bus_key,
                     "standby": p.standby,
                     "standby_state": p.standby_state,
                     "draining": p.draining,
@@ -796,6 +835,49 @@ impl Controller {
             "devices": self.devices.len(),
             "named_devices": named,
         })
+    }
+}
+
+/// A pair's replication stream as registered: checked endpoint and key.
+struct Stream {
+    bus: Option<String>,
+    key: Option<String>,
+}
+
+impl Stream {
+    fn check(
+        bus: Option<String>,
+        key: Option<String>,
+        encrypted: bool,
+    ) -> Result<Stream, ControlError> {
+        let Some(b) = bus else {
+            return Ok(Stream { bus: None, key: None });
+        };
+        let ok = b
+            .strip_prefix("tcp://")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .is_some_and(|a| !a.ip().is_unspecified() && a.port() != 0);
+        if !ok {
+            return Err(err(
+                ErrorCode::InvalidValue,
+                format!("bus `{b}` is not tcp://HOST:PORT with a reachable address"),
+            ));
+        }
+        let key = match key {
+            Some(k) => Some(
+                PublicKey::from_z85(&k)
+                    .map_err(|e| err(ErrorCode::InvalidValue, format!("bus_key: {e}")))?
+                    .to_z85(),
+            ),
+            None if encrypted => {
+                return Err(err(
+                    ErrorCode::InvalidValue,
+                    "this controller is encrypted: a pair's replication stream must be too (it carries session keys); register a bus_key",
+                ))
+            }
+            None => None,
+        };
+        Ok(Stream { bus: Some(b), key })
     }
 }
 

@@ -1,82 +1,61 @@
 //! ZeroMQ transports of the bus (`ipc://` and `tcp://`), behind the same traits as the
-//! in-process one: a PUB socket on the publishing side, a SUB socket with one prefix
-//! subscription per topic on the other (see `codec` for the message format).
+//! in-process one: a libzmq PUB socket on the publishing side, a SUB socket with one prefix
+//! subscription per topic on the other (see `codec` for the message format), plain or CURVE
+//! (`net::zeromq::Curve`: the publisher is the CURVE server).
 //!
-//! Each side runs its socket on a thread of its own (a current-thread tokio runtime) and talks
-//! to the caller through a bounded queue: a publisher whose queue is full drops the batch and
-//! counts its events, so a slow or absent subscriber never blocks ingest. The SUB side
-//! reconnects by itself when the publisher restarts; foreign or malformed messages are dropped
-//! and counted. Binding an `ipc://` path whose socket file is stale (nobody listening) removes
-//! the file first; a live one is refused.
+//! libzmq does the I/O on its own thread: `publish` hands each message to it without waiting,
+//! and a subscriber more than `queue` messages behind loses messages (ZeroMQ PUB semantics: a
+//! slow or absent subscriber never blocks ingest; where nothing may be lost, the replication
+//! stream is used instead). The SUB side reconnects by itself when the publisher restarts;
+//! foreign or malformed messages are dropped and counted. Both sides bound what a peer can make
+//! them hold before they read it (`net::zeromq::Limits`): a publisher only ever receives
+//! subscriptions, so anything larger than [`MAX_SUBSCRIPTION`] cuts the sender off. Binding an
+//! `ipc://` path whose socket file is stale (nobody listening) removes the file first; a live
+//! one is refused.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
-use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
-
-use super::codec::{decode, encode, scene_topic, Messages, CONTROL_TOPIC};
+use super::codec::{decode, encode, scene_topic, CONTROL_TOPIC};
 use super::{clear_stale_ipc, Batch, BusError, Publisher, Subscriber, Topic};
+use crate::net::zeromq::{self, Curve, Limits};
 
-fn runtime() -> Result<tokio::runtime::Runtime, BusError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BusError::Transport(format!("runtime: {e}")))
+/// Largest message a publisher accepts from a subscriber (subscriptions are topic prefixes).
+pub const MAX_SUBSCRIPTION: usize = 1024;
+/// Largest batch message a subscriber accepts.
+pub const MAX_BATCH: usize = 16 << 20;
+
+fn transport(what: &str, e: impl std::fmt::Display) -> BusError {
+    BusError::Transport(format!("{what}: {e}"))
 }
 
 /// The publishing side over ZeroMQ PUB.
 pub struct ZmqPublisher {
-    tx: Option<tokio::sync::mpsc::Sender<Messages>>,
+    socket: zmq::Socket,
     endpoint: String,
-    dropped: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    dropped: u64,
 }
 
 impl ZmqPublisher {
-    /// Binds `endpoint`; `queue` batches may wait for the socket before publishing drops.
-    pub fn bind(endpoint: &str, queue: usize) -> Result<ZmqPublisher, BusError> {
+    /// Binds `endpoint`; each subscriber may fall `queue` messages behind before it loses some.
+    pub fn bind(endpoint: &str, queue: usize, curve: &Curve) -> Result<ZmqPublisher, BusError> {
         clear_stale_ipc(endpoint)?;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Messages>(queue.max(1));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let endpoint = endpoint.to_string();
-        let rt = runtime()?;
-        let thread = std::thread::Builder::new()
-            .name("zc-bus-pub".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let mut socket = PubSocket::new();
-                    match socket.bind(&endpoint).await {
-                        Ok(bound) => {
-                            let _ = ready_tx.send(Ok(bound.to_string()));
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(format!("cannot bind {endpoint}: {e}")));
-                            return;
-                        }
-                    }
-                    while let Some(messages) = rx.recv().await {
-                        for (topic, payload) in messages {
-                            let mut m = ZmqMessage::from(topic);
-                            m.push_back(Bytes::from(payload));
-                            let _ = socket.send(m).await;
-                        }
-                    }
-                });
-            })
-            .map_err(|e| BusError::Transport(e.to_string()))?;
-        let bound = ready_rx
-            .recv()
-            .map_err(|_| BusError::Transport("the bus thread died".into()))?
-            .map_err(BusError::Transport)?;
+        let limits = Limits {
+            max_message: MAX_SUBSCRIPTION,
+            rcv_hwm: 64,
+            snd_hwm: queue.clamp(1, i32::MAX as usize) as i32,
+        };
+        let socket = zeromq::socket(zmq::PUB, &limits, curve).map_err(|e| transport("socket", e))?;
+        socket
+            .bind(endpoint)
+            .map_err(|e| transport(&format!("cannot bind {endpoint}"), e))?;
+        let endpoint = match socket.get_last_endpoint() {
+            Ok(Ok(e)) => e,
+            _ => endpoint.to_string(),
+        };
         Ok(ZmqPublisher {
-            tx: Some(tx),
-            endpoint: bound,
-            dropped: Arc::new(AtomicU64::new(0)),
-            thread: Some(thread),
+            socket,
+            endpoint,
+            dropped: 0,
         })
     }
 
@@ -85,23 +64,23 @@ impl ZmqPublisher {
         &self.endpoint
     }
 
-    /// Events dropped because the queue to the socket was full.
+    /// Events libzmq refused to take (the socket is closing).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
+        self.dropped
     }
 }
 
 impl Publisher for ZmqPublisher {
     fn publish(&mut self, mut batch: Batch) -> Result<Batch, BusError> {
-        let tx = self.tx.as_ref().ok_or(BusError::Closed)?;
         if !batch.is_empty() {
-            match tx.try_send(encode(&batch)) {
-                Ok(()) => {}
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                    self.dropped.fetch_add(batch.len() as u64, Relaxed);
-                }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
-                    return Err(BusError::Closed)
+            for (topic, payload) in encode(&batch) {
+                let sent = self
+                    .socket
+                    .send(topic.as_bytes(), zmq::SNDMORE | zmq::DONTWAIT)
+                    .and_then(|_| self.socket.send(payload, zmq::DONTWAIT));
+                if sent.is_err() {
+                    self.dropped += batch.len() as u64;
+                    break;
                 }
             }
         }
@@ -110,35 +89,27 @@ impl Publisher for ZmqPublisher {
     }
 }
 
-impl Drop for ZmqPublisher {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The receiving side over ZeroMQ SUB.
 pub struct ZmqSubscriber {
-    rx: Receiver<Batch>,
-    malformed: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    socket: zmq::Socket,
+    malformed: u64,
 }
 
 impl ZmqSubscriber {
-    /// Connects to `endpoint` (retrying until the publisher is there) for `topics`.
+    /// Connects to `endpoint` (libzmq retries until the publisher is there) for `topics`;
+    /// `queue` messages may wait for `recv`.
     pub fn connect(
         endpoint: &str,
         topics: &[Topic],
         queue: usize,
+        curve: &Curve,
     ) -> Result<ZmqSubscriber, BusError> {
-        let (tx, rx) = bounded(queue.max(1));
-        let malformed = Arc::new(AtomicU64::new(0));
-        let dropped = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
+        let limits = Limits {
+            max_message: MAX_BATCH,
+            rcv_hwm: queue.clamp(1, i32::MAX as usize) as i32,
+            snd_hwm: 64,
+        };
+        let socket = zeromq::socket(zmq::SUB, &limits, curve).map_err(|e| transport("socket", e))?;
         let prefixes: Vec<String> = if topics.contains(&Topic::All) {
             vec![String::new()]
         } else {
@@ -152,90 +123,50 @@ impl ZmqSubscriber {
             p.push(CONTROL_TOPIC.to_string());
             p
         };
-        let (endpoint, bad, lost, halt) = (
-            endpoint.to_string(),
-            malformed.clone(),
-            dropped.clone(),
-            stop.clone(),
-        );
-        let rt = runtime()?;
-        let thread = std::thread::Builder::new()
-            .name("zc-bus-sub".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let mut socket = SubSocket::new();
-                    while socket.connect(&endpoint).await.is_err() {
-                        if halt.load(Relaxed) {
-                            return;
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    for p in &prefixes {
-                        let _ = socket.subscribe(p).await;
-                    }
-                    while !halt.load(Relaxed) {
-                        let next =
-                            tokio::time::timeout(Duration::from_millis(100), socket.recv()).await;
-                        let msg = match next {
-                            Err(_) => continue,
-                            Ok(Err(_)) => {
-                                // No peer right now (it restarted): the socket reconnects.
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                continue;
-                            }
-                            Ok(Ok(m)) => m,
-                        };
-                        let frames = msg.into_vec();
-                        let mut batch = Batch::default();
-                        let ok = frames.len() == 2 && decode(&frames[1], &mut batch).is_ok();
-                        if !ok {
-                            bad.fetch_add(1, Relaxed);
-                            continue;
-                        }
-                        if tx.try_send(batch).is_err() {
-                            lost.fetch_add(1, Relaxed);
-                        }
-                    }
-                });
-            })
-            .map_err(|e| BusError::Transport(e.to_string()))?;
+        for p in &prefixes {
+            socket
+                .set_subscribe(p.as_bytes())
+                .map_err(|e| transport("subscribe", e))?;
+        }
+        socket
+            .connect(endpoint)
+            .map_err(|e| transport(&format!("cannot connect {endpoint}"), e))?;
         Ok(ZmqSubscriber {
-            rx,
-            malformed,
-            dropped,
-            stop,
-            thread: Some(thread),
+            socket,
+            malformed: 0,
         })
     }
 
     /// Messages refused as foreign or malformed.
     pub fn malformed(&self) -> u64 {
-        self.malformed.load(Relaxed)
-    }
-
-    /// Messages dropped because the consumer's queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Relaxed)
+        self.malformed
     }
 }
 
 impl Subscriber for ZmqSubscriber {
     fn recv(&mut self, timeout: Duration) -> Result<Option<Batch>, BusError> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(b) => Ok(Some(b)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(BusError::Closed),
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ready = self
+                .socket
+                .poll(zmq::POLLIN, left.as_millis() as i64)
+                .map_err(|e| transport("poll", e))?;
+            if ready == 0 {
+                return Ok(None);
+            }
+            let frames = match self.socket.recv_multipart(zmq::DONTWAIT) {
+                Ok(f) => f,
+                Err(zmq::Error::EAGAIN) => continue,
+                Err(e) => return Err(transport("receive", e)),
+            };
+            let mut batch = Batch::default();
+            if frames.len() == 2 && decode(&frames[1], &mut batch).is_ok() {
+                return Ok(Some(batch));
+            }
+            self.malformed += 1;
         }
     }
 
     fn recycle(&mut self, _batch: Batch) {}
-}
-
-impl Drop for ZmqSubscriber {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }

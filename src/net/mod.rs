@@ -1,8 +1,11 @@
-//! Socket plumbing shared by ingest, fanout and the client: socket2 set-up and batched
-//! recvmmsg/sendmmsg over caller-owned, reused buffers (Linux).
+//! Socket plumbing shared by ingest, fanout, the control plane and the client: socket2 set-up
+//! and batched recvmmsg/sendmmsg over caller-owned, reused buffers (Linux); the libzmq context
+//! and socket bounds ([`zeromq`]); the Prometheus endpoint ([`metrics`]).
 
+pub mod metrics;
 pub mod mmsg;
 mod socket;
+pub mod zeromq;
 
 pub use socket::{bind_udp, bind_udp_shards, shard_of, SocketOptions};
 

@@ -20,6 +20,7 @@ use super::StatsSet;
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::{ErrorCode, Load};
 use crate::udp_ingest::{MirrorState, ReplicaStatus, SessionCommand, SessionControl};
+use crate::security::PublicKey;
 use crate::wire::SessionKey;
 
 /// How the pair presents itself to the controller.
@@ -27,6 +28,8 @@ use crate::wire::SessionKey;
 pub struct AgentConfig {
     /// Controller endpoint, e.g. `tcp://127.0.0.1:7100`.
     pub control: String,
+    /// The controller's public key: the control link runs CurveZMQ (`None`: plain).
+    pub controller_key: Option<PublicKey>,
     pub token: String,
     pub region: String,
     /// The UDP endpoint devices are told to use.
@@ -35,6 +38,8 @@ pub struct AgentConfig {
     pub version: String,
     /// The replication stream standbys connect to (`tcp://HOST:PORT`), if any.
     pub bus: Option<String>,
+    /// The stream's Noise public key, when it is encrypted.
+    pub bus_key: Option<PublicKey>,
     /// A split pair's ingest: healthy (heartbeating) only while its fanout half is connected.
     pub requires_fanout: bool,
     /// How long a drained pair forwards stragglers before it deregisters and stops.
@@ -105,7 +110,7 @@ struct Agent {
     replica: Option<Arc<ReplicaStatus>>,
     /// Scenes served, pairs mirrored (id -> stream), scenes handed over.
     scenes: BTreeSet<u32>,
-    mirrors: BTreeMap<u32, String>,
+    mirrors: BTreeMap<u32, (String, Option<PublicKey>)>,
     handed_over: BTreeSet<u32>,
     /// When the last scene was handed over in a drain.
     drained_at: Option<Instant>,
@@ -122,6 +127,7 @@ impl Agent {
     ) -> std::io::Result<Agent> {
         let interval = Duration::from_millis(50);
         let client = ControlClient::new(&config.control)?
+            .with_server_key(config.controller_key)
             .with_timeout(interval * 2)
             .with_retries(1);
         Ok(Agent {
@@ -255,6 +261,7 @@ impl Agent {
             "capacity": self.config.capacity,
             "version": self.config.version,
             "bus": self.config.bus,
+            "bus_key": self.config.bus_key.map(|k| k.to_z85()),
         }))?;
         let pair = reply["pair"]
             .as_u64()
@@ -360,11 +367,18 @@ impl Agent {
 
     /// Mirrors exactly the pairs the assignment lists.
     fn follow_mirrors(&mut self, assignment: &Value) {
-        let wanted: BTreeMap<u32, String> = assignment["mirrors"]
+        let wanted: BTreeMap<u32, (String, Option<PublicKey>)> = assignment["mirrors"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|m| Some((m["pair"].as_u64()? as u32, m["bus"].as_str()?.to_string())))
+            .filter_map(|m| {
+                let key = match m["key"].as_str() {
+                    Some(k) => Some(PublicKey::from_z85(k).ok()?),
+                    None => None,
+                };
+                let stream = (m["bus"].as_str()?.to_string(), key);
+                Some((m["pair"].as_u64()? as u32, stream))
+            })
             .collect();
         let mut commands = Vec::new();
         for (pair, bus) in &self.mirrors {
@@ -372,11 +386,12 @@ impl Agent {
                 commands.push(SessionCommand::Unmirror { pair: *pair });
             }
         }
-        for (pair, bus) in &wanted {
-            if self.mirrors.get(pair) != Some(bus) {
+        for (pair, (bus, key)) in &wanted {
+            if self.mirrors.get(pair) != Some(&(bus.clone(), *key)) {
                 commands.push(SessionCommand::Mirror {
                     pair: *pair,
                     endpoint: bus.clone(),
+                    key: *key,
                 });
             }
         }

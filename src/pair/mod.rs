@@ -5,7 +5,6 @@
 //! `udp_ingest`, `ipc_bus` and `fanout`.
 
 pub mod agent;
-mod metrics;
 mod sessions;
 mod stats;
 
@@ -23,8 +22,10 @@ use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
 use crate::ipc_bus::stream::StreamHub;
 use crate::ipc_bus::{Batch, Publisher, Topic};
+use crate::net::metrics::{MetricsServer, Render};
 use crate::net::{bind_udp_shards, shard_of, SocketOptions};
 use crate::scene::{self, Engine};
+use crate::security::KeyPair;
 use crate::udp_ingest::{self, Ingest, Replica, ReplicaStatus, SessionControl};
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.
@@ -57,6 +58,9 @@ pub struct ReplicationConfig {
     pub listen: Vec<String>,
     /// Subscribers must present it (the stream carries session keys).
     pub token: String,
+    /// With a key pair, `tcp://` streams are encrypted (Noise) and subscribers must know its
+    /// public key (the agent registers it as the pair's `bus_key`).
+    pub key: Option<KeyPair>,
 }
 
 /// How a pair runs its ingest and fanout halves.
@@ -113,7 +117,7 @@ impl std::error::Error for PairError {}
 /// A running pair.
 pub struct Pair {
     udp: SocketAddr,
-    metrics: Option<metrics::MetricsServer>,
+    metrics: Option<MetricsServer>,
     stats: Arc<StatsSet>,
     stop: Arc<AtomicBool>,
     sessions: SessionControl,
@@ -147,7 +151,11 @@ impl Pair {
         });
         let metrics = match config.metrics {
             Some(addr) => Some(
-                metrics::MetricsServer::start(addr, stats.clone()).map_err(PairError::Metrics)?,
+                {
+                    let s = stats.clone();
+                    let render: Render = Arc::new(move || s.snapshot().to_prometheus());
+                    MetricsServer::start(addr, render).map_err(PairError::Metrics)?
+                }
             ),
             None => None,
         };
@@ -295,7 +303,7 @@ impl Shard {
         let mut rep = None;
         let replica = match &config.replication {
             Some(r) => {
-                let hub = StreamHub::bind(&r.listen, &r.token)
+                let hub = StreamHub::bind(&r.listen, &r.token, r.key.clone())
                     .map_err(|e| PairError::Bus(e.to_string()))?;
                 let status = Arc::new(ReplicaStatus::default());
                 rep = Some((status.clone(), hub.endpoints().to_vec()));

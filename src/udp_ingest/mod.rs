@@ -23,6 +23,7 @@ use crate::net::mmsg::RecvBatch;
 use crate::net::shard_of;
 use crate::pair::PairStats;
 use crate::scene::{DropReason, Engine};
+use crate::security::PublicKey;
 use crate::wire::SessionKey;
 pub use replica::{MirrorState, Replica, ReplicaStatus};
 
@@ -88,10 +89,12 @@ pub enum SessionCommand {
     Revoke {
         device: u32,
     },
-    /// Mirror pair `pair` from its replication stream (this pair is its standby).
+    /// Mirror pair `pair` from its replication stream (this pair is its standby); `key`: the
+    /// stream's Noise key, when it is encrypted.
     Mirror {
         pair: u32,
         endpoint: String,
+        key: Option<PublicKey>,
     },
     /// Stop mirroring `pair`.
     Unmirror {
@@ -293,9 +296,13 @@ impl<P: Publisher> Ingest<P> {
             SessionCommand::Handover { scene, to, epoch } => {
                 self.engine.handover(scene, to, epoch, batch)
             }
-            SessionCommand::Mirror { pair, endpoint } => {
+            SessionCommand::Mirror {
+                pair,
+                endpoint,
+                key,
+            } => {
                 if let Some(r) = self.replica.as_mut() {
-                    r.mirror(pair, &endpoint);
+                    r.mirror(pair, &endpoint, key);
                 }
             }
             SessionCommand::Unmirror { pair } => {

@@ -18,6 +18,7 @@ use crate::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
 use crate::ipc_bus::{Batch, EventKind};
 use crate::pair::PairStats;
 use crate::scene::{self, Engine};
+use crate::security::PublicKey;
 use crate::wire::{parse_exact, RedirectBody};
 
 /// How often the hub accepts subscribers and reads their heartbeats.
@@ -77,6 +78,7 @@ impl Default for ReplicaStatus {
 struct Mirror {
     link: StreamLink,
     endpoint: String,
+    key: Option<PublicKey>,
     engine: Engine,
     state: MirrorState,
     /// An event did not fit the mirror: dial again for a fresh checkpoint.
@@ -123,16 +125,18 @@ impl Replica {
         self.hub.send(batch);
     }
 
-    /// Starts mirroring `pair` from its stream at `endpoint` (a no-op if already).
-    pub fn mirror(&mut self, pair: u32, endpoint: &str) {
+    /// Starts mirroring `pair` from its stream at `endpoint`, encrypted with `key` when
+    /// given (a no-op if already).
+    pub fn mirror(&mut self, pair: u32, endpoint: &str, key: Option<PublicKey>) {
         if self.mirrors.contains_key(&pair) {
             return;
         }
-        match self.link(endpoint) {
+        match self.link(endpoint, key) {
             Ok(link) => {
                 let m = Mirror {
                     link,
                     endpoint: endpoint.to_string(),
+                    key,
                     engine: Engine::new(self.scene.clone()),
                     state: MirrorState::Connecting,
                     diverged: false,
@@ -144,12 +148,16 @@ impl Replica {
         }
     }
 
-    fn link(&self, endpoint: &str) -> Result<StreamLink, crate::ipc_bus::BusError> {
+    fn link(
+        &self,
+        endpoint: &str,
+        key: Option<PublicKey>,
+    ) -> Result<StreamLink, crate::ipc_bus::BusError> {
         let waker = self.waker.clone();
         let wake: Box<dyn Fn() + Send> = Box::new(move || {
             let _ = waker.wake();
         });
-        StreamLink::connect(endpoint, Role::Standby, &self.token, Some(wake))
+        StreamLink::connect(endpoint, Role::Standby, &self.token, key, Some(wake))
     }
 
     /// Stops mirroring `pair` and forgets its state.
@@ -235,8 +243,8 @@ impl Replica {
             .collect();
         for pair in diverged {
             // The state is suspect: dial again, the checkpoint that follows replaces it.
-            let endpoint = self.mirrors[&pair].endpoint.clone();
-            if let (Ok(link), Some(m)) = (self.link(&endpoint), self.mirrors.get_mut(&pair)) {
+            let (endpoint, key) = (self.mirrors[&pair].endpoint.clone(), self.mirrors[&pair].key);
+            if let (Ok(link), Some(m)) = (self.link(&endpoint, key), self.mirrors.get_mut(&pair)) {
                 m.link = link;
                 m.diverged = false;
                 m.state = MirrorState::Connecting;

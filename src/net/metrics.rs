@@ -1,4 +1,5 @@
-//! `GET /metrics` in the Prometheus text format, served by tiny_http on its own thread.
+//! `GET /metrics` in the Prometheus text format, served by tiny_http on its own thread; what it
+//! serves is whatever `render` returns (a pair's counters, the controller's).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +7,8 @@ use std::thread::JoinHandle;
 
 use tiny_http::{Header, Response, Server};
 
-use super::StatsSet;
+/// Renders the metrics text on each scrape.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
 pub struct MetricsServer {
     server: Arc<Server>,
@@ -15,7 +17,7 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    pub fn start(addr: SocketAddr, stats: Arc<StatsSet>) -> Result<MetricsServer, String> {
+    pub fn start(addr: SocketAddr, render: Render) -> Result<MetricsServer, String> {
         let server = Arc::new(Server::http(addr).map_err(|e| e.to_string())?);
         let addr = server
             .server_addr()
@@ -29,7 +31,7 @@ impl MetricsServer {
                     let response = if request.url() == "/metrics" {
                         let ctype = Header::from_bytes("Content-Type", "text/plain; version=0.0.4")
                             .expect("static header is valid");
-                        Response::from_string(stats.snapshot().to_prometheus()).with_header(ctype)
+                        Response::from_string(render()).with_header(ctype)
                     } else {
                         Response::from_string("try /metrics\n").with_status_code(404)
                     };

@@ -1,0 +1,129 @@
+//! The controller's counters: requests by op, error replies by code, messages dropped unread,
+//! and connection events from libzmq's socket monitor. Written by the server thread, read by
+//! the metrics endpoint (relaxed atomics: each counter is exact, a scrape is not a snapshot).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::protocol::{ErrorCode, OPS};
+
+/// Why a message got no reply at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// Its routing envelope is not a REQ/DEALER envelope (too many or too large frames):
+    /// echoing it back would reflect the sender's bytes.
+    Envelope,
+}
+
+/// What libzmq's monitor reports about connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    Accepted,
+    /// Closed by the peer, or by libzmq for breaking a bound (frame, message or frame count)
+    /// or the protocol after the handshake.
+    Closed,
+    /// The ZMTP greeting or handshake was malformed.
+    HandshakeProtocol,
+    /// CURVE authentication failed (a client with the wrong server key, or plain ZMTP to an
+    /// encrypted controller).
+    HandshakeAuth,
+    /// The handshake did not finish in time, or failed for another reason.
+    HandshakeOther,
+}
+
+impl Connection {
+    const ALL: [Connection; 5] = [
+        Connection::Accepted,
+        Connection::Closed,
+        Connection::HandshakeProtocol,
+        Connection::HandshakeAuth,
+        Connection::HandshakeOther,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Connection::Accepted => "accepted",
+            Connection::Closed => "closed",
+            Connection::HandshakeProtocol => "handshake_failed_protocol",
+            Connection::HandshakeAuth => "handshake_failed_auth",
+            Connection::HandshakeOther => "handshake_failed_other",
+        }
+    }
+}
+
+/// The counters.
+#[derive(Debug, Default)]
+pub struct ControlStats {
+    /// By op, in `OPS` order; the last slot counts bodies that named no known op.
+    requests: [AtomicU64; OPS.len() + 1],
+    errors: [AtomicU64; ErrorCode::ALL.len()],
+    dropped_envelope: AtomicU64,
+    connections: [AtomicU64; Connection::ALL.len()],
+}
+
+impl ControlStats {
+    pub fn request(&self, op: Option<&str>) {
+        let i = op
+            .and_then(|op| OPS.iter().position(|o| *o == op))
+            .unwrap_or(OPS.len());
+        self.requests[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn dropped(&self, why: Dropped) {
+        match why {
+            Dropped::Envelope => self.dropped_envelope.fetch_add(1, Relaxed),
+        };
+    }
+
+    pub fn connection(&self, event: Connection) {
+        if let Some(i) = Connection::ALL.iter().position(|c| *c == event) {
+            self.connections[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Error replies with `code` so far.
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == code)
+            .map_or(0, |i| self.errors[i].load(Relaxed))
+    }
+
+    /// The Prometheus text format.
+    pub fn to_prometheus(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        let requests = OPS.iter().copied().chain(["unknown"]);
+        family(&mut s, "requests_total", "Requests by op (`unknown`: no known op).", "op",
+            requests.zip(&self.requests));
+        family(&mut s, "errors_total",
+            "Error replies by code (limits: rate_limited, scene_full, too_large, unauthorized).",
+            "code", ErrorCode::ALL.iter().map(|c| c.as_str()).zip(&self.errors));
+        family(&mut s, "dropped_total", "Messages dropped without a reply, by reason.", "reason",
+            [("envelope", &self.dropped_envelope)].into_iter());
+        family(&mut s, "connections_total",
+            "Connection events from libzmq (closed: includes peers cut off for a size or frame bound).",
+            "event", Connection::ALL.iter().map(|c| c.name()).zip(&self.connections));
+        s
+    }
+}
+
+/// One counter family with one label.
+fn family<'a>(
+    s: &mut String,
+    name: &str,
+    help: &str,
+    label: &str,
+    rows: impl Iterator<Item = (&'a str, &'a AtomicU64)>,
+) {
+    let _ = writeln!(s, "# HELP zonecast_control_{name} {help}");
+    let _ = writeln!(s, "# TYPE zonecast_control_{name} counter");
+    for (value, c) in rows {
+        let _ = writeln!(s, "zonecast_control_{name}{{{label}=\"{value}\"}} {}", c.load(Relaxed));
+    }
+}

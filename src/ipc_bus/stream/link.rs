@@ -1,0 +1,225 @@
+//! The subscribing side of the replication stream: a thread that connects (and reconnects) to
+//! a hub, completes the Noise handshake when it knows the hub's key, greets the hub, sends
+//! heartbeats and passes batches on, in order, through a bounded queue (a full queue stops
+//! reading, which backs up to the hub).
+
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
+
+use super::transport::{Conn, Got, Socket};
+use super::{frame, take_frame, Endpoint, Role, BEAT, BYE, HEARTBEAT, HELLO, HELLO_DEADLINE};
+use crate::ipc_bus::codec::decode;
+use crate::ipc_bus::{Batch, BusError, Subscriber};
+use crate::security::noise::Channel;
+use crate::security::PublicKey;
+
+/// What a link reports to its consumer.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Connected and greeted; a checkpoint is on its way.
+    Up,
+    /// The next batch, in publish order (the first after `Up` is a checkpoint).
+    Batch(Batch),
+    /// The publisher closed the stream on purpose (`bye`); the link reconnects.
+    Bye,
+    /// The stream broke without a bye: the publisher died, the network failed, or the
+    /// handshake failed (a wrong key). The link reconnects.
+    Lost,
+    /// A frame could not be decoded: counted, the link reconnects for a fresh checkpoint.
+    Malformed,
+}
+
+/// The subscribing side. See the module doc.
+pub struct StreamLink {
+    rx: Receiver<LinkEvent>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StreamLink {
+    /// Starts linking to `endpoint` as `role`, presenting `token`; with `server_key`, a
+    /// `tcp://` stream is encrypted and only a hub holding that key is accepted. `wake` is
+    /// called after each event is queued.
+    pub fn connect(
+        endpoint: &str,
+        role: Role,
+        token: &str,
+        server_key: Option<PublicKey>,
+        wake: Option<Box<dyn Fn() + Send>>,
+    ) -> Result<StreamLink, BusError> {
+        let endpoint = Endpoint::parse(endpoint)?;
+        if token.len() > 255 {
+            return Err(BusError::Transport("token longer than 255 bytes".into()));
+        }
+        let mut hello = HELLO.to_vec();
+        hello.extend_from_slice(&[1, role as u8, token.len() as u8]);
+        hello.extend_from_slice(token.as_bytes());
+        let key = match endpoint {
+            Endpoint::Tcp(_) => server_key,
+            Endpoint::Ipc(_) => None,
+        };
+        let (tx, rx) = bounded(4096);
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("zc-link".into())
+            .spawn(move || {
+                let emit = |e: LinkEvent| {
+                    let ok = tx.send(e).is_ok();
+                    if let Some(w) = &wake {
+                        w();
+                    }
+                    ok
+                };
+                while !halt.load(Relaxed) {
+                    let Some(mut conn) = dial(&endpoint, key.as_ref()) else {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    };
+                    let end = run_link(&mut conn, &hello, &halt, &emit);
+                    if halt.load(Relaxed) || !emit(end) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .map_err(|e| BusError::Transport(e.to_string()))?;
+        Ok(StreamLink {
+            rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next event, if one is queued.
+    pub fn try_next(&self) -> Option<LinkEvent> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn next(&self, timeout: Duration) -> Option<LinkEvent> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for StreamLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        // Unblock a thread waiting on a full queue.
+        while self.rx.try_recv().is_ok() {}
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects and, for an encrypted stream, sends the first handshake record.
+fn dial(endpoint: &Endpoint, key: Option<&PublicKey>) -> Option<Conn> {
+    let socket = match endpoint {
+        Endpoint::Tcp(a) => {
+            let s = TcpStream::connect(a).ok()?;
+            let _ = s.set_nodelay(true);
+            Socket::Tcp(s)
+        }
+        Endpoint::Ipc(p) => Socket::Unix(UnixStream::connect(p).ok()?),
+    };
+    socket.set_read_timeout(Duration::from_millis(10)).ok()?;
+    let Some(key) = key else {
+        return Some(Conn::new(socket, None));
+    };
+    let (channel, first) = Channel::initiator(key).ok()?;
+    let mut conn = Conn::new(socket, Some(channel));
+    // Raw: the handshake record is not sealed.
+    conn.send_raw(&first).ok()?;
+    Some(conn)
+}
+
+/// Runs one connection until it ends; returns how it ended.
+fn run_link(
+    conn: &mut Conn,
+    hello: &[u8],
+    halt: &AtomicBool,
+    emit: &dyn Fn(LinkEvent) -> bool,
+) -> LinkEvent {
+    let mut input = Vec::with_capacity(64 << 10);
+    let mut buf = vec![0u8; 64 << 10];
+    let deadline = Instant::now() + HELLO_DEADLINE;
+    while !conn.is_ready() {
+        match conn.read_into(&mut buf, &mut input) {
+            Ok(Got::Data | Got::Idle) if Instant::now() < deadline && !halt.load(Relaxed) => {}
+            _ => return LinkEvent::Lost,
+        }
+    }
+    if conn.send(&frame(hello)).and_then(|_| conn.flush()).is_err() {
+        return LinkEvent::Lost;
+    }
+    if !emit(LinkEvent::Up) {
+        return LinkEvent::Lost;
+    }
+    let mut next_beat = Instant::now();
+    while !halt.load(Relaxed) {
+        if Instant::now() >= next_beat {
+            if conn.send(&frame(BEAT)).and_then(|_| conn.flush()).is_err() {
+                return LinkEvent::Lost;
+            }
+            next_beat = Instant::now() + HEARTBEAT;
+        }
+        match conn.read_into(&mut buf, &mut input) {
+            Ok(Got::Data | Got::Idle) => {}
+            Ok(Got::Closed) => return LinkEvent::Lost,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return LinkEvent::Malformed,
+            Err(_) => return LinkEvent::Lost,
+        }
+        loop {
+            match take_frame(&mut input) {
+                Err(()) => return LinkEvent::Malformed,
+                Ok(None) => break,
+                Ok(Some(f)) if f.as_slice() == BYE => return LinkEvent::Bye,
+                Ok(Some(f)) => {
+                    let mut batch = Batch::default();
+                    if decode(&f, &mut batch).is_err() {
+                        return LinkEvent::Malformed;
+                    }
+                    if !emit(LinkEvent::Batch(batch)) {
+                        return LinkEvent::Lost;
+                    }
+                }
+            }
+        }
+    }
+    LinkEvent::Lost
+}
+
+/// A link as a bus [`Subscriber`] (batches only; connection changes are absorbed: the
+/// checkpoint after a reconnect resets the consumer's state).
+pub struct LinkSubscriber {
+    pub link: StreamLink,
+    /// Frames refused as malformed (each forces a reconnect and a checkpoint).
+    pub malformed: Arc<AtomicU64>,
+}
+
+impl Subscriber for LinkSubscriber {
+    fn recv(&mut self, timeout: Duration) -> Result<Option<Batch>, BusError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.link.rx.recv_timeout(left) {
+                Ok(LinkEvent::Batch(b)) => return Ok(Some(b)),
+                Ok(LinkEvent::Malformed) => {
+                    self.malformed.fetch_add(1, Relaxed);
+                }
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(BusError::Closed),
+            }
+        }
+    }
+
+    fn recycle(&mut self, _batch: Batch) {}
+}
