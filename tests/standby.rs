@@ -2,7 +2,8 @@
 //! `zonecast pair`s in one region (each streams its state; the other mirrors it), devices
 //! from the client library. `kill -9` of the serving pair under traffic must lose no state a
 //! device saw; a drain under traffic must lose no update at all; a hostile subscriber or a
-//! primary sending garbage is refused and counted.
+//! primary sending garbage is refused and counted. The failover and the drain run in both
+//! modes: plain, and encrypted (CurveZMQ control plane, Noise streams).
 
 mod common;
 
@@ -14,7 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 use zonecast::client::{Device, Event, ObjectRecord, Roaming};
-use zonecast::control::client::ControlClient;
 use zonecast::wire::{Fields, MASK_PAYLOAD, MASK_TRANSLATION};
 
 /// The serving pair of `scene` and its standby, once the standby's mirror is in sync.
@@ -57,7 +57,7 @@ impl Crowd {
         let devices = (0..n)
             .map(|_| {
                 let d = ctl.device(scene);
-                (d, Roaming::new(ControlClient::new(&ctl.endpoint).unwrap()))
+                (d, Roaming::new(ctl.client()))
             })
             .collect();
         Crowd { devices }
@@ -130,17 +130,25 @@ fn write(d: &mut Device, object: u64, x: f32, payload: &[u8]) -> u64 {
 
 #[test]
 fn a_killed_primary_is_replaced_by_its_standby_with_every_state_devices_saw() {
-    let ctl = ControllerProcess::start();
-    let mut pairs = vec![
-        controlled_pair(&ctl.endpoint, "eu"),
-        controlled_pair(&ctl.endpoint, "eu"),
-    ];
+    killed_primary(Mode::Plain);
+}
+
+#[test]
+fn encrypted_a_killed_primary_is_replaced_by_its_standby_with_every_state_devices_saw() {
+    killed_primary(Mode::Encrypted);
+}
+
+fn killed_primary(mode: Mode) {
+    let ctl = ControllerProcess::start_in(mode);
+    let mut pairs = vec![ctl.pair("eu", &[]), ctl.pair("eu", &[])];
     ctl.wait_live_pairs("eu", 2);
     let scene = ctl.scene("arena", "eu");
     // 0 writes 20 objects once and then only keeps alive; 1 writes 4 objects without a
     // pause; 2 watches.
     let mut crowd = Crowd::new(&ctl, scene, 3);
     let (primary, standby) = wait_standby_synced(&ctl, scene);
+    // Encrypted: the standby synced over a Noise stream whose key the controller handed out.
+    assert_eq!(primary["bus_key"].is_string(), mode == Mode::Encrypted, "{primary}");
     for id in 1..=20u64 {
         write(crowd.dev(0), id, id as f32 * 10.0, &[id as u8; 3]);
     }
@@ -238,21 +246,18 @@ fn a_killed_primary_is_replaced_by_its_standby_with_every_state_devices_saw() {
 
 #[test]
 fn a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
-    let ctl = ControllerProcess::start();
+    drain_under_traffic(Mode::Plain);
+}
+
+#[test]
+fn encrypted_a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
+    drain_under_traffic(Mode::Encrypted);
+}
+
+fn drain_under_traffic(mode: Mode) {
+    let ctl = ControllerProcess::start_in(mode);
     let extra = ["--drain-grace-ms", "500"];
-    let start_pair = || {
-        let args = [
-            "--control",
-            &ctl.endpoint,
-            "--region",
-            "eu",
-            "--token",
-            TOKEN,
-        ];
-        let all: Vec<&str> = args.iter().chain(extra.iter()).copied().collect();
-        PairProcess::start(0, &all)
-    };
-    let mut pairs = vec![start_pair(), start_pair()];
+    let mut pairs = vec![ctl.pair("eu", &extra), ctl.pair("eu", &extra)];
     ctl.wait_live_pairs("eu", 2);
     let scene = ctl.scene("arena", "eu");
     let mut crowd = Crowd::new(&ctl, scene, 2);
@@ -278,17 +283,10 @@ fn a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
         }
         if !drained && start.elapsed() > Duration::from_millis(500) {
             let id = primary["id"].to_string();
-            let endpoint = ctl.endpoint.as_str();
-            zonecast_ok(&[
-                "pair",
-                "drain",
-                "--control",
-                endpoint,
-                "--token",
-                TOKEN,
-                "--pair",
-                &id,
-            ]);
+            let mut args = vec!["pair", "drain", "--pair", &id];
+            let operator = ctl.cli_args();
+            args.extend(operator.iter().map(String::as_str));
+            zonecast_ok(&args);
             drained = true;
         }
         std::thread::sleep(Duration::from_millis(4));

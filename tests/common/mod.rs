@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use zonecast::client::{Device, Event, ObjectRecord, Session};
 use zonecast::control::client::ControlClient;
 use zonecast::pair::SessionsFile;
+use zonecast::security::PublicKey;
 use zonecast::wire::{Fields, MASK_TRANSLATION};
 
 /// A `zonecast pair` child process, killed on drop.
@@ -132,17 +133,7 @@ impl PairProcess {
 
     /// The pair's metrics, `name{labels}` to value.
     pub fn metrics(&self) -> HashMap<String, u64> {
-        let mut s = TcpStream::connect(self.metrics).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text.lines()
-            .filter(|l| l.starts_with("zonecast_"))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
+        scrape(self.metrics)
     }
 
     pub fn dropped(&self, reason: &str) -> u64 {
@@ -166,25 +157,41 @@ impl PairProcess {
     }
 }
 
-/// The first line a child prints on stdout, and the value of `name=` in it.
-fn first_line_field(child: &mut Child, name: &str) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let start = line
-        .find(name)
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-        + name.len();
-    line[start..].split_whitespace().next().unwrap().to_string()
+/// Prometheus metrics at `addr`, `name{labels}` to value.
+pub fn scrape(addr: SocketAddr) -> HashMap<String, u64> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("zonecast_"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 pub const TOKEN: &str = "test-token";
+
+/// How the cluster under test protects what would leave the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    /// CurveZMQ on the control plane (the controller's key from `zonecast keygen`), Noise on
+    /// the pairs' replication streams.
+    Encrypted,
+}
 
 /// A `zonecast controller` child process, killed on drop.
 pub struct ControllerProcess {
     pub child: Child,
     pub endpoint: String,
+    /// Its public key, when it runs CurveZMQ.
+    pub key: Option<PublicKey>,
+    /// Its metrics endpoint, when started with one.
+    pub metrics: Option<SocketAddr>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl ControllerProcess {
@@ -194,18 +201,86 @@ impl ControllerProcess {
 
     /// A controller bound at `endpoint` (tcp:// or ipc://).
     pub fn start_at(endpoint: &str) -> ControllerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_zonecast"))
-            .args(["controller", "--control", endpoint, "--token", TOKEN])
+        ControllerProcess::launch(&["--control", endpoint], Mode::Plain)
+    }
+
+    /// A controller on loopback in `mode`.
+    pub fn start_in(mode: Mode) -> ControllerProcess {
+        ControllerProcess::launch(&["--control", "tcp://127.0.0.1:0"], mode)
+    }
+
+    /// `zonecast controller --token TOKEN --metrics 127.0.0.1:0 args...`; in encrypted mode
+    /// with a key pair made by `zonecast keygen`.
+    pub fn launch(args: &[&str], mode: Mode) -> ControllerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonecast"));
+        cmd.args(["controller", "--token", TOKEN, "--metrics", "127.0.0.1:0"])
+            .args(args);
+        if mode == Mode::Encrypted {
+            let base = dir.path().join("controller");
+            zonecast_ok(&["keygen", "--out", base.to_str().unwrap()]);
+            cmd.arg("--key").arg(dir.path().join("controller.key_secret"));
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let endpoint = first_line_field(&mut child, "control=");
-        ControllerProcess { child, endpoint }
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let field = |name: &str| {
+            let start = line.find(name)? + name.len();
+            line[start..].split_whitespace().next().map(str::to_string)
+        };
+        let endpoint = field("control=").unwrap_or_else(|| panic!("no endpoint in {line:?}"));
+        let key = field("curve=").map(|k| PublicKey::from_z85(&k).unwrap());
+        assert_eq!(key.is_some(), mode == Mode::Encrypted, "{line}");
+        let metrics = field("metrics=http://").and_then(|m| m.trim_end_matches("/metrics").parse().ok());
+        ControllerProcess {
+            child,
+            endpoint,
+            key,
+            metrics,
+            _dir: Some(dir),
+        }
     }
 
     pub fn client(&self) -> ControlClient {
-        ControlClient::new(&self.endpoint).unwrap()
+        ControlClient::new(&self.endpoint)
+            .unwrap()
+            .with_server_key(self.key)
+    }
+
+    /// `--control ENDPOINT --token TOKEN [--controller-key KEY]`, for CLI commands.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--control".to_string(),
+            self.endpoint.clone(),
+            "--token".into(),
+            TOKEN.into(),
+        ];
+        if let Some(k) = self.key {
+            args.push("--controller-key".into());
+            args.push(k.to_z85());
+        }
+        args
+    }
+
+    /// A `zonecast pair` registered in `region` (in this controller's mode), with `extra`
+    /// arguments.
+    pub fn pair(&self, region: &str, extra: &[&str]) -> PairProcess {
+        let mut args = self.cli_args();
+        args.extend(["--region".to_string(), region.to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        PairProcess::start(0, &args)
+    }
+
+    /// The controller's metrics, `name{labels}` to value.
+    pub fn metrics(&self) -> HashMap<String, u64> {
+        scrape(self.metrics.expect("started with --metrics"))
     }
 
     /// Creates a scene in `region` and returns its id.
