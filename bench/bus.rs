@@ -138,15 +138,18 @@ fn main() {
             }
             "ipc" => {
                 let p = ZmqPublisher::bind(&ipc, 1024, &Curve::Off).expect("bind ipc");
-                let s = ZmqSubscriber::connect(&ipc, &[Topic::All], 1024, &Curve::Off).expect("connect");
+                let s = ZmqSubscriber::connect(&ipc, &[Topic::All], 1024, &Curve::Off)
+                    .expect("connect");
                 (Box::new(p), Box::new(s))
             }
             "stream-ipc" => stream(&stream_ipc),
             "stream-tcp" => stream("tcp://127.0.0.1:0"),
             _ => {
-                let p = ZmqPublisher::bind("tcp://127.0.0.1:0", 1024, &Curve::Off).expect("bind tcp");
+                let p =
+                    ZmqPublisher::bind("tcp://127.0.0.1:0", 1024, &Curve::Off).expect("bind tcp");
                 let ep = p.endpoint().to_string();
-                let s = ZmqSubscriber::connect(&ep, &[Topic::All], 1024, &Curve::Off).expect("connect");
+                let s =
+                    ZmqSubscriber::connect(&ep, &[Topic::All], 1024, &Curve::Off).expect("connect");
                 (Box::new(p), Box::new(s))
             }
         };

@@ -147,7 +147,8 @@ fn main() {
 
 /// Runs `kills` rounds with pairs that stream their state (`standby`) or not.
 fn run_mode(config: &Config, standby: bool, kills: usize, hz: f64) -> Histogram<u64> {
-    let server = ControllerServer::start("tcp://127.0.0.1:0", config.clone(), Default::default()).expect("controller");
+    let server = ControllerServer::start("tcp://127.0.0.1:0", config.clone(), Default::default())
+        .expect("controller");
     let control = server.endpoint().to_string();
     let mut client = ControlClient::new(&control).expect("client");
     let mut pairs: Vec<(Child, String)> =

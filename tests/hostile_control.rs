@@ -161,7 +161,10 @@ fn the_73_byte_greeting_and_long_frame_header_no_longer_abort_the_controller() {
     assert!(alive(&mut ctl), "the controller died");
     pyzmq_answered(&ctl);
     let m = ctl.metrics();
-    assert!(m[r#"zonecast_control_connections_total{event="closed"}"#] >= 1, "{m:?}");
+    assert!(
+        m[r#"zonecast_control_connections_total{event="closed"}"#] >= 1,
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -195,7 +198,10 @@ fn oversized_bodies_and_endless_frames_are_cut_off_within_a_memory_bound() {
         "peak RSS grew {grew} kB (bound {GROWTH_BOUND_KB} kB)"
     );
     let m = ctl.metrics();
-    assert!(m[r#"zonecast_control_connections_total{event="closed"}"#] >= 3, "{m:?}");
+    assert!(
+        m[r#"zonecast_control_connections_total{event="closed"}"#] >= 3,
+        "{m:?}"
+    );
 }
 
 #[test]
@@ -242,7 +248,10 @@ fn an_envelope_is_never_reflected_and_a_body_over_the_request_limit_is_answered_
         }
         assert!(Instant::now() < deadline, "no too_large");
     }
-    assert_eq!(ctl.metrics()[r#"zonecast_control_errors_total{code="too_large"}"#], 1);
+    assert_eq!(
+        ctl.metrics()[r#"zonecast_control_errors_total{code="too_large"}"#],
+        1
+    );
 }
 
 #[test]

@@ -50,15 +50,28 @@ fn python_client_from_the_protocol_doc_interoperates() {
 
 #[test]
 fn pyzmq_drives_the_controller() {
-    let ctl = ControllerProcess::start();
-    let _pair = controlled_pair(&ctl.endpoint, "eu");
+    pyzmq_drives(Mode::Plain);
+}
+
+#[test]
+fn pyzmq_with_curve_keys_drives_an_encrypted_controller() {
+    pyzmq_drives(Mode::Encrypted);
+}
+
+fn pyzmq_drives(mode: Mode) {
+    let ctl = ControllerProcess::start_in(mode);
+    let _pair = ctl.pair("eu", &[]);
     ctl.wait_live_pairs("eu", 1);
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/pyzmq_control.py"
     );
-    let out = Command::new("python3")
-        .args([script, &ctl.endpoint, TOKEN])
+    let mut cmd = Command::new("python3");
+    cmd.args([script, &ctl.endpoint, TOKEN]);
+    if let Some(k) = ctl.key {
+        cmd.arg(k.to_z85());
+    }
+    let out = cmd
         .output()
         .expect("python3 must be installed (scripts/test installs it)");
     assert!(

@@ -148,7 +148,11 @@ fn killed_primary(mode: Mode) {
     let mut crowd = Crowd::new(&ctl, scene, 3);
     let (primary, standby) = wait_standby_synced(&ctl, scene);
     // Encrypted: the standby synced over a Noise stream whose key the controller handed out.
-    assert_eq!(primary["bus_key"].is_string(), mode == Mode::Encrypted, "{primary}");
+    assert_eq!(
+        primary["bus_key"].is_string(),
+        mode == Mode::Encrypted,
+        "{primary}"
+    );
     for id in 1..=20u64 {
         write(crowd.dev(0), id, id as f32 * 10.0, &[id as u8; 3]);
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use zonecast::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
 use zonecast::ipc_bus::{Batch, EventKind};
+use zonecast::security::KeyPair;
 use zonecast::wire::Kind;
 
 const TOKEN: &str = "stream-test-token";
@@ -57,10 +58,16 @@ fn kinds(e: LinkEvent) -> Vec<(EventKind, Vec<u8>)> {
 }
 
 fn round_trip(endpoint: &str) {
-    let mut hub = StreamHub::bind(&[endpoint.to_string()], TOKEN, None).unwrap();
+    round_trip_with(endpoint, None);
+}
+
+/// With `key`, the hub encrypts tcp:// streams and the link knows its public key.
+fn round_trip_with(endpoint: &str, key: Option<KeyPair>) {
+    let public = key.as_ref().map(KeyPair::public);
+    let mut hub = StreamHub::bind(&[endpoint.to_string()], TOKEN, key).unwrap();
     let bound = hub.endpoints()[0].clone();
     hub.send(&relay(0)); // nobody yet: nothing to do
-    let link = StreamLink::connect(&bound, Role::Standby, TOKEN, None, None).unwrap();
+    let link = StreamLink::connect(&bound, Role::Standby, TOKEN, public, None).unwrap();
     pump(&mut hub, |h| {
         h.has_live(Role::Standby, Instant::now(), Duration::from_secs(1))
     });
@@ -90,6 +97,46 @@ fn round_trip(endpoint: &str) {
 #[test]
 fn tcp_stream_delivers_a_checkpoint_then_every_batch_in_order() {
     round_trip("tcp://127.0.0.1:0");
+}
+
+#[test]
+fn an_encrypted_tcp_stream_delivers_a_checkpoint_then_every_batch_in_order() {
+    round_trip_with("tcp://127.0.0.1:0", Some(KeyPair::generate()));
+}
+
+#[test]
+fn an_encrypted_hub_refuses_plain_subscribers_wrong_keys_and_silence() {
+    let key = KeyPair::generate();
+    let mut hub = StreamHub::bind(&["tcp://127.0.0.1:0".to_string()], TOKEN, Some(key)).unwrap();
+    let bound = hub.endpoints()[0].clone();
+    // Right token, but plain: its hello is not a Noise handshake.
+    let plain = StreamLink::connect(&bound, Role::Standby, TOKEN, None, None).unwrap();
+    pump(&mut hub, |h| h.counters().refused >= 1);
+    // Right token, wrong hub key: the handshake fails on the hub's side.
+    let impostor = KeyPair::generate().public();
+    let wrong = StreamLink::connect(&bound, Role::Standby, TOKEN, Some(impostor), None).unwrap();
+    pump(&mut hub, |h| h.counters().refused >= 2);
+    hub.send(&relay(1));
+    // The plain link thought it was up (it cannot tell), then lost the stream; the one with
+    // the wrong key never got past the handshake. Neither got a batch.
+    while let Some(e) = plain.try_next() {
+        assert!(matches!(e, LinkEvent::Up | LinkEvent::Lost), "{e:?}");
+    }
+    while let Some(e) = wrong.try_next() {
+        assert!(matches!(e, LinkEvent::Lost), "{e:?}");
+    }
+    drop((plain, wrong));
+    // Let the closed links' last connections settle.
+    let settle = Instant::now() + Duration::from_millis(300);
+    pump(&mut hub, |_| Instant::now() > settle);
+    // A connection that says nothing is dropped after the hello deadline, not before.
+    let before = hub.counters().refused;
+    let silent = std::net::TcpStream::connect(bound.trim_start_matches("tcp://")).unwrap();
+    let quiet_since = Instant::now();
+    pump(&mut hub, |h| h.counters().refused > before);
+    assert!(quiet_since.elapsed() >= zonecast::ipc_bus::stream::HELLO_DEADLINE);
+    assert_eq!(hub.counters().peers, 0);
+    drop(silent);
 }
 
 #[test]
@@ -128,7 +175,8 @@ fn wrong_tokens_and_garbage_are_refused_and_counted() {
 fn a_link_reports_a_broken_stream_as_lost_and_reconnects_for_a_new_checkpoint() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let link = StreamLink::connect(&format!("tcp://{addr}"), Role::Fanout, TOKEN, None, None).unwrap();
+    let link =
+        StreamLink::connect(&format!("tcp://{addr}"), Role::Fanout, TOKEN, None, None).unwrap();
     // A fake publisher that accepts and then vanishes without a bye (as after kill -9).
     let (s, _) = listener.accept().unwrap();
     drop(s);

@@ -95,7 +95,9 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         }
         None => None,
     };
-    let shown = metrics.as_ref().map_or("off".to_string(), |m| format!("http://{}/metrics", m.addr()));
+    let shown = metrics.as_ref().map_or("off".to_string(), |m| {
+        format!("http://{}/metrics", m.addr())
+    });
     match &key {
         Some(k) => println!(
             "zonecast controller: control={} curve={} metrics={shown}",
@@ -103,7 +105,10 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
             k.public()
         ),
         None => {
-            println!("zonecast controller: control={} metrics={shown}", server.endpoint());
+            println!(
+                "zonecast controller: control={} metrics={shown}",
+                server.endpoint()
+            );
             if leaves_host(server.endpoint()) {
                 eprintln!(
                     "zonecast controller: warning: {} is reachable from other hosts and NOT encrypted: tokens and session keys cross the network in clear; run with --key (docs/SECURITY.md)",
@@ -149,7 +154,10 @@ impl OperatorArgs {
 }
 
 /// A control client for `endpoint`, CurveZMQ when `controller_key` is given.
-pub fn control_client(endpoint: &str, controller_key: Option<&str>) -> Result<ControlClient, String> {
+pub fn control_client(
+    endpoint: &str,
+    controller_key: Option<&str>,
+) -> Result<ControlClient, String> {
     let key = controller_key.map(super::keygen::public_key).transpose()?;
     Ok(ControlClient::new(endpoint)
         .map_err(|e| e.to_string())?

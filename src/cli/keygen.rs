@@ -18,7 +18,10 @@ pub fn run(a: KeygenArgs) -> Result<(), String> {
     let (public, secret) = pair.save(&a.out).map_err(|e| e.to_string())?;
     println!("public key {}", pair.public());
     println!("  public  {} (give it to every peer)", public.display());
-    println!("  secret  {} (mode 0600; keep it on this host)", secret.display());
+    println!(
+        "  secret  {} (mode 0600; keep it on this host)",
+        secret.display()
+    );
     Ok(())
 }
 

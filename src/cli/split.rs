@@ -59,8 +59,8 @@ pub fn run_fanout(a: FanoutArgs) -> Result<(), String> {
     };
     let socket = bind_udp(a.listen, &options).map_err(|e| e.to_string())?;
     let from = socket.local_addr().map_err(|e| e.to_string())?;
-    let link =
-        StreamLink::connect(&a.bus, Role::Fanout, &a.token, None, None).map_err(|e| e.to_string())?;
+    let link = StreamLink::connect(&a.bus, Role::Fanout, &a.token, None, None)
+        .map_err(|e| e.to_string())?;
     let malformed = Arc::new(AtomicU64::new(0));
     let stats = Arc::new(PairStats::default());
     let fanout = Fanout {

@@ -142,7 +142,7 @@ impl ControlClient {
     fn attempt(&mut self, body: &[u8]) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + self.timeout;
         if self.socket.is_none() {
-            let s = zeromq::socket(zmq::REQ, &LIMITS, &self.curve)?;
+            let s = zeromq::socket(zmq::REQ, &LIMITS, &self.curve, &self.endpoint)?;
             s.set_sndtimeo(self.timeout.as_millis().clamp(1, i32::MAX as u128) as i32)
                 .map_err(|e| format!("ZeroMQ option sndtimeo: {e}"))?;
             s.connect(&self.endpoint)
@@ -166,7 +166,10 @@ impl ControlClient {
         let frames = socket
             .recv_multipart(0)
             .map_err(|e| format!("receive: {e}"))?;
-        frames.into_iter().last().ok_or_else(|| "empty reply".into())
+        frames
+            .into_iter()
+            .last()
+            .ok_or_else(|| "empty reply".into())
     }
 
     /// `device.register`: a new device session in `scene`.

@@ -91,7 +91,9 @@ impl Bucket {
         if limits.per_sec <= 0.0 {
             return Err(Duration::MAX);
         }
-        Err(Duration::from_secs_f64((1.0 - self.tokens) / limits.per_sec))
+        Err(Duration::from_secs_f64(
+            (1.0 - self.tokens) / limits.per_sec,
+        ))
     }
 }
 

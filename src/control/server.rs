@@ -60,7 +60,7 @@ impl ControllerServer {
         config: Config,
         options: ServerOptions,
     ) -> Result<ControllerServer, String> {
-        let socket = zeromq::socket(zmq::ROUTER, &LIMITS, &options.curve)?;
+        let socket = zeromq::socket(zmq::ROUTER, &LIMITS, &options.curve, endpoint)?;
         socket
             .bind(endpoint)
             .map_err(|e| format!("cannot bind {endpoint}: {e}"))?;
@@ -126,7 +126,10 @@ impl Drop for ControllerServer {
 /// A PAIR socket receiving libzmq's monitor events for `socket`.
 fn watch(socket: &zmq::Socket) -> Result<zmq::Socket, String> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let address = format!("inproc://zc-controller-monitor-{}", NEXT.fetch_add(1, Relaxed));
+    let address = format!(
+        "inproc://zc-controller-monitor-{}",
+        NEXT.fetch_add(1, Relaxed)
+    );
     let events = zmq::SocketEvent::ACCEPTED as i32
         | zmq::SocketEvent::DISCONNECTED as i32
         | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
@@ -206,7 +209,9 @@ fn serve_one(
     // [routing id, envelope..., body]
     let envelope = frames.get(1..frames.len().saturating_sub(1)).unwrap_or(&[]);
     let envelope_bytes: usize = envelope.iter().map(|f| f.len()).sum();
-    if frames.len() < 2 || envelope.len() > MAX_ENVELOPE_FRAMES || envelope_bytes > MAX_ENVELOPE_BYTES
+    if frames.len() < 2
+        || envelope.len() > MAX_ENVELOPE_FRAMES
+        || envelope_bytes > MAX_ENVELOPE_BYTES
     {
         stats.dropped(Dropped::Envelope);
         return;

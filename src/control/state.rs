@@ -851,7 +851,10 @@ impl Stream {
         encrypted: bool,
     ) -> Result<Stream, ControlError> {
         let Some(b) = bus else {
-            return Ok(Stream { bus: None, key: None });
+            return Ok(Stream {
+                bus: None,
+                key: None,
+            });
         };
         let ok = b
             .strip_prefix("tcp://")

@@ -99,13 +99,27 @@ impl ControlStats {
     pub fn to_prometheus(&self) -> String {
         let mut s = String::with_capacity(4096);
         let requests = OPS.iter().copied().chain(["unknown"]);
-        family(&mut s, "requests_total", "Requests by op (`unknown`: no known op).", "op",
-            requests.zip(&self.requests));
-        family(&mut s, "errors_total",
+        family(
+            &mut s,
+            "requests_total",
+            "Requests by op (`unknown`: no known op).",
+            "op",
+            requests.zip(&self.requests),
+        );
+        family(
+            &mut s,
+            "errors_total",
             "Error replies by code (limits: rate_limited, scene_full, too_large, unauthorized).",
-            "code", ErrorCode::ALL.iter().map(|c| c.as_str()).zip(&self.errors));
-        family(&mut s, "dropped_total", "Messages dropped without a reply, by reason.", "reason",
-            [("envelope", &self.dropped_envelope)].into_iter());
+            "code",
+            ErrorCode::ALL.iter().map(|c| c.as_str()).zip(&self.errors),
+        );
+        family(
+            &mut s,
+            "dropped_total",
+            "Messages dropped without a reply, by reason.",
+            "reason",
+            [("envelope", &self.dropped_envelope)].into_iter(),
+        );
         family(&mut s, "connections_total",
             "Connection events from libzmq (closed: includes peers cut off for a size or frame bound).",
             "event", Connection::ALL.iter().map(|c| c.name()).zip(&self.connections));
@@ -124,6 +138,10 @@ fn family<'a>(
     let _ = writeln!(s, "# HELP zonecast_control_{name} {help}");
     let _ = writeln!(s, "# TYPE zonecast_control_{name} counter");
     for (value, c) in rows {
-        let _ = writeln!(s, "zonecast_control_{name}{{{label}=\"{value}\"}} {}", c.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "zonecast_control_{name}{{{label}=\"{value}\"}} {}",
+            c.load(Relaxed)
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::limits::Source;
 use super::protocol::decode;
 use super::*;
 
@@ -509,4 +510,92 @@ fn drains_without_anyone_to_take_over_or_without_a_stream_are_refused() {
     let bad_bus = json!({"op": "pair.register", "token": TOKEN, "region": "r",
         "udp": "127.0.0.1:1", "capacity": 1, "version": "v", "bus": "tcp://0.0.0.0:5"});
     assert_eq!(t.code(bad_bus), ErrorCode::InvalidValue);
+}
+
+#[test]
+fn registrations_are_rate_limited_per_source_and_scenes_are_capped() {
+    let mut config = Config::new(TOKEN);
+    config.register = super::limits::RegisterLimits {
+        per_sec: 10.0,
+        burst: 3,
+        max_sources: 64,
+    };
+    config.max_devices_per_scene = 5;
+    let mut t = Ctl {
+        c: Controller::new(config),
+        now: Instant::now(),
+    };
+    t.pair("r", 9001);
+    let scene = t.scene("s", "r")["id"].as_u64().unwrap();
+    let register = |t: &mut Ctl, source: Source| {
+        let req = decode(
+            json!({"op": "device.register", "scene": scene})
+                .to_string()
+                .as_bytes(),
+        );
+        t.c.handle_from(t.now, source, req.unwrap())
+    };
+    let a = Source::V4([192, 0, 2, 1]);
+    for _ in 0..3 {
+        register(&mut t, a).unwrap();
+    }
+    let limited = register(&mut t, a).unwrap_err();
+    assert_eq!(limited.code, ErrorCode::RateLimited);
+    assert!(limited.message.contains("retry in 100 ms"), "{limited}");
+    // Another source is not held back; every attempt counts, valid or not.
+    let b = Source::V4([192, 0, 2, 2]);
+    register(&mut t, b).unwrap();
+    register(&mut t, b).unwrap();
+    // The scene holds 5: the cap refuses the sixth whatever the source.
+    t.now += Duration::from_secs(1);
+    assert_eq!(register(&mut t, a).unwrap_err().code, ErrorCode::SceneFull);
+    assert_eq!(
+        t.ok(json!({"op": "cluster.status", "token": TOKEN}))["devices"],
+        5
+    );
+    // Other ops are not rate limited.
+    for _ in 0..10 {
+        t.c.handle_from(t.now, a, decode(br#"{"op":"discovery"}"#).unwrap())
+            .unwrap();
+    }
+}
+
+#[test]
+fn an_encrypted_controller_requires_encrypted_streams_and_hands_out_their_keys() {
+    let mut config = Config::new(TOKEN);
+    config.encrypted = true;
+    let mut t = Ctl {
+        c: Controller::new(config),
+        now: Instant::now(),
+    };
+    let register = |port: u16, key: Option<String>| {
+        json!({"op": "pair.register", "token": TOKEN, "region": "r",
+            "udp": format!("127.0.0.1:{port}"), "capacity": 10, "version": "v",
+            "bus": format!("tcp://127.0.0.1:{}", port + 1000), "bus_key": key})
+    };
+    assert_eq!(t.code(register(9001, None)), ErrorCode::InvalidValue);
+    assert_eq!(
+        t.code(register(9001, Some("not a key".into()))),
+        ErrorCode::InvalidValue
+    );
+    // A pair without a stream needs no key.
+    t.pair("r", 9003);
+    let key = crate::security::KeyPair::generate().public().to_z85();
+    let a = t.ok(register(9001, Some(key.clone())))["pair"]
+        .as_u64()
+        .unwrap() as u32;
+    let b = t.ok(register(
+        9002,
+        Some(crate::security::KeyPair::generate().public().to_z85()),
+    ))["pair"]
+        .as_u64()
+        .unwrap() as u32;
+    let standby = t.pair_status(a)["standby"].as_u64().unwrap() as u32;
+    assert_ne!(standby, a);
+    let r = t.heartbeat(standby, 0).unwrap();
+    let mirrors = r["assignment"]["mirrors"].as_array().unwrap().clone();
+    let of_a = mirrors.iter().find(|m| m["pair"] == a).unwrap();
+    assert_eq!(of_a["key"], key.as_str(), "{mirrors:?}");
+    assert_eq!(t.pair_status(a)["bus_key"], key.as_str());
+    let _ = b;
 }

@@ -44,7 +44,8 @@ impl ZmqPublisher {
             rcv_hwm: 64,
             snd_hwm: queue.clamp(1, i32::MAX as usize) as i32,
         };
-        let socket = zeromq::socket(zmq::PUB, &limits, curve).map_err(|e| transport("socket", e))?;
+        let socket = zeromq::socket(zmq::PUB, &limits, curve, endpoint)
+            .map_err(|e| transport("socket", e))?;
         socket
             .bind(endpoint)
             .map_err(|e| transport(&format!("cannot bind {endpoint}"), e))?;
@@ -109,7 +110,8 @@ impl ZmqSubscriber {
             rcv_hwm: queue.clamp(1, i32::MAX as usize) as i32,
             snd_hwm: 64,
         };
-        let socket = zeromq::socket(zmq::SUB, &limits, curve).map_err(|e| transport("socket", e))?;
+        let socket = zeromq::socket(zmq::SUB, &limits, curve, endpoint)
+            .map_err(|e| transport("socket", e))?;
         let prefixes: Vec<String> = if topics.contains(&Topic::All) {
             vec![String::new()]
         } else {

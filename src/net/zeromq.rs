@@ -68,8 +68,15 @@ impl Curve {
     }
 }
 
-/// A socket of `kind` with `limits` and `curve` applied, not yet bound or connected.
-pub fn socket(kind: zmq::SocketType, limits: &Limits, curve: &Curve) -> Result<zmq::Socket, String> {
+/// A socket of `kind` with `limits` and `curve` applied, ready to bind or connect to
+/// `endpoint` (IPv6 is switched on for an `[address]` endpoint only, so an IPv4 endpoint keeps
+/// its IPv4 form).
+pub fn socket(
+    kind: zmq::SocketType,
+    limits: &Limits,
+    curve: &Curve,
+    endpoint: &str,
+) -> Result<zmq::Socket, String> {
     let s = context()
         .socket(kind)
         .map_err(|e| format!("cannot create a ZeroMQ socket: {e}"))?;
@@ -79,18 +86,27 @@ pub fn socket(kind: zmq::SocketType, limits: &Limits, curve: &Curve) -> Result<z
     set(s.set_rcvhwm(limits.rcv_hwm), "rcvhwm")?;
     set(s.set_sndhwm(limits.snd_hwm), "sndhwm")?;
     set(s.set_handshake_ivl(HANDSHAKE_MS), "handshake_ivl")?;
-    set(s.set_ipv6(true), "ipv6")?;
+    set(s.set_ipv6(endpoint.contains('[')), "ipv6")?;
     match curve {
         Curve::Off => {}
         Curve::Server(pair) => {
             set(s.set_curve_server(true), "curve_server")?;
-            set(s.set_curve_secretkey(&pair.secret_bytes()), "curve_secretkey")?;
+            set(
+                s.set_curve_secretkey(&pair.secret_bytes()),
+                "curve_secretkey",
+            )?;
         }
         Curve::Client(server) => {
             let own = KeyPair::generate();
             set(s.set_curve_serverkey(server.as_bytes()), "curve_serverkey")?;
-            set(s.set_curve_publickey(own.public().as_bytes()), "curve_publickey")?;
-            set(s.set_curve_secretkey(&own.secret_bytes()), "curve_secretkey")?;
+            set(
+                s.set_curve_publickey(own.public().as_bytes()),
+                "curve_publickey",
+            )?;
+            set(
+                s.set_curve_secretkey(&own.secret_bytes()),
+                "curve_secretkey",
+            )?;
         }
     }
     Ok(s)
@@ -110,9 +126,12 @@ pub fn leaves_host(endpoint: &str) -> bool {
     if host.eq_ignore_ascii_case("localhost") {
         return false;
     }
-    !host
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|ip| ip.is_loopback())
+    !host.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    })
 }
 
 #[cfg(test)]
@@ -121,10 +140,23 @@ mod tests {
 
     #[test]
     fn loopback_and_local_endpoints_stay_on_the_host() {
-        for e in ["tcp://127.0.0.1:7100", "tcp://127.9.0.1:1", "tcp://[::1]:5", "tcp://localhost:1", "ipc:///tmp/x"] {
+        for e in [
+            "tcp://127.0.0.1:7100",
+            "tcp://127.9.0.1:1",
+            "tcp://[::1]:5",
+            "tcp://localhost:1",
+            "tcp://[::ffff:127.0.0.1]:9",
+            "ipc:///tmp/x",
+        ] {
             assert!(!leaves_host(e), "{e}");
         }
-        for e in ["tcp://0.0.0.0:7100", "tcp://*:7100", "tcp://10.0.0.2:7100", "tcp://[::]:1", "tcp://ctl.example:1"] {
+        for e in [
+            "tcp://0.0.0.0:7100",
+            "tcp://*:7100",
+            "tcp://10.0.0.2:7100",
+            "tcp://[::]:1",
+            "tcp://ctl.example:1",
+        ] {
             assert!(leaves_host(e), "{e}");
         }
     }

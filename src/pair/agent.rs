@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use super::StatsSet;
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::{ErrorCode, Load};
-use crate::udp_ingest::{MirrorState, ReplicaStatus, SessionCommand, SessionControl};
 use crate::security::PublicKey;
+use crate::udp_ingest::{MirrorState, ReplicaStatus, SessionCommand, SessionControl};
 use crate::wire::SessionKey;
 
 /// How the pair presents itself to the controller.

@@ -150,13 +150,11 @@ impl Pair {
                 .collect(),
         });
         let metrics = match config.metrics {
-            Some(addr) => Some(
-                {
-                    let s = stats.clone();
-                    let render: Render = Arc::new(move || s.snapshot().to_prometheus());
-                    MetricsServer::start(addr, render).map_err(PairError::Metrics)?
-                }
-            ),
+            Some(addr) => Some({
+                let s = stats.clone();
+                let render: Render = Arc::new(move || s.snapshot().to_prometheus());
+                MetricsServer::start(addr, render).map_err(PairError::Metrics)?
+            }),
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));

@@ -171,7 +171,8 @@ fn secret_path(public: &Path) -> PathBuf {
 
 /// The ZeroMQ certificate text (public only when `pair` is `None`).
 fn certificate(public: PublicKey, pair: Option<&KeyPair>) -> String {
-    let mut out = String::from("#   zonecast key (ZeroMQ CURVE certificate; X25519, also used for Noise)\n");
+    let mut out =
+        String::from("#   zonecast key (ZeroMQ CURVE certificate; X25519, also used for Noise)\n");
     match pair {
         Some(_) => out += "#   SECRET: do not share this file or change its permissions.\n",
         None => out += "#   Public: give it to every peer that must authenticate this key.\n",
@@ -187,7 +188,11 @@ fn certificate(public: PublicKey, pair: Option<&KeyPair>) -> String {
 /// The quoted value of `name = "..."` in a certificate.
 fn field(text: &str, name: &str) -> Option<String> {
     text.lines().find_map(|l| {
-        let rest = l.trim().strip_prefix(name)?.trim_start().strip_prefix('=')?;
+        let rest = l
+            .trim()
+            .strip_prefix(name)?
+            .trim_start()
+            .strip_prefix('=')?;
         Some(rest.trim().trim_matches('"').to_string())
     })
 }
@@ -222,7 +227,10 @@ mod tests {
         // ZeroMQ RFC 26 (CurveZMQ) test key pair.
         let secret = decode_z85("JTKVSB%%)wK0E.X)V>+}o?pNmC{O&4W4b!Ni{Lh6").unwrap();
         let pair = KeyPair::from_secret(secret);
-        assert_eq!(pair.public().to_z85(), "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
+        assert_eq!(
+            pair.public().to_z85(),
+            "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+        );
         let p = PublicKey::from_z85(&pair.public().to_z85()).unwrap();
         assert_eq!(p, pair.public());
         assert!(PublicKey::from_z85("short").is_err());
@@ -235,21 +243,39 @@ mod tests {
         let base = dir.path().join("ctl");
         let pair = KeyPair::generate();
         let (public, secret) = pair.save(&base).unwrap();
-        assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(KeyPair::load(&secret).unwrap().public(), pair.public());
         assert_eq!(KeyPair::load(&public).unwrap().public(), pair.public());
-        assert_eq!(PublicKey::from_arg(public.to_str().unwrap()).unwrap(), pair.public());
-        assert_eq!(PublicKey::from_arg(&pair.public().to_z85()).unwrap(), pair.public());
-        assert!(pair.save(&base).is_err(), "a secret file is never overwritten");
+        assert_eq!(
+            PublicKey::from_arg(public.to_str().unwrap()).unwrap(),
+            pair.public()
+        );
+        assert_eq!(
+            PublicKey::from_arg(&pair.public().to_z85()).unwrap(),
+            pair.public()
+        );
+        assert!(
+            pair.save(&base).is_err(),
+            "a secret file is never overwritten"
+        );
 
         // Another key's public line: refused.
         let other = KeyPair::generate().public().to_z85();
         let text = fs::read_to_string(&secret).unwrap();
         let damaged = text.replace(&pair.public().to_z85(), &other);
         fs::write(&secret, damaged).unwrap();
-        assert!(KeyPair::load(&secret).unwrap_err().to_string().contains("does not belong"));
+        assert!(KeyPair::load(&secret)
+            .unwrap_err()
+            .to_string()
+            .contains("does not belong"));
 
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(KeyPair::load(&secret).unwrap_err().to_string().contains("chmod 600"));
+        assert!(KeyPair::load(&secret)
+            .unwrap_err()
+            .to_string()
+            .contains("chmod 600"));
     }
 }

@@ -170,7 +170,9 @@ mod tests {
         let (mut wire, mut plain, mut reply) = (hello, Vec::new(), Vec::new());
         server.open(&mut wire, &mut plain, &mut reply).unwrap();
         assert!(server.is_ready() && plain.is_empty() && wire.is_empty());
-        client.open(&mut reply, &mut plain, &mut Vec::new()).unwrap();
+        client
+            .open(&mut reply, &mut plain, &mut Vec::new())
+            .unwrap();
         assert!(client.is_ready());
         (client, server)
     }
@@ -182,13 +184,19 @@ mod tests {
         let mut wire = Vec::new();
         client.seal(b"hello", &mut wire).unwrap();
         client.seal(&big, &mut wire).unwrap();
-        assert_eq!(wire.len(), 5 + big.len() + 5 * (2 + TAG), "4 records for 200 kB + 1");
+        assert_eq!(
+            wire.len(),
+            5 + big.len() + 5 * (2 + TAG),
+            "4 records for 200 kB + 1"
+        );
         // Deliver it a few bytes at a time, as TCP may.
         let mut got = Vec::new();
         let mut pending = Vec::new();
         for piece in wire.chunks(7777) {
             pending.extend_from_slice(piece);
-            server.open(&mut pending, &mut got, &mut Vec::new()).unwrap();
+            server
+                .open(&mut pending, &mut got, &mut Vec::new())
+                .unwrap();
         }
         assert!(pending.is_empty());
         assert_eq!(&got[..5], b"hello");

@@ -243,7 +243,10 @@ impl Replica {
             .collect();
         for pair in diverged {
             // The state is suspect: dial again, the checkpoint that follows replaces it.
-            let (endpoint, key) = (self.mirrors[&pair].endpoint.clone(), self.mirrors[&pair].key);
+            let (endpoint, key) = (
+                self.mirrors[&pair].endpoint.clone(),
+                self.mirrors[&pair].key,
+            );
             if let (Ok(link), Some(m)) = (self.link(&endpoint, key), self.mirrors.get_mut(&pair)) {
                 m.link = link;
                 m.diverged = false;

@@ -219,7 +219,8 @@ impl ControllerProcess {
         if mode == Mode::Encrypted {
             let base = dir.path().join("controller");
             zonecast_ok(&["keygen", "--out", base.to_str().unwrap()]);
-            cmd.arg("--key").arg(dir.path().join("controller.key_secret"));
+            cmd.arg("--key")
+                .arg(dir.path().join("controller.key_secret"));
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -237,7 +238,8 @@ impl ControllerProcess {
         let endpoint = field("control=").unwrap_or_else(|| panic!("no endpoint in {line:?}"));
         let key = field("curve=").map(|k| PublicKey::from_z85(&k).unwrap());
         assert_eq!(key.is_some(), mode == Mode::Encrypted, "{line}");
-        let metrics = field("metrics=http://").and_then(|m| m.trim_end_matches("/metrics").parse().ok());
+        let metrics =
+            field("metrics=http://").and_then(|m| m.trim_end_matches("/metrics").parse().ok());
         ControllerProcess {
             child,
             endpoint,

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Drives a zonecast controller from pyzmq (libzmq, the reference ZeroMQ implementation).
 
-Usage: pyzmq_control.py ENDPOINT TOKEN
+Usage: pyzmq_control.py ENDPOINT TOKEN [SERVER_PUBLIC_KEY_Z85]
 
-A REQ socket sends scene.create, device.register, cluster.status and some bad requests; a
+With a server key every socket talks CurveZMQ (a fresh client key pair each). A REQ socket sends scene.create, device.register, cluster.status and some bad requests; a
 DEALER socket sends one request with its own envelope. Prints one JSON line of findings; exits
 non-zero on the first surprise.
 """
@@ -14,10 +14,19 @@ import sys
 import zmq
 
 
+def curve(sock):
+    if len(sys.argv) > 3:
+        public, secret = zmq.curve_keypair()
+        sock.curve_serverkey = sys.argv[3].encode()
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+
 def main():
     endpoint, token = sys.argv[1], sys.argv[2]
     ctx = zmq.Context()
     req = ctx.socket(zmq.REQ)
+    curve(req)
     req.setsockopt(zmq.RCVTIMEO, 5000)
     req.setsockopt(zmq.LINGER, 0)
     req.connect(endpoint)
@@ -53,6 +62,7 @@ def main():
     assert errors == expected, errors
 
     dealer = ctx.socket(zmq.DEALER)
+    curve(dealer)
     dealer.setsockopt(zmq.RCVTIMEO, 5000)
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(endpoint)

@@ -138,12 +138,9 @@ impl StreamHub {
         self.accept(now);
         let mut buf = [0u8; 4096];
         for p in &mut self.peers {
-            let refused = read_peer(p, &mut buf, &self.token, now).is_err();
-            if refused {
-                self.counters.refused += 1;
-                p.dead = true;
-            } else if p.role.is_none() && now.saturating_duration_since(p.accepted) > HELLO_DEADLINE
-            {
+            let silent =
+                p.role.is_none() && now.saturating_duration_since(p.accepted) > HELLO_DEADLINE;
+            if read_peer(p, &mut buf, &self.token, now).is_err() || silent {
                 self.counters.refused += 1;
                 p.dead = true;
             }

@@ -94,7 +94,12 @@ impl Conn {
         let n = match self.socket.io().read(buf) {
             Ok(0) => return Ok(Got::Closed),
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Ok(Got::Idle)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Got::Idle),
