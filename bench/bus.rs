@@ -1,6 +1,7 @@
 //! Bus transport latency: one batch (one relay event, as ingest publishes per burst) from
-//! publish to receipt, over the in-process channel, ZeroMQ ipc:// and tcp://, and the
-//! replication stream (what a split pair and a standby use) over ipc:// and tcp://, on
+//! publish to receipt, over the in-process channel, ZeroMQ ipc:// and tcp:// (plain and
+//! CurveZMQ), and the replication stream (what a split pair and a standby use) over ipc:// and
+//! tcp:// (plain and Noise), on
 //! loopback, measured in the same run. Publisher and subscriber are threads of this process;
 //! each batch carries its send time. Prints p50/p99/p99.9/max per transport and the added
 //! latency over in-process.
@@ -17,6 +18,7 @@ use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
 use zonecast::ipc_bus::{Batch, BusError, EventKind, Publisher, Subscriber, Topic};
 use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
+use zonecast::security::KeyPair;
 use zonecast::wire::Kind;
 
 fn arg(name: &str, default: f64) -> f64 {
@@ -105,10 +107,15 @@ impl Publisher for HubPublisher {
     }
 }
 
-fn stream(endpoint: &str) -> (Box<dyn Publisher>, Box<dyn Subscriber + Send>) {
-    let hub = StreamHub::bind(&[endpoint.to_string()], "bench", None).expect("bind stream");
+/// The replication stream at `endpoint`; with `key`, encrypted (Noise).
+fn stream(
+    endpoint: &str,
+    key: Option<KeyPair>,
+) -> (Box<dyn Publisher>, Box<dyn Subscriber + Send>) {
+    let public = key.as_ref().map(KeyPair::public);
+    let hub = StreamHub::bind(&[endpoint.to_string()], "bench", key).expect("bind stream");
     let ep = hub.endpoints()[0].clone();
-    let link = StreamLink::connect(&ep, Role::Fanout, "bench", None, None).expect("link");
+    let link = StreamLink::connect(&ep, Role::Fanout, "bench", public, None).expect("link");
     let p = HubPublisher {
         hub,
         next_service: Instant::now(),
@@ -129,7 +136,16 @@ fn main() {
     let ipc = format!("ipc://{}", dir.join("bus.sock").display());
     let mut rows = Vec::new();
     let stream_ipc = format!("ipc://{}", dir.join("stream.sock").display());
-    for name in ["inproc", "ipc", "tcp", "stream-ipc", "stream-tcp"] {
+    let transports = [
+        "inproc",
+        "ipc",
+        "tcp",
+        "tcp-curve",
+        "stream-ipc",
+        "stream-tcp",
+        "stream-tcp-noise",
+    ];
+    for name in transports {
         let (p, s): (Box<dyn Publisher>, Box<dyn Subscriber + Send>) = match name {
             "inproc" => {
                 let mut bus = InprocBus::new(1024);
@@ -142,8 +158,19 @@ fn main() {
                     .expect("connect");
                 (Box::new(p), Box::new(s))
             }
-            "stream-ipc" => stream(&stream_ipc),
-            "stream-tcp" => stream("tcp://127.0.0.1:0"),
+            "stream-ipc" => stream(&stream_ipc, None),
+            "stream-tcp" => stream("tcp://127.0.0.1:0", None),
+            "stream-tcp-noise" => stream("tcp://127.0.0.1:0", Some(KeyPair::generate())),
+            "tcp-curve" => {
+                let key = KeyPair::generate();
+                let public = key.public();
+                let p = ZmqPublisher::bind("tcp://127.0.0.1:0", 1024, &Curve::Server(key))
+                    .expect("bind tcp");
+                let ep = p.endpoint().to_string();
+                let s = ZmqSubscriber::connect(&ep, &[Topic::All], 1024, &Curve::Client(public))
+                    .expect("connect");
+                (Box::new(p), Box::new(s))
+            }
             _ => {
                 let p =
                     ZmqPublisher::bind("tcp://127.0.0.1:0", 1024, &Curve::Off).expect("bind tcp");
@@ -163,7 +190,7 @@ fn main() {
     }
     let base = rows[0];
     let mut md = format!(
-        "## Bus transports\n\n`cargo bench --bench bus -- --count {count} --hz {hz} --report`: one batch (one relay event, as ingest publishes per burst) from publish to receipt, publisher and subscriber threads of one process, on loopback, every transport in the same run. **ipc**/**tcp**: ZeroMQ PUB/SUB (`ipc_bus/zmq.rs`); **stream-ipc**/**stream-tcp**: the replication stream a split pair (ipc) and a standby (tcp) use (`ipc_bus/stream.rs`).\n\n| transport | p50 | p99 | p99.9 | added p50 | added p99 | received |\n|-----------|----:|----:|------:|----------:|----------:|---------:|\n"
+        "## Bus transports\n\n`cargo bench --bench bus -- --count {count} --hz {hz} --report`: one batch (one relay event, as ingest publishes per burst) from publish to receipt, publisher and subscriber threads of one process, on loopback, every transport in the same run. **ipc**/**tcp**: ZeroMQ PUB/SUB (libzmq, `ipc_bus/zmq.rs`), **tcp-curve** the same encrypted with CurveZMQ; **stream-ipc**/**stream-tcp**: the replication stream a split pair (ipc) and a standby (tcp) use (`ipc_bus/stream/`), **stream-tcp-noise** the same encrypted with Noise (what a standby on another host uses).\n\n| transport | p50 | p99 | p99.9 | added p50 | added p99 | received |\n|-----------|----:|----:|------:|----------:|----------:|---------:|\n"
     );
     for (name, p50, p99, p999, n) in &rows {
         md += &format!(

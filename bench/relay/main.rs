@@ -4,13 +4,14 @@
 //!
 //! The load generator runs on core 0; the server under test (a `zonecast pair` process, a
 //! split pair's two processes, or `nats-server`) on core 1. `zonecast-mirrored` is a pair
-//! streaming its state to a standby subscriber (the cost of replication on the hot path);
+//! streaming its state to a standby subscriber (the cost of replication on the hot path),
+//! `zonecast-mirrored-encrypted` the same over a Noise-encrypted stream;
 //! `zonecast-split` is `zonecast ingest` + `zonecast fanout` over ipc://. Every run writes a JSON file; `--report` also writes
 //! docs/BENCHMARKS.md and its SVG plots. `scripts/bench` runs the whole suite.
 //!
 //! Usage: cargo bench --bench relay -- [--devices 8] [--scenes 1] [--hz 1000] [--payload 0]
 //!   [--secs 5] [--warmup-secs 1] [--runs 3]
-//!   [--modes raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-split,nats]
+//!   [--modes raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-mirrored-encrypted,zonecast-split,nats]
 //!   [--sweep 1000,5000,...] [--sweep-secs 2] [--slow] [--memory] [--report]
 //!   [--out DIR] [--pair-args "--busy-poll"]
 
@@ -69,9 +70,9 @@ fn parse_args() -> Args {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let default_modes = if servers::nats_available() {
-        "raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-split,nats"
+        "raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-mirrored-encrypted,zonecast-split,nats"
     } else {
-        "raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-split"
+        "raw,zonecast,zonecast-busy,zonecast-mirrored,zonecast-mirrored-encrypted,zonecast-split"
     };
     Args {
         w: Workload {
@@ -138,7 +139,7 @@ fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
             }
             o
         }
-        "zonecast-mirrored" | "zonecast-split" => {
+        "zonecast-mirrored" | "zonecast-mirrored-encrypted" | "zonecast-split" => {
             let dir = std::env::temp_dir().join(format!("zc-bench-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("temp dir");
             let path = dir.join("sessions.json");
@@ -146,7 +147,8 @@ fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
             let pair = if mode == "zonecast-split" {
                 servers::zonecast_split(&path, server_cpu, &a.pair_args)
             } else {
-                servers::zonecast_mirrored(&path, server_cpu, &a.pair_args)
+                let encrypted = mode == "zonecast-mirrored-encrypted";
+                servers::zonecast_mirrored(&path, server_cpu, &a.pair_args, encrypted)
             };
             let mut o = udp::run(w, udp::Path::Relay(pair.addr), &sessions, &mut progress);
             if let Some(m) = pair.metrics {
@@ -159,7 +161,7 @@ fn measure(a: &Args, w: &Workload, mode: &str, label: &str) -> Outcome {
             nats::run(w, server.addr, &sessions, &mut progress)
         }
         other => panic!(
-            "unknown mode {other}: raw, zonecast, zonecast-busy, zonecast-mirrored, zonecast-split or nats"
+            "unknown mode {other}: raw, zonecast, zonecast-busy, zonecast-mirrored, zonecast-mirrored-encrypted, zonecast-split or nats"
         ),
     };
     progress.done();

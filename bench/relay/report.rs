@@ -156,11 +156,15 @@ pub fn machine() -> Value {
     })
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(90, 90, 90),
     RGBColor(214, 39, 40),
     RGBColor(255, 127, 14),
     RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(23, 190, 207),
 ];
 
 fn color(i: usize) -> RGBColor {
@@ -322,7 +326,7 @@ pub fn write(
     writeln!(s, "- Load generator on core 0 (one thread driving every device, as a game client loop would); the server under test on core 1: a `zonecast pair` process, or `nats-server` with GOMAXPROCS=1. The raw floor has no server.")?;
     writeln!(s, "- Workload: {} devices in {} scene(s), each sending {} updates/s (payload {} B), {} s measured after {} s of warm-up, {} run(s) per mode with the order of modes rotated between runs.", w.devices, w.scenes, w.hz, w.payload, w.secs, w.warmup_secs, runs)?;
     writeln!(s, "- Each update reaches every other device of its scene. One-way latency = receiver's clock − the sender's timestamp inside the update (same host clock), recorded in an HdrHistogram. Every received datagram is verified (ChaCha20-Poly1305 tag) in every mode.")?;
-    writeln!(s, "- **raw**: the devices send the same sealed datagrams straight to each other over loopback UDP (sendmmsg per sender, one datagram per recipient): the floor. In this harness the raw sender and receivers are the same thread, so the floor never pays a cross-core wake-up; every relay pays two (generator → server → generator). **zonecast**: one send to a `zonecast pair` process (default settings: one thread, sleeping in epoll), which relays. **zonecast-busy**: the same with `--busy-poll`, the pair's lowest-latency mode. **zonecast-mirrored**: the same pair streaming its state to a standby (a subscriber reading the stream), so the cost of replication on the hot path shows. **zonecast-split**: `zonecast ingest` and `zonecast fanout`, two processes over an `ipc://` stream, both on core 1. **nats**: NATS core pub/sub (Debian's nats-server, the async-nats client), each device a connection publishing to its scene's subject and subscribed to it (no echo).\n")?;
+    writeln!(s, "- **raw**: the devices send the same sealed datagrams straight to each other over loopback UDP (sendmmsg per sender, one datagram per recipient): the floor. In this harness the raw sender and receivers are the same thread, so the floor never pays a cross-core wake-up; every relay pays two (generator → server → generator). **zonecast**: one send to a `zonecast pair` process (default settings: one thread, sleeping in epoll), which relays. **zonecast-busy**: the same with `--busy-poll`, the pair's lowest-latency mode. **zonecast-mirrored**: the same pair streaming its state to a standby (a subscriber reading the stream), so the cost of replication on the hot path shows. **zonecast-mirrored-encrypted**: the same with the stream encrypted (Noise NK, ChaCha20-Poly1305), as between hosts. **zonecast-split**: `zonecast ingest` and `zonecast fanout`, two processes over an `ipc://` stream, both on core 1. **nats**: NATS core pub/sub (Debian's nats-server, the async-nats client), each device a connection publishing to its scene's subject and subscribed to it (no echo).\n")?;
     if !m.latency.is_empty() {
         writeln!(s, "## Latency (medians of {runs} runs)\n")?;
         writeln!(s, "| mode | p50 | p90 | p99 | p99.9 | max | delivered |")?;
@@ -399,8 +403,13 @@ pub fn write(
             mem["bytes_per_object"].as_f64().unwrap_or(0.0)
         )?;
     }
-    // Written by the bus and failover benchmarks (`--report`), which scripts/bench runs first.
-    for fragment in ["docs/bench/bus.md", "docs/bench/failover.md"] {
+    // Written by the bus, control and failover benchmarks (`--report`), which scripts/bench
+    // runs first.
+    for fragment in [
+        "docs/bench/bus.md",
+        "docs/bench/control.md",
+        "docs/bench/failover.md",
+    ] {
         if let Ok(text) = std::fs::read_to_string(fragment) {
             s.push_str(&text);
         }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use zonecast::ipc_bus::stream::{Role, StreamLink};
+use zonecast::security::KeyPair;
 
 /// Pins the calling thread (or, before exec, the child) to `cpu`.
 pub fn pin(cpu: usize) {
@@ -71,16 +72,30 @@ pub const TOKEN: &str = "bench-token";
 
 /// A pair streaming its state to a standby: `zonecast pair --bus`, with a subscriber in this
 /// process that mirrors the stream's reading side (it reads every batch and drops it).
-pub fn zonecast_mirrored(sessions: &Path, cpu: Option<usize>, extra: &[String]) -> Server {
+/// `encrypted`: the pair gets a key pair (`--key`) and the stream runs Noise.
+pub fn zonecast_mirrored(
+    sessions: &Path,
+    cpu: Option<usize>,
+    extra: &[String],
+    encrypted: bool,
+) -> Server {
     let mut args = extra.to_vec();
     args.extend(["--bus", "tcp://127.0.0.1:0", "--token", TOKEN].map(String::from));
+    let key = encrypted.then(KeyPair::generate);
+    if let Some(k) = &key {
+        let dir = sessions.parent().expect("sessions in a folder");
+        let base = dir.join(format!("stream-{}", std::process::id()));
+        let (_, secret) = k.save(&base).expect("key files");
+        args.extend(["--key".to_string(), secret.display().to_string()]);
+    }
     let mut server = zonecast_pair("pair", sessions, cpu, &args);
     let bus = server
         .bus
         .first()
         .expect("the pair prints its stream")
         .clone();
-    let link = StreamLink::connect(&bus, Role::Standby, TOKEN, None, None).expect("stream link");
+    let public = key.as_ref().map(KeyPair::public);
+    let link = StreamLink::connect(&bus, Role::Standby, TOKEN, public, None).expect("stream link");
     let stop = Arc::new(AtomicBool::new(false));
     let halt = stop.clone();
     let thread = std::thread::spawn(move || {

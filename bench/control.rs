@@ -1,0 +1,225 @@
+//! Control-plane cost, plain vs encrypted, in one run: round-trip latency of one client
+//! (p50/p99/p99.9) and requests per second of several clients in parallel, for the request a
+//! cluster sends most (`pair.heartbeat`, 20 per second per pair), through the lazy-pirate REQ
+//! client pairs use. Three servers on loopback, each measured the same way:
+//! **echo**: a bare libzmq ROUTER that answers every request with a fixed reply (the floor:
+//! ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ.
+//!
+//! Usage: cargo bench --bench control -- [--requests 5000] [--clients 4] [--secs 3] [--report]
+//!   (`--report` also writes docs/bench/control.md, included in docs/BENCHMARKS.md)
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use zonecast::control::client::ControlClient;
+use zonecast::control::server::{ControllerServer, ServerOptions, LIMITS};
+use zonecast::control::Config;
+use zonecast::net::zeromq::{self, Curve};
+use zonecast::security::{KeyPair, PublicKey};
+
+const TOKEN: &str = "bench";
+
+fn arg(name: &str, default: f64) -> f64 {
+    let argv: Vec<String> = std::env::args().collect();
+    argv.iter()
+        .position(|a| a == name)
+        .and_then(|i| argv.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A server under test and what a client sends it.
+struct Target {
+    endpoint: String,
+    key: Option<PublicKey>,
+    request: Value,
+    _controller: Option<ControllerServer>,
+    _echo: Option<Echo>,
+}
+
+/// A libzmq ROUTER answering every message with a fixed reply, on its own thread.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn echo() -> Target {
+    let socket =
+        zeromq::socket(zmq::ROUTER, &LIMITS, &Curve::Off, "tcp://127.0.0.1:0").expect("socket");
+    socket.bind("tcp://127.0.0.1:0").expect("bind");
+    let endpoint = socket
+        .get_last_endpoint()
+        .expect("endpoint")
+        .expect("utf-8");
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let reply = br#"{"ok":true,"epoch":1}"#;
+        while !halt.load(Relaxed) {
+            if socket.poll(zmq::POLLIN, 50).unwrap_or(0) == 0 {
+                continue;
+            }
+            while let Ok(mut frames) = socket.recv_multipart(zmq::DONTWAIT) {
+                frames.pop();
+                frames.push(reply.to_vec());
+                let _ = socket.send_multipart(frames, zmq::DONTWAIT);
+            }
+        }
+    });
+    Target {
+        endpoint,
+        key: None,
+        request: json!({"op": "discovery"}),
+        _controller: None,
+        _echo: Some(Echo {
+            stop,
+            thread: Some(thread),
+        }),
+    }
+}
+
+/// The controller with one registered pair, whose heartbeat is the request.
+fn controller(encrypted: bool) -> Target {
+    let key = encrypted.then(KeyPair::generate);
+    let public = key.as_ref().map(KeyPair::public);
+    let mut config = Config::new(TOKEN);
+    // Heartbeats from several threads at full speed: no pair is declared dead meanwhile.
+    config.dead_after = Duration::from_secs(60);
+    config.encrypted = encrypted;
+    let options = ServerOptions {
+        curve: key.map_or(Curve::Off, Curve::Server),
+    };
+    let server = ControllerServer::start("tcp://127.0.0.1:0", config, options).expect("start");
+    let endpoint = server.endpoint().to_string();
+    let mut client = ControlClient::new(&endpoint)
+        .expect("client")
+        .with_server_key(public);
+    let pair = client
+        .request(
+            &json!({"op": "pair.register", "token": TOKEN, "region": "r",
+            "udp": "127.0.0.1:9", "capacity": 100, "version": "bench"}),
+        )
+        .expect("register")["pair"]
+        .as_u64()
+        .expect("pair id");
+    let epoch = client
+        .request(&json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": 0}))
+        .expect("heartbeat")["epoch"]
+        .as_u64()
+        .expect("epoch");
+    Target {
+        endpoint,
+        key: public,
+        request: json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": epoch,
+            "load": {"joined": 100, "objects": 100, "datagrams_in_per_sec": 1000.0,
+                     "datagrams_out_per_sec": 8000.0, "dropped": 0}}),
+        _controller: Some(server),
+        _echo: None,
+    }
+}
+
+fn client(t: &Target) -> ControlClient {
+    ControlClient::new(&t.endpoint)
+        .expect("client")
+        .with_server_key(t.key)
+        .with_timeout(Duration::from_secs(5))
+}
+
+/// One client, `n` requests back to back: round-trip times.
+fn latency(t: &Target, n: u64) -> Histogram<u64> {
+    let mut c = client(t);
+    for _ in 0..100 {
+        c.request(&t.request).expect("warm-up");
+    }
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("bounds");
+    for _ in 0..n {
+        let start = Instant::now();
+        c.request(&t.request).expect("request");
+        let _ = h.record(start.elapsed().as_nanos().max(1) as u64);
+    }
+    h
+}
+
+/// `clients` threads sending for `secs`: requests answered per second.
+fn throughput(t: &Target, clients: usize, secs: f64) -> f64 {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let done: u64 = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut c = client(t);
+                    let mut n = 0u64;
+                    while Instant::now() < until {
+                        c.request(&t.request).expect("request");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        threads.into_iter().map(|h| h.join().expect("client")).sum()
+    });
+    done as f64 / secs
+}
+
+fn main() {
+    let n = arg("--requests", 5000.0) as u64;
+    let clients = arg("--clients", 4.0) as usize;
+    let secs = arg("--secs", 3.0);
+    println!("control plane: {n} round trips from one client; {clients} clients for {secs} s");
+    let mut rows = Vec::new();
+    for (name, make) in [
+        ("echo", echo as fn() -> Target),
+        ("plain", || controller(false)),
+        ("curve", || controller(true)),
+    ] {
+        let t = make();
+        let h = latency(&t, n);
+        let rps = throughput(&t, clients, secs);
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "  {name:>6}: p50 {:>7.1}us  p99 {:>7.1}us  p99.9 {:>8.1}us  {rps:>8.0} req/s ({clients} clients)",
+            us(0.5),
+            us(0.99),
+            us(0.999)
+        );
+        rows.push((name, us(0.5), us(0.99), us(0.999), rps));
+    }
+    let plain = rows[1];
+    let curve = rows[2];
+    println!(
+        "  curve vs plain: p50 x{:.2}, p99 x{:.2}, throughput x{:.2}",
+        curve.1 / plain.1,
+        curve.2 / plain.2,
+        curve.4 / plain.4
+    );
+    let mut md = format!(
+        "## Control plane\n\n`cargo bench --bench control -- --requests {n} --clients {clients} --secs {secs} --report`: `pair.heartbeat` round trips through the lazy-pirate REQ client pairs use, on loopback, all servers in the same run. **echo**: a bare libzmq ROUTER with a fixed reply (ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ. Latency: one client, back to back; throughput: {clients} clients in parallel (client and controller threads share the machine's cores).\n\n| server | p50 | p99 | p99.9 | requests/s |\n|--------|----:|----:|------:|-----------:|\n"
+    );
+    for (name, p50, p99, p999, rps) in &rows {
+        md += &format!("| {name} | {p50:.1} µs | {p99:.1} µs | {p999:.1} µs | {rps:.0} |\n");
+    }
+    md += &format!(
+        "\nCurveZMQ costs x{:.2} at p50, x{:.2} at p99 and x{:.2} in throughput against plain, in this run.\n",
+        curve.1 / plain.1,
+        curve.2 / plain.2,
+        curve.4 / plain.4
+    );
+    if std::env::args().any(|a| a == "--report") {
+        std::fs::create_dir_all("docs/bench").expect("docs/bench");
+        std::fs::write("docs/bench/control.md", md + "\n").expect("write docs/bench/control.md");
+    }
+}
