@@ -9,8 +9,12 @@
 //! Usage: cargo bench --bench bus -- [--count 20000] [--hz 5000] [--report]
 //!   (`--report` also writes docs/bench/bus.md, included in docs/BENCHMARKS.md)
 
+#[path = "args.rs"]
+mod args;
+
 use std::time::{Duration, Instant};
 
+use args::arg;
 use hdrhistogram::Histogram;
 use zonecast::ipc_bus::inproc::InprocBus;
 use zonecast::ipc_bus::stream::{LinkSubscriber, Role, StreamHub, StreamLink};
@@ -20,15 +24,6 @@ use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
 use zonecast::security::KeyPair;
 use zonecast::wire::Kind;
-
-fn arg(name: &str, default: f64) -> f64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn batch(seq: u64) -> Batch {
     let mut b = Batch::default();

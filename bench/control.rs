@@ -8,11 +8,15 @@
 //! Usage: cargo bench --bench control -- [--requests 5000] [--clients 4] [--secs 3] [--report]
 //!   (`--report` also writes docs/bench/control.md, included in docs/BENCHMARKS.md)
 
+#[path = "args.rs"]
+mod args;
+
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use args::arg;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use zonecast::control::client::ControlClient;
@@ -22,15 +26,6 @@ use zonecast::net::zeromq::{self, Curve};
 use zonecast::security::{KeyPair, PublicKey};
 
 const TOKEN: &str = "bench";
-
-fn arg(name: &str, default: f64) -> f64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// A server under test and what a client sends it.
 struct Target {

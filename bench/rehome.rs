@@ -15,9 +15,13 @@
 //! Usage: cargo bench --bench rehome -- [--kills 20] [--hz 500] [--mode both|standby|locate]
 //!   [--report]   (also writes docs/bench/failover.md, included in docs/BENCHMARKS.md)
 
+#[path = "args.rs"]
+mod args;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use args::arg;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use zonecast::client::{Device, Event, Roaming, Session};
@@ -28,18 +32,6 @@ use zonecast::wire::{Fields, MASK_TRANSLATION};
 
 const TOKEN: &str = "bench-token";
 const REGION: &str = "bench";
-
-fn arg(name: &str, default: f64) -> f64 {
-    let argv: Vec<String> = std::env::args().collect();
-    argv.iter()
-        .position(|a| a == name)
-        .and_then(|i| argv.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} takes a number"))
-        })
-        .unwrap_or(default)
-}
 
 /// A pair process registered with the controller; returns it with its UDP endpoint.
 fn start_pair(control: &str, standby: bool) -> (Child, String) {

@@ -144,6 +144,26 @@ fn pyzmq_answered(ctl: &ControllerProcess) {
     assert_eq!(v["ok"], true, "{v}");
 }
 
+/// Connections the controller has seen closed (its libzmq monitor counts them).
+fn closed_connections(ctl: &ControllerProcess) -> u64 {
+    ctl.metrics()[r#"zonecast_control_connections_total{event="closed"}"#]
+}
+
+/// Reads from `s` until what arrived contains `needle`; returns it.
+fn read_until(s: &mut TcpStream, needle: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains(needle) {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = s.read(&mut buf) {
+            assert!(n > 0, "closed before {needle}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(Instant::now() < deadline, "no {needle}: {got:?}");
+    }
+    got
+}
+
 fn alive(ctl: &mut ControllerProcess) -> bool {
     ctl.child.try_wait().unwrap().is_none()
 }
@@ -160,11 +180,7 @@ fn the_73_byte_greeting_and_long_frame_header_no_longer_abort_the_controller() {
     expect_cut_off(&mut handshaken(&ctl.endpoint), &header(1 << 40, true));
     assert!(alive(&mut ctl), "the controller died");
     pyzmq_answered(&ctl);
-    let m = ctl.metrics();
-    assert!(
-        m[r#"zonecast_control_connections_total{event="closed"}"#] >= 1,
-        "{m:?}"
-    );
+    assert!(closed_connections(&ctl) >= 1);
 }
 
 #[test]
@@ -197,11 +213,7 @@ fn oversized_bodies_and_endless_frames_are_cut_off_within_a_memory_bound() {
         grew < GROWTH_BOUND_KB,
         "peak RSS grew {grew} kB (bound {GROWTH_BOUND_KB} kB)"
     );
-    let m = ctl.metrics();
-    assert!(
-        m[r#"zonecast_control_connections_total{event="closed"}"#] >= 3,
-        "{m:?}"
-    );
+    assert!(closed_connections(&ctl) >= 3);
 }
 
 #[test]
@@ -222,16 +234,7 @@ fn an_envelope_is_never_reflected_and_a_body_over_the_request_limit_is_answered_
     // The connection still serves a proper request: [empty, body] -> [empty, reply].
     s.write_all(&[header(0, true), discovery.clone()].concat())
         .unwrap();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !String::from_utf8_lossy(&got).contains(r#""ok":true"#) {
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = s.read(&mut buf) {
-            assert!(n > 0, "closed");
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(Instant::now() < deadline, "no reply: {got:?}");
-    }
+    let got = read_until(&mut s, r#""ok":true"#);
     assert!(
         !got.windows(100).any(|w| w == [b'e'; 100]),
         "the envelope came back"
@@ -239,15 +242,7 @@ fn an_envelope_is_never_reflected_and_a_body_over_the_request_limit_is_answered_
     // 100 KiB: over the 64 KiB request limit, under the 256 KiB message bound.
     let big = frame(&vec![b' '; 100 << 10], false);
     s.write_all(&[header(0, true), big].concat()).unwrap();
-    let mut got = Vec::new();
-    while !String::from_utf8_lossy(&got).contains("too_large") {
-        let mut buf = [0u8; 4096];
-        if let Ok(n) = s.read(&mut buf) {
-            assert!(n > 0, "closed");
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert!(Instant::now() < deadline, "no too_large");
-    }
+    read_until(&mut s, "too_large");
     assert_eq!(
         ctl.metrics()[r#"zonecast_control_errors_total{code="too_large"}"#],
         1
