@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -82,13 +82,20 @@ pub fn zonecast_mirrored(
     let mut args = extra.to_vec();
     args.extend(["--bus", "tcp://127.0.0.1:0", "--token", TOKEN].map(String::from));
     let key = encrypted.then(KeyPair::generate);
+    let mut files = None;
     if let Some(k) = &key {
         let dir = sessions.parent().expect("sessions in a folder");
-        let base = dir.join(format!("stream-{}", std::process::id()));
-        let (_, secret) = k.save(&base).expect("key files");
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = dir.join(format!("stream-{}", NEXT.fetch_add(1, Relaxed)));
+        let (public, secret) = k.save(&base).expect("key files");
         args.extend(["--key".to_string(), secret.display().to_string()]);
+        files = Some([public, secret]);
     }
     let mut server = zonecast_pair("pair", sessions, cpu, &args);
+    // The pair has read its key by the time it prints its endpoints.
+    for f in files.into_iter().flatten() {
+        let _ = std::fs::remove_file(f);
+    }
     let bus = server
         .bus
         .first()
