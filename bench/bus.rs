@@ -19,9 +19,10 @@ use hdrhistogram::Histogram;
 use zonecast::ipc_bus::inproc::InprocBus;
 use zonecast::ipc_bus::stream::{LinkSubscriber, Role, StreamHub, StreamLink};
 use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
-use zonecast::ipc_bus::{Batch, BusError, EventKind, Publisher, Subscriber, Topic};
+use zonecast::ipc_bus::{BusError, Publisher, Subscriber, Topic};
 use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
+use zonecast::scene::{Batch, EventKind};
 use zonecast::security::KeyPair;
 use zonecast::wire::Kind;
 

@@ -12,5 +12,6 @@ pub mod net;
 pub mod pair;
 pub mod scene;
 pub mod security;
+pub mod stats;
 pub mod udp_ingest;
 pub mod wire;

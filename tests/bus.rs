@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
-use zonecast::ipc_bus::{Batch, EventKind, Publisher, Subscriber, Topic};
+use zonecast::ipc_bus::{Publisher, Subscriber, Topic};
 use zonecast::net::zeromq::Curve;
+use zonecast::scene::{Batch, EventKind};
 use zonecast::wire::Kind;
 
 fn relay(scene: u32, byte: u8) -> Batch {

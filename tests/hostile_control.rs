@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use zonecast::ipc_bus::zmq::{ZmqPublisher, ZmqSubscriber};
-use zonecast::ipc_bus::{Batch, EventKind, Publisher, Subscriber, Topic};
+use zonecast::ipc_bus::{Publisher, Subscriber, Topic};
 use zonecast::net::zeromq::Curve;
+use zonecast::scene::{Batch, EventKind};
 use zonecast::wire::Kind;
 
 /// What the controller's peak resident memory may grow by over everything one test sends

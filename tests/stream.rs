@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use zonecast::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
-use zonecast::ipc_bus::{Batch, EventKind};
+use zonecast::scene::{Batch, EventKind};
 use zonecast::security::KeyPair;
 use zonecast::wire::Kind;
 

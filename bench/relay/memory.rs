@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use zonecast::fanout::Table;
-use zonecast::ipc_bus::Batch;
+use zonecast::scene::Batch;
 use zonecast::scene::{Config, Engine};
 use zonecast::wire::{
     seal, Direction, Fields, HeaderFields, Kind, ObjectBody, SessionKey, HEADER_LEN,

@@ -12,7 +12,8 @@ use clap::Args;
 use zonecast::fanout::Fanout;
 use zonecast::ipc_bus::stream::{LinkSubscriber, Role, StreamLink};
 use zonecast::net::{bind_udp, SocketOptions};
-use zonecast::pair::{PairStats, Threading};
+use zonecast::pair::Threading;
+use zonecast::stats::PairStats;
 
 use super::pair::PairArgs;
 

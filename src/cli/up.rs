@@ -15,8 +15,9 @@ use zonecast::control::server::{ControllerServer, ServerOptions};
 use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
 use zonecast::pair::agent::AgentConfig;
-use zonecast::pair::{Pair, PairConfig, ReplicationConfig, StatsSnapshot};
+use zonecast::pair::{Pair, PairConfig, ReplicationConfig};
 use zonecast::security::KeyPair;
+use zonecast::stats::StatsSnapshot;
 use zonecast::wire::{Fields, SessionKey, MASK_ROTATION, MASK_TRANSLATION};
 
 use super::controller::controller_config;

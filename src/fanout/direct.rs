@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use super::Sender;
-use crate::ipc_bus::{Batch, BusError, Publisher};
-use crate::pair::PairStats;
+use crate::ipc_bus::{BusError, Publisher};
+use crate::scene::Batch;
+use crate::stats::PairStats;
 
 /// A [`Publisher`] that is the fanout.
 pub struct DirectFanout {

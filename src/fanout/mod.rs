@@ -19,11 +19,12 @@ use zerocopy::IntoBytes;
 pub use direct::DirectFanout;
 pub use table::{Recipient, Table};
 
-use crate::ipc_bus::{Batch, BusError, EventKind, Subscriber};
+use crate::ipc_bus::{BusError, Subscriber};
 use crate::net::mmsg::{FlushReport, SendBatch};
 use crate::net::unix_ns;
-use crate::pair::PairStats;
 use crate::scene::SessionRecord;
+use crate::scene::{Batch, EventKind};
+use crate::stats::PairStats;
 use crate::wire::bundle::{BundleWriter, ENTRY_HEAD};
 use crate::wire::{
     seal, Direction, HeaderFields, Kind, PeerLeftBody, SessionKey, HEADER_LEN, MAX_BODY,

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::{Batch, Event, EventKind};
+use crate::scene::{Batch, Event, EventKind};
 use crate::wire::Kind;
 
 const MAGIC: &[u8; 2] = b"ZB";

@@ -125,7 +125,7 @@ impl Subscriber for InprocSubscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc_bus::EventKind;
+    use crate::scene::EventKind;
     use crate::wire::Kind;
 
     fn relay(b: &mut Batch, scene: u32, byte: u8) {

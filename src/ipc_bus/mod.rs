@@ -6,7 +6,6 @@
 //! direct transport (`fanout::DirectFanout`) runs fanout inside the publisher's thread; [`zmq`]
 //! carries batches over ZeroMQ `ipc://` and `tcp://` (format in [`codec`]).
 
-mod batch;
 pub mod codec;
 pub mod inproc;
 pub mod stream;
@@ -14,7 +13,7 @@ pub mod zmq;
 
 use std::time::Duration;
 
-pub use batch::{Batch, Event, EventKind};
+use crate::scene::{Batch, EventKind};
 
 /// What a subscriber wants to receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

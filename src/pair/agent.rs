@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::StatsSet;
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::{ErrorCode, Load};
 use crate::security::PublicKey;
+use crate::stats::StatsSet;
 use crate::udp_ingest::{MirrorState, ReplicaStatus, SessionCommand, SessionControl};
 use crate::wire::SessionKey;
 

@@ -6,7 +6,6 @@
 
 pub mod agent;
 mod sessions;
-mod stats;
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,16 +15,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use sessions::{SessionEntry, SessionsError, SessionsFile};
-pub use stats::{PairStats, StatsSet, StatsSnapshot};
 
 use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
 use crate::ipc_bus::stream::StreamHub;
-use crate::ipc_bus::{Batch, Publisher, Topic};
+use crate::ipc_bus::{Publisher, Topic};
 use crate::net::metrics::{MetricsServer, Render};
 use crate::net::{bind_udp_shards, shard_of, SocketOptions};
+use crate::scene::Batch;
 use crate::scene::{self, Engine};
 use crate::security::KeyPair;
+use crate::stats::{PairStats, StatsSet};
 use crate::udp_ingest::{self, Ingest, Replica, ReplicaStatus, SessionControl};
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.

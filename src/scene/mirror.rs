@@ -25,7 +25,7 @@ use std::time::Instant;
 use zerocopy::IntoBytes;
 
 use super::{DeviceSession, Engine, Forward, Object, ReplayWindow};
-use crate::ipc_bus::{Batch, Event, EventKind};
+use crate::scene::{Batch, Event, EventKind};
 use crate::wire::{
     parse_exact, KeepaliveAckBody, Kind, ObjectBody, RedirectBody, RejectBody, SessionKey,
     MAX_DATAGRAM,

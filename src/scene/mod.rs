@@ -14,6 +14,7 @@
 
 mod device;
 mod drops;
+mod events;
 mod mirror;
 mod object;
 mod replay;
@@ -26,11 +27,11 @@ use zerocopy::IntoBytes;
 
 pub use device::{DeviceSession, Forward};
 pub use drops::{DropCounts, DropReason};
+pub use events::{Batch, Event, EventKind};
 pub use mirror::SessionRecord;
 pub use object::{Object, Order};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 
-use crate::ipc_bus::{Batch, EventKind};
 use crate::wire::{
     parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
     RedirectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT,

@@ -18,12 +18,13 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::ipc_bus::{Batch, BusError, Publisher};
+use crate::ipc_bus::{BusError, Publisher};
 use crate::net::mmsg::RecvBatch;
 use crate::net::shard_of;
-use crate::pair::PairStats;
+use crate::scene::Batch;
 use crate::scene::{DropReason, Engine};
 use crate::security::PublicKey;
+use crate::stats::PairStats;
 use crate::wire::SessionKey;
 pub use replica::{MirrorState, Replica, ReplicaStatus};
 

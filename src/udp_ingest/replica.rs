@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use crate::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
-use crate::ipc_bus::{Batch, EventKind};
-use crate::pair::PairStats;
 use crate::scene::{self, Engine};
+use crate::scene::{Batch, EventKind};
 use crate::security::PublicKey;
+use crate::stats::PairStats;
 use crate::wire::{parse_exact, RedirectBody};
 
 /// How often the hub accepts subscribers and reads their heartbeats.

@@ -19,8 +19,9 @@ use super::{
     frame, take_frame, Endpoint, Role, BEAT, BYE, HELLO, HELLO_DEADLINE, MAX_BACKLOG, MAX_PEERS,
 };
 use crate::ipc_bus::codec::encode_into;
-use crate::ipc_bus::{clear_stale_ipc, Batch, BusError};
+use crate::ipc_bus::{clear_stale_ipc, BusError};
 use crate::net::zeromq::leaves_host;
+use crate::scene::Batch;
 use crate::security::noise::Channel;
 use crate::security::KeyPair;
 

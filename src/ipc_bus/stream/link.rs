@@ -15,7 +15,8 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use super::transport::{Conn, Got, Socket};
 use super::{frame, take_frame, Endpoint, Role, BEAT, BYE, HEARTBEAT, HELLO, HELLO_DEADLINE};
 use crate::ipc_bus::codec::decode;
-use crate::ipc_bus::{Batch, BusError, Subscriber};
+use crate::ipc_bus::{BusError, Subscriber};
+use crate::scene::Batch;
 use crate::security::noise::Channel;
 use crate::security::PublicKey;
 

@@ -1,4 +1,5 @@
-//! The unit the bus carries: a batch of events with their bytes in one arena (pure data).
+//! What the scene engine outputs, and so what the bus carries: a batch of events with their
+//! bytes in one arena (pure data).
 //!
 //! Ingest fills a batch per receive burst, fanout drains it, then hands it back to be reused,
 //! so in steady state no event costs an allocation. Events keep their order, which is what lets

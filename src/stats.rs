@@ -1,4 +1,5 @@
-//! Counters a pair exposes: written by the ingest and fanout threads of each shard with relaxed
+//! Counters a pair exposes, below ingest, fanout and pair (which all use them and so no longer
+//! import each other): written by the ingest and fanout threads of each shard with relaxed
 //! atomic stores once per burst (never per datagram), read (summed over shards) by the metrics
 //! endpoint, the agent and `up`.
 
