@@ -22,9 +22,9 @@ enum Command {
     /// Run the controller (ZeroMQ control plane).
     Controller(cli::controller::ControllerArgs),
     /// Show the cluster: regions, pairs with load and health, scenes.
-    Status(cli::controller::OperatorArgs),
+    Status(cli::operator::OperatorArgs),
     /// Create, list, show or delete scenes.
-    Scene(cli::controller::SceneArgs),
+    Scene(cli::operator::SceneArgs),
     /// Run a pair (UDP ingest + bus + fanout), registered with a controller or serving the
     /// device sessions of a file.
     Pair(cli::pair::PairCli),
@@ -48,8 +48,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Controller(a) => cli::controller::run_controller(a),
-        Command::Status(a) => cli::controller::run_status(a),
-        Command::Scene(a) => cli::controller::run_scene(a),
+        Command::Status(a) => cli::operator::run_status(a),
+        Command::Scene(a) => cli::operator::run_scene(a),
         Command::Pair(a) => cli::pair::run_cli(a),
         Command::Ingest(a) => cli::split::run_ingest(a),
         Command::Fanout(a) => cli::split::run_fanout(a),

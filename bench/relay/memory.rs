@@ -80,7 +80,7 @@ pub fn measure(sessions: u32, objects: u32, scenes: u32) -> Value {
     });
     for d in 0..sessions {
         let mut out = Batch::default();
-        engine.admit(d + 1, scene_of(d), keys[d as usize].clone(), &mut out);
+        engine.admit(now, d + 1, scene_of(d), keys[d as usize].clone(), &mut out);
         let j = datagram(
             &keys[d as usize],
             d + 1,

@@ -64,7 +64,7 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
     let session = match (&a.control, &a.sessions, a.device, a.scene, &a.key) {
         (Some(control), _, _, Some(scene), _) => {
             let mut client =
-                super::controller::control_client(control, a.controller_key.as_deref())?;
+                super::operator::control_client(control, a.controller_key.as_deref())?;
             let reg = client
                 .register_device(scene, a.name.as_deref(), a.device_token.as_deref())
                 .map_err(|e| e.to_string())?;

@@ -4,6 +4,7 @@
 pub mod controller;
 pub mod device;
 pub mod keygen;
+pub mod operator;
 pub mod pair;
 pub mod sessions;
 pub mod split;

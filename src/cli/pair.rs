@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use serde_json::json;
+use zonecast::control::client::RequestError;
+use zonecast::control::protocol::{PairDraining, Request};
+use zonecast::control::ErrorCode;
 use zonecast::net::SocketOptions;
 use zonecast::pair::agent::AgentConfig;
 use zonecast::pair::{Pair, PairConfig, ReplicationConfig, SessionsFile, Threading};
 use zonecast::scene;
 use zonecast::security::KeyPair;
 
-use super::controller::OperatorArgs;
+use super::operator::OperatorArgs;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -56,20 +58,26 @@ pub fn run_cli(c: PairCli) -> Result<(), String> {
 fn drain(pair: u32, wait_secs: u64, op: &OperatorArgs) -> Result<(), String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(wait_secs);
     loop {
-        match op.request(json!({ "op": "pair.drain", "pair": pair })) {
+        let req = Request::PairDrain {
+            token: op.token(),
+            pair,
+        };
+        match op.try_call::<PairDraining>(&req)? {
             Ok(reply) => {
-                let moved = reply["moved"].as_array().map(|m| m.len()).unwrap_or(0);
                 println!(
-                    "pair {pair} draining: {moved} scene(s) handed over (epoch {})",
-                    reply["epoch"]
+                    "pair {pair} draining: {} scene(s) handed over (epoch {})",
+                    reply.moved.len(),
+                    reply.epoch
                 );
                 return Ok(());
             }
             // The standby is still taking the checkpoint: ask again.
-            Err(e) if e.contains("not in sync") && std::time::Instant::now() < deadline => {
+            Err(RequestError::Refused(e))
+                if e.code == ErrorCode::Conflict && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

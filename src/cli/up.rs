@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use serde_json::json;
 use zonecast::client::{Device, Event, Poller, Roaming, Session};
 use zonecast::control::client::ControlClient;
+use zonecast::control::protocol::{Request, SceneCreated};
 use zonecast::control::server::{ControllerServer, ServerOptions};
 use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
@@ -122,11 +122,14 @@ pub fn run(a: UpArgs) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut client = connect()?;
-    let scene = client
-        .request(&json!({"op": "scene.create", "token": token, "name": "demo", "region": REGION}))
-        .map_err(|e| e.to_string())?["scene"]["id"]
-        .as_u64()
-        .ok_or("scene.create returned no id")? as u32;
+    let created: SceneCreated = client
+        .call(&Request::SceneCreate {
+            token: Some(token.clone()),
+            name: "demo".into(),
+            region: REGION.into(),
+        })
+        .map_err(|e| e.to_string())?;
+    let scene = created.scene.id;
 
     println!("zonecast up: a local cluster in one process");
     println!("  controller  {control}   token {token}");

@@ -12,9 +12,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use super::protocol::{into_result, ControlError};
+use super::protocol::{into_result, ControlError, DeviceLocation, Request};
 use crate::net::zeromq::{self, Curve, Limits};
 use crate::security::PublicKey;
 use crate::wire::SessionKey;
@@ -172,6 +173,13 @@ impl ControlClient {
             .ok_or_else(|| "empty reply".into())
     }
 
+    /// Sends a typed request and decodes its typed reply.
+    pub fn call<R: DeserializeOwned>(&mut self, req: &Request) -> Result<R, RequestError> {
+        let body = serde_json::to_value(req).map_err(|e| RequestError::BadReply(e.to_string()))?;
+        let fields = self.request(&body)?;
+        serde_json::from_value(fields).map_err(|e| RequestError::BadReply(e.to_string()))
+    }
+
     /// `device.register`: a new device session in `scene`.
     pub fn register_device(
         &mut self,
@@ -179,44 +187,38 @@ impl ControlClient {
         name: Option<&str>,
         token: Option<&str>,
     ) -> Result<Registration, RequestError> {
-        let reply = self.request(&json!({
-            "op": "device.register", "scene": scene, "name": name, "token": token,
-        }))?;
+        let reply: DeviceLocation = self.call(&Request::DeviceRegister {
+            token: token.map(str::to_string),
+            scene,
+            name: name.map(str::to_string),
+        })?;
         let key = reply
-            .get("key")
-            .and_then(Value::as_str)
+            .key
+            .as_deref()
             .and_then(SessionKey::from_hex)
             .ok_or_else(|| RequestError::BadReply("no valid `key`".into()))?;
         Ok(Registration {
-            location: parse_location(&reply)?,
+            location: location(reply)?,
             key,
         })
     }
 
     /// `device.locate`: where `device` is homed now.
     pub fn locate(&mut self, device: u32) -> Result<Location, RequestError> {
-        let reply = self.request(&json!({ "op": "device.locate", "device": device }))?;
-        parse_location(&reply)
+        location(self.call(&Request::DeviceLocate { device })?)
     }
 }
 
-fn parse_location(reply: &Value) -> Result<Location, RequestError> {
-    let num = |k: &str| {
-        reply
-            .get(k)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| RequestError::BadReply(format!("no `{k}`")))
-    };
+fn location(reply: DeviceLocation) -> Result<Location, RequestError> {
     let udp = reply
-        .get("udp")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| RequestError::BadReply("no valid `udp`".into()))?;
+        .udp
+        .parse()
+        .map_err(|_| RequestError::BadReply(format!("`udp` {} is not HOST:PORT", reply.udp)))?;
     Ok(Location {
-        device: num("device")? as u32,
-        scene: num("scene")? as u32,
-        pair: num("pair")? as u32,
+        device: reply.device,
+        scene: reply.scene,
+        pair: reply.pair,
         udp,
-        epoch: num("epoch")?,
+        epoch: reply.epoch,
     })
 }

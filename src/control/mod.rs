@@ -5,11 +5,12 @@
 pub mod client;
 pub mod limits;
 pub mod protocol;
+pub mod random;
 pub mod server;
 mod state;
 pub mod stats;
 
-pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, Request};
+pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, MirrorState, Reply, Request};
 pub use state::{Change, Config, Controller};
 
 #[cfg(test)]

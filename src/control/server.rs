@@ -228,10 +228,13 @@ fn serve_one(
             Err(e)
         }
     };
-    let reply = reply.unwrap_or_else(|e| {
-        stats.error(e.code);
-        e.to_json()
-    });
+    let reply = match reply {
+        Ok(r) => r.to_json(),
+        Err(e) => {
+            stats.error(e.code);
+            e.to_json()
+        }
+    };
     for f in frames {
         // A client that went away (or whose queue is full) just loses its reply.
         if socket.send(f, zmq::SNDMORE | zmq::DONTWAIT).is_err() {

@@ -27,7 +27,7 @@ impl Ctl {
     /// Sends a request as JSON, through the same decoder the server uses.
     fn req(&mut self, v: Value) -> Result<Value, ControlError> {
         let req = decode(v.to_string().as_bytes())?;
-        self.c.handle(self.now, req)
+        self.c.handle(self.now, req).map(|r| r.to_json())
     }
 
     fn ok(&mut self, v: Value) -> Value {

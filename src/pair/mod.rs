@@ -285,9 +285,10 @@ impl Shard {
         let send_socket = self.socket.try_clone().map_err(PairError::Bind)?;
         let mut engine = Engine::new(config.scene.clone());
         let mut initial = Batch::default();
+        let now = std::time::Instant::now();
         for s in sessions {
             let key = s.session_key().map_err(PairError::Sessions)?;
-            engine.admit(s.device, s.scene, key, &mut initial);
+            engine.admit(now, s.device, s.scene, key, &mut initial);
         }
         let tick = (config.scene.evict_after / 4)
             .clamp(Duration::from_millis(5), Duration::from_millis(50));

@@ -98,7 +98,15 @@ impl Engine {
 
     /// Adds or replaces the session of `device` in `scene`. A replaced session with another key
     /// or scene leaves its scene first and starts a fresh replay window.
-    pub fn admit(&mut self, device: u32, scene: u32, key: SessionKey, out: &mut Batch) {
+    /// `now` starts its liveness clock.
+    pub fn admit(
+        &mut self,
+        now: Instant,
+        device: u32,
+        scene: u32,
+        key: SessionKey,
+        out: &mut Batch,
+    ) {
         if let Some(old) = self.devices.get(&device) {
             if old.key.raw() == key.raw() && old.scene == scene {
                 return;
@@ -107,7 +115,7 @@ impl Engine {
         }
         out.push(EventKind::Admitted, scene, device, None, key.raw());
         self.devices
-            .insert(device, DeviceSession::new(scene, key, Instant::now()));
+            .insert(device, DeviceSession::new(scene, key, now));
     }
 
     /// Removes the session of `device`; it leaves its scene if it had joined.

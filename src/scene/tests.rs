@@ -85,7 +85,8 @@ impl World {
             out: Batch::default(),
         };
         for d in devs {
-            w.engine.admit(d.id, d.scene, d.key.clone(), &mut w.out);
+            w.engine
+                .admit(w.now, d.id, d.scene, d.key.clone(), &mut w.out);
         }
         w.out.clear();
         w
@@ -227,7 +228,7 @@ fn delete_leaves_a_tombstone_that_expires() {
         evict_after: Duration::from_secs(3600),
         ..Config::default()
     });
-    w.engine.admit(1, 1, a.key.clone(), &mut w.out);
+    w.engine.admit(w.now, 1, 1, a.key.clone(), &mut w.out);
     let j = a.join();
     w.feed(&a, &j).unwrap();
     let u = a.update(3, 1.0);
@@ -369,7 +370,7 @@ fn scene_full_is_refused() {
         now: Instant::now(),
         out: Batch::default(),
     };
-    w.engine.admit(1, 1, a.key.clone(), &mut w.out);
+    w.engine.admit(w.now, 1, 1, a.key.clone(), &mut w.out);
     let j = a.join();
     w.feed(&a, &j).unwrap();
     for o in 0..2 {
@@ -388,10 +389,10 @@ fn readmission_with_a_new_key_starts_over() {
     let mut w = World::new(&[&a]);
     w.join(&mut a);
     let same_key = a.key.clone();
-    w.engine.admit(1, 1, same_key, &mut w.out);
+    w.engine.admit(w.now, 1, 1, same_key, &mut w.out);
     assert!(w.events().is_empty(), "same session: nothing changes");
     a.key = SessionKey::new([0xEE; 32]);
-    w.engine.admit(1, 1, a.key.clone(), &mut w.out);
+    w.engine.admit(w.now, 1, 1, a.key.clone(), &mut w.out);
     assert_eq!(
         w.events(),
         vec![

@@ -291,7 +291,7 @@ impl<P: Publisher> Ingest<P> {
     fn apply(&mut self, cmd: SessionCommand, batch: &mut Batch) {
         match cmd {
             SessionCommand::Admit { device, scene, key } => {
-                self.engine.admit(device, scene, key, batch)
+                self.engine.admit(Instant::now(), device, scene, key, batch)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, batch),
             SessionCommand::Handover { scene, to, epoch } => {

@@ -1,9 +1,15 @@
-//! Control-plane messages: JSON requests with an `op` field, JSON replies
-//! `{"ok": true, ...}` or `{"ok": false, "error": {"code": "...", "message": "..."}}`.
-//! docs/PROTOCOL.md ("Control plane") documents every op with an example.
+//! Control-plane messages: JSON requests with an `op` field ([`request`]), JSON replies
+//! `{"ok": true, ...}` ([`reply`]) or `{"ok": false, "error": {"code": "...", "message": "..."}}`
+//! (here: [`ErrorCode`], [`ControlError`]). Every message is a type at both ends; serde writes
+//! and reads the JSON. docs/PROTOCOL.md ("Control plane") documents every op with an example.
 
-use serde::{Deserialize, Serialize};
+pub mod reply;
+pub mod request;
+
 use serde_json::{json, Value};
+
+pub use reply::*;
+pub use request::{Load, MirrorReport, MirrorState, Request};
 
 /// Largest request body the controller reads; larger ones get `too_large`.
 pub const MAX_REQUEST: usize = 64 * 1024;
@@ -24,124 +30,6 @@ pub const OPS: [&str; 13] = [
     "cluster.status",
     "discovery",
 ];
-
-/// Load figures a pair reports with each heartbeat.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Load {
-    /// Device sessions joined to a scene.
-    pub joined: u64,
-    pub objects: u64,
-    /// Datagrams received and sent per second over the last interval.
-    pub datagrams_in_per_sec: f64,
-    pub datagrams_out_per_sec: f64,
-    /// Datagrams dropped by ingest since the pair started.
-    pub dropped: u64,
-}
-
-/// A standby's report on its mirror of one primary, sent with its heartbeats.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MirrorReport {
-    pub pair: u32,
-    /// `connecting`, `syncing`, `synced` or `lost` (the stream broke without a goodbye:
-    /// the primary is probably dead).
-    pub state: String,
-}
-
-/// A request, decoded. `token` is the cluster token (operator and pair ops) or the device
-/// token (device.register, when the controller requires one).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(tag = "op", deny_unknown_fields)]
-pub enum Request {
-    #[serde(rename = "scene.create")]
-    SceneCreate {
-        token: Option<String>,
-        name: String,
-        region: String,
-    },
-    #[serde(rename = "scene.list")]
-    SceneList { token: Option<String> },
-    #[serde(rename = "scene.get")]
-    SceneGet { token: Option<String>, scene: u32 },
-    #[serde(rename = "scene.delete")]
-    SceneDelete { token: Option<String>, scene: u32 },
-    #[serde(rename = "pair.register")]
-    PairRegister {
-        token: Option<String>,
-        region: String,
-        /// The UDP endpoint devices send to.
-        udp: String,
-        capacity: u32,
-        version: String,
-        /// The pair's replication stream (`tcp://HOST:PORT`), if it offers one: only such a
-        /// pair gets a standby.
-        #[serde(default)]
-        bus: Option<String>,
-        /// The stream's Noise public key (Z85) when it is encrypted; standbys get it with the
-        /// endpoint. Required by a controller that runs CURVE.
-        #[serde(default)]
-        bus_key: Option<String>,
-    },
-    #[serde(rename = "pair.heartbeat")]
-    PairHeartbeat {
-        token: Option<String>,
-        pair: u32,
-        /// The assignment epoch the pair applied last (0: none yet).
-        epoch: u64,
-        #[serde(default)]
-        load: Load,
-        /// How this pair's mirrors of the pairs it stands by for are doing.
-        #[serde(default)]
-        mirrors: Vec<MirrorReport>,
-    },
-    #[serde(rename = "pair.deregister")]
-    PairDeregister { token: Option<String>, pair: u32 },
-    /// Move every scene of `pair` to its standby (state and devices included) and let the
-    /// pair forward stragglers for a grace period, then leave: for rolling upgrades.
-    #[serde(rename = "pair.drain")]
-    PairDrain { token: Option<String>, pair: u32 },
-    #[serde(rename = "device.register")]
-    DeviceRegister {
-        token: Option<String>,
-        scene: u32,
-        name: Option<String>,
-    },
-    #[serde(rename = "device.locate")]
-    DeviceLocate { device: u32 },
-    #[serde(rename = "device.deregister")]
-    DeviceDeregister {
-        device: u32,
-        /// The device's session key (hex): only the device may deregister itself.
-        key: String,
-    },
-    #[serde(rename = "cluster.status")]
-    ClusterStatus { token: Option<String> },
-    /// "Who is the controller?": answered by any controller, no token.
-    #[serde(rename = "discovery")]
-    Discovery {},
-}
-
-impl Request {
-    /// The `op` this request was sent as.
-    pub fn op(&self) -> &'static str {
-        match self {
-            Request::SceneCreate { .. } => "scene.create",
-            Request::SceneList { .. } => "scene.list",
-            Request::SceneGet { .. } => "scene.get",
-            Request::SceneDelete { .. } => "scene.delete",
-            Request::PairRegister { .. } => "pair.register",
-            Request::PairHeartbeat { .. } => "pair.heartbeat",
-            Request::PairDeregister { .. } => "pair.deregister",
-            Request::PairDrain { .. } => "pair.drain",
-            Request::DeviceRegister { .. } => "device.register",
-            Request::DeviceLocate { .. } => "device.locate",
-            Request::DeviceDeregister { .. } => "device.deregister",
-            Request::ClusterStatus { .. } => "cluster.status",
-            Request::Discovery {} => "discovery",
-        }
-    }
-}
 
 /// Error codes of the control plane; stable strings clients can match on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,15 +162,6 @@ pub fn decode(body: &[u8]) -> Result<Request, ControlError> {
     }
     serde_json::from_value(value)
         .map_err(|e| ControlError::new(ErrorCode::BadRequest, format!("{op}: {e}")))
-}
-
-/// Wraps a successful reply's fields with `"ok": true`.
-pub fn ok(mut fields: Value) -> Value {
-    if let Value::Object(map) = &mut fields {
-        map.insert("ok".into(), Value::Bool(true));
-        return fields;
-    }
-    json!({"ok": true, "result": fields})
 }
 
 /// Splits a reply into its fields or its typed error.

@@ -1,0 +1,258 @@
+//! Control-plane replies as types: the controller builds them, clients decode them, serde
+//! writes and reads the JSON docs/PROTOCOL.md (part 2) shows. A successful reply is
+//! `{"ok": true, ...the fields of one of these}`; clients ignore fields they do not know, so
+//! replies can grow.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::request::{Load, MirrorState};
+
+/// A scene as replies show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneInfo {
+    pub id: u32,
+    pub name: String,
+    pub region: String,
+    /// The pair serving it (`null` while its region has no live pair).
+    pub pair: Option<u32>,
+    pub devices: usize,
+}
+
+/// `scene.create`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneCreated {
+    pub scene: SceneInfo,
+    pub epoch: u64,
+}
+
+/// `scene.list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scenes {
+    pub scenes: Vec<SceneInfo>,
+}
+
+/// `scene.get`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneShown {
+    pub scene: SceneInfo,
+}
+
+/// `scene.delete`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SceneDeleted {
+    pub scene: u32,
+    pub epoch: u64,
+}
+
+/// `pair.register`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairRegistered {
+    pub pair: u32,
+    pub epoch: u64,
+    pub heartbeat_ms: u64,
+    pub dead_after_ms: u64,
+}
+
+/// A device session a pair must serve.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionGrant {
+    pub device: u32,
+    pub scene: u32,
+    /// The session key, 64 hex characters.
+    pub key: String,
+}
+
+/// A primary this pair stands by for: its replication stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorTarget {
+    pub pair: u32,
+    pub bus: String,
+    /// The stream's Noise public key (Z85), when it is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A scene a draining pair hands over: forward its devices to `udp`, redirect them under
+/// `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverOrder {
+    pub scene: u32,
+    pub pair: u32,
+    pub udp: String,
+    pub epoch: u64,
+}
+
+/// What a pair must serve (docs/PROTOCOL.md, `pair.heartbeat`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub scenes: Vec<u32>,
+    pub sessions: Vec<SessionGrant>,
+    #[serde(default)]
+    pub mirrors: Vec<MirrorTarget>,
+    #[serde(default)]
+    pub handovers: Vec<HandoverOrder>,
+    /// Scenes of `scenes` a live draining pair is handing over to this one.
+    #[serde(default)]
+    pub incoming: Vec<u32>,
+    #[serde(default)]
+    pub draining: bool,
+}
+
+/// `pair.heartbeat`: the pair's assignment epoch, and the assignment when the pair's differs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Assignment>,
+}
+
+/// Where a scene went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub scene: u32,
+    /// `null`: no live pair was left in the region.
+    pub pair: Option<u32>,
+}
+
+/// `pair.drain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairDraining {
+    pub pair: u32,
+    pub draining: bool,
+    pub moved: Vec<Moved>,
+    pub epoch: u64,
+}
+
+/// `pair.deregister`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairDeregistered {
+    pub pair: u32,
+    pub moved: Vec<Moved>,
+    pub epoch: u64,
+}
+
+/// `device.register` (with `key`) and `device.locate`: where a device is homed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceLocation {
+    pub device: u32,
+    pub scene: u32,
+    pub pair: u32,
+    /// The pair's UDP endpoint.
+    pub udp: String,
+    pub epoch: u64,
+    /// The session key (64 hex characters), in `device.register` replies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// `device.deregister`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDeregistered {
+    pub device: u32,
+    pub epoch: u64,
+}
+
+/// One region in `cluster.status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionStatus {
+    pub name: String,
+    pub live_pairs: usize,
+    pub dead_pairs: usize,
+    pub scenes: usize,
+}
+
+/// One pair in `cluster.status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairStatus {
+    pub id: u32,
+    pub region: String,
+    pub udp: String,
+    pub capacity: u32,
+    pub version: String,
+    pub alive: bool,
+    pub heartbeat_age_ms: u64,
+    pub load: Load,
+    pub scenes: Vec<u32>,
+    pub devices: usize,
+    pub bus: Option<String>,
+    pub bus_key: Option<String>,
+    pub standby: Option<u32>,
+    /// The standby's last word on its mirror of this pair (`null`: nothing yet).
+    pub standby_state: Option<MirrorState>,
+    pub draining: bool,
+}
+
+/// `cluster.status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub epoch: u64,
+    pub regions: Vec<RegionStatus>,
+    pub pairs: Vec<PairStatus>,
+    pub scenes: Vec<SceneInfo>,
+    pub devices: usize,
+    pub named_devices: usize,
+}
+
+/// `discovery`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    /// `active` (replicated controllers will answer `passive` too).
+    pub role: String,
+    pub epoch: u64,
+}
+
+/// Any successful reply.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    SceneCreated(SceneCreated),
+    Scenes(Scenes),
+    SceneShown(SceneShown),
+    SceneDeleted(SceneDeleted),
+    PairRegistered(PairRegistered),
+    Heartbeat(HeartbeatReply),
+    PairDraining(PairDraining),
+    PairDeregistered(PairDeregistered),
+    Location(DeviceLocation),
+    DeviceDeregistered(DeviceDeregistered),
+    Status(Box<ClusterStatus>),
+    Discovered(Discovered),
+}
+
+impl Reply {
+    /// The reply body: its fields with `"ok": true`.
+    pub fn to_json(&self) -> Value {
+        let mut v =
+            serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Default::default()));
+        if let Value::Object(map) = &mut v {
+            map.insert("ok".into(), Value::Bool(true));
+        }
+        v
+    }
+}
+
+macro_rules! into_reply {
+    ($($t:ty => $v:ident),* $(,)?) => {
+        $(impl From<$t> for Reply {
+            fn from(r: $t) -> Reply {
+                Reply::$v(r.into())
+            }
+        })*
+    };
+}
+
+into_reply!(
+    SceneCreated => SceneCreated,
+    Scenes => Scenes,
+    SceneShown => SceneShown,
+    SceneDeleted => SceneDeleted,
+    PairRegistered => PairRegistered,
+    HeartbeatReply => Heartbeat,
+    PairDraining => PairDraining,
+    PairDeregistered => PairDeregistered,
+    DeviceLocation => Location,
+    DeviceDeregistered => DeviceDeregistered,
+    ClusterStatus => Status,
+    Discovered => Discovered,
+);

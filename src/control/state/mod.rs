@@ -1,0 +1,370 @@
+//! The controller's state machine (pure: no sockets, no clock, no OS randomness; `now` and a
+//! [`Random`] come in).
+//!
+//! It owns regions (implicit: the names pairs and scenes use), scenes, pairs, devices and the
+//! **epoch**, a counter that increases with every assignment change. A scene is served by one
+//! pair, chosen as the least loaded live pair of the scene's region; its devices are homed on
+//! that pair. A pair whose heartbeat is older than `dead_after` is declared dead at the next
+//! `tick`, and its scenes move to its synced standby or the least loaded live pair left in the
+//! region. Each pair learns its assignment (scenes and device sessions) from heartbeat
+//! replies; a pair that was declared dead is answered `stale_epoch` and must drop everything
+//! and register again, so a partitioned old owner cannot keep serving a scene that moved.
+//!
+//! By concern: this file holds the records, the dispatch and the clock; `pairs.rs` pair
+//! registration and heartbeats, `standbys.rs` standbys and drains, `placement.rs` where scenes
+//! go, `devices.rs` device sessions, `render.rs` the typed replies that show state.
+
+mod devices;
+mod pairs;
+mod placement;
+mod render;
+mod standbys;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+
+use super::limits::{RegisterLimiter, RegisterLimits, Source};
+use super::protocol::{
+    ControlError, Discovered, ErrorCode, Load, MirrorState, Reply, Request, SceneShown, Scenes,
+};
+use super::random::{OsRandom, Random};
+
+/// Controller settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Required by operator and pair ops.
+    pub token: String,
+    /// Required by device.register when set; registration is open otherwise.
+    pub device_token: Option<String>,
+    /// How often pairs are asked to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A pair silent this long is dead.
+    pub dead_after: Duration,
+    /// How long a dead pair stays listed (and told `stale_epoch`) before it is forgotten.
+    pub forget_after: Duration,
+    /// First epoch (the server seeds it from the clock so epochs grow across restarts).
+    pub first_epoch: u64,
+    /// How fast one source may register devices.
+    pub register: RegisterLimits,
+    /// Devices one scene may hold (registration is refused with `scene_full` beyond).
+    pub max_devices_per_scene: usize,
+    /// The control plane is encrypted: a pair's replication stream must be too (it carries
+    /// the session keys), so `pair.register` with a `bus` needs a `bus_key`.
+    pub encrypted: bool,
+}
+
+impl Config {
+    pub fn new(token: impl Into<String>) -> Config {
+        Config {
+            token: token.into(),
+            device_token: None,
+            heartbeat_interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(250),
+            forget_after: Duration::from_secs(60),
+            first_epoch: 1,
+            register: RegisterLimits::default(),
+            max_devices_per_scene: 10_000,
+            encrypted: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PairRec {
+    region: String,
+    udp: SocketAddr,
+    capacity: u32,
+    version: String,
+    last_heartbeat: Instant,
+    load: Load,
+    alive: bool,
+    /// Epoch of the last change to this pair's scenes or sessions.
+    assigned_epoch: u64,
+    /// Replication stream endpoint; a pair without one gets no standby.
+    bus: Option<String>,
+    /// The stream's Noise public key (Z85), when it is encrypted.
+    bus_key: Option<String>,
+    /// The pair mirroring this one, and its last word on the mirror.
+    standby: Option<u32>,
+    standby_state: Option<MirrorState>,
+    /// Its standby lost the stream without a goodbye: dead unless a heartbeat comes soon.
+    suspect: bool,
+    /// Draining: takes no new scenes; hands its scenes over, then deregisters.
+    draining: bool,
+    /// Scenes this pair handed over in a drain: (scene, new pair, epoch of the move).
+    handovers: Vec<(u32, u32, u64)>,
+}
+
+#[derive(Clone, Debug)]
+struct SceneRec {
+    name: String,
+    region: String,
+    pair: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct DeviceRec {
+    scene: u32,
+    key: String,
+    name: Option<String>,
+}
+
+/// Something the controller decided on its own (for the log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// `pair` missed its heartbeats; each scene went to a new pair, or to none.
+    PairDead {
+        pair: u32,
+        moved: Vec<(u32, Option<u32>)>,
+    },
+    /// A dead pair was forgotten.
+    PairForgotten { pair: u32 },
+}
+
+/// The controller's whole state.
+pub struct Controller {
+    config: Config,
+    epoch: u64,
+    pairs: BTreeMap<u32, PairRec>,
+    scenes: BTreeMap<u32, SceneRec>,
+    devices: BTreeMap<u32, DeviceRec>,
+    next_pair: u32,
+    next_scene: u32,
+    next_device: u32,
+    limiter: RegisterLimiter,
+    random: Box<dyn Random>,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ControlError {
+    ControlError::new(code, message)
+}
+
+impl Controller {
+    /// A controller drawing its session keys from the operating system.
+    pub fn new(config: Config) -> Controller {
+        Controller::with_random(config, Box::new(OsRandom))
+    }
+
+    /// A controller drawing its session keys from `random` (seeded in tests).
+    pub fn with_random(config: Config, random: Box<dyn Random>) -> Controller {
+        Controller {
+            epoch: config.first_epoch.max(1),
+            limiter: RegisterLimiter::new(config.register),
+            config,
+            pairs: BTreeMap::new(),
+            scenes: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            next_pair: 1,
+            next_scene: 1,
+            next_device: 1,
+            random,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves one request from `source`: a device registration first passes the source's
+    /// rate limit (every attempt counts, valid or not, so a flood is cheap to refuse).
+    pub fn handle_from(
+        &mut self,
+        now: Instant,
+        source: Source,
+        req: Request,
+    ) -> Result<Reply, ControlError> {
+        if matches!(req, Request::DeviceRegister { .. }) {
+            if let Err(wait) = self.limiter.admit(now, source) {
+                let ms = wait.as_millis().min(u128::from(u32::MAX)).max(1);
+                let msg = format!("too many registrations from this address; retry in {ms} ms");
+                return Err(err(ErrorCode::RateLimited, msg));
+            }
+        }
+        self.handle(now, req)
+    }
+
+    /// Serves one request. Errors change nothing.
+    pub fn handle(&mut self, now: Instant, req: Request) -> Result<Reply, ControlError> {
+        use Request::*;
+        match req {
+            SceneCreate {
+                token,
+                name,
+                region,
+            } => {
+                self.operator(&token)?;
+                self.scene_create(name, region).map(Reply::from)
+            }
+            SceneList { token } => {
+                self.operator(&token)?;
+                let scenes = self.scenes.keys().filter_map(|id| self.scene_info(*id));
+                Ok(Reply::from(Scenes {
+                    scenes: scenes.collect(),
+                }))
+            }
+            SceneGet { token, scene } => {
+                self.operator(&token)?;
+                self.scene(scene)?;
+                let scene = self.scene_info(scene).ok_or_else(|| unknown_scene(scene))?;
+                Ok(Reply::from(SceneShown { scene }))
+            }
+            SceneDelete { token, scene } => {
+                self.operator(&token)?;
+                self.scene_delete(scene).map(Reply::from)
+            }
+            PairRegister {
+                token,
+                region,
+                udp,
+                capacity,
+                version,
+                bus,
+                bus_key,
+            } => {
+                self.operator(&token)?;
+                let stream = pairs::Stream::check(bus, bus_key, self.config.encrypted)?;
+                self.pair_register(now, region, &udp, capacity, version, stream)
+                    .map(Reply::from)
+            }
+            PairHeartbeat {
+                token,
+                pair,
+                epoch,
+                load,
+                mirrors,
+            } => {
+                self.operator(&token)?;
+                self.pair_heartbeat(now, pair, epoch, load, &mirrors)
+                    .map(Reply::from)
+            }
+            PairDrain { token, pair } => {
+                self.operator(&token)?;
+                self.pair_drain(pair).map(Reply::from)
+            }
+            PairDeregister { token, pair } => {
+                self.operator(&token)?;
+                self.pair_deregister(pair).map(Reply::from)
+            }
+            DeviceRegister { token, scene, name } => {
+                if let Some(required) = &self.config.device_token {
+                    check_token(required, &token)?;
+                }
+                self.device_register(scene, name).map(Reply::from)
+            }
+            DeviceLocate { device } => {
+                let d = self.device(device)?;
+                self.location(device, d.scene).map(Reply::from)
+            }
+            DeviceDeregister { device, key } => {
+                self.device_deregister(device, &key).map(Reply::from)
+            }
+            ClusterStatus { token } => {
+                self.operator(&token)?;
+                Ok(Reply::from(self.status(now)))
+            }
+            Discovery {} => Ok(Reply::from(Discovered {
+                role: "active".into(),
+                epoch: self.epoch,
+            })),
+        }
+    }
+
+    /// Declares silent pairs dead, moves their scenes, forgets long-dead pairs.
+    pub fn tick(&mut self, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let dead: Vec<u32> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| {
+                let age = now.saturating_duration_since(p.last_heartbeat);
+                // A primary whose standby saw its stream break is dead once a heartbeat is
+                // overdue (two intervals), well before the full window: that is the fast path
+                // of a failover. A live primary heartbeats in time and is not moved.
+                let suspect_after = self.config.heartbeat_interval * 2;
+                p.alive && (age > self.config.dead_after || (p.suspect && age > suspect_after))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for pair in dead {
+            if let Some(p) = self.pairs.get_mut(&pair) {
+                p.alive = false;
+            }
+            let moved = self.move_scenes_off(pair);
+            changes.push(Change::PairDead { pair, moved });
+        }
+        let forget: Vec<u32> = self
+            .pairs
+            .iter()
+            .filter(|(_, p)| {
+                !p.alive
+                    && now.saturating_duration_since(p.last_heartbeat) > self.config.forget_after
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for pair in forget {
+            self.pairs.remove(&pair);
+            changes.push(Change::PairForgotten { pair });
+        }
+        self.refresh_standbys();
+        changes
+    }
+
+    fn operator(&self, token: &Option<String>) -> Result<(), ControlError> {
+        check_token(&self.config.token, token)
+    }
+
+    fn scene(&self, scene: u32) -> Result<&SceneRec, ControlError> {
+        self.scenes.get(&scene).ok_or_else(|| unknown_scene(scene))
+    }
+
+    fn device(&self, device: u32) -> Result<&DeviceRec, ControlError> {
+        self.devices
+            .get(&device)
+            .ok_or_else(|| err(ErrorCode::UnknownDevice, format!("no device {device}")))
+    }
+
+    /// A new epoch for a change that concerns `pair`.
+    fn bump(&mut self, pair: Option<u32>) {
+        self.epoch += 1;
+        if let Some(p) = pair.and_then(|id| self.pairs.get_mut(&id)) {
+            p.assigned_epoch = self.epoch;
+        }
+    }
+
+    fn bump_scene(&mut self, scene: u32) {
+        let pair = self.scenes.get(&scene).and_then(|s| s.pair);
+        self.bump(pair);
+    }
+
+    /// The scenes `pair` serves.
+    fn scenes_of(&self, pair: u32) -> Vec<u32> {
+        self.scenes
+            .iter()
+            .filter(|(_, s)| s.pair == Some(pair))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+fn unknown_scene(scene: u32) -> ControlError {
+    err(ErrorCode::UnknownScene, format!("no scene {scene}"))
+}
+
+/// Compares a presented token with the required one in constant time.
+fn check_token(required: &str, presented: &Option<String>) -> Result<(), ControlError> {
+    match presented {
+        Some(t) if bool::from(t.as_bytes().ct_eq(required.as_bytes())) => Ok(()),
+        Some(_) => Err(err(ErrorCode::Unauthorized, "wrong token")),
+        None => Err(err(
+            ErrorCode::Unauthorized,
+            "this op requires the cluster token",
+        )),
+    }
+}

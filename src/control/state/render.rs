@@ -1,0 +1,152 @@
+//! The controller's state as typed replies: a pair's assignment, a scene, the cluster status.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::Controller;
+use crate::control::protocol::{
+    Assignment, ClusterStatus, HandoverOrder, MirrorTarget, PairStatus, RegionStatus, SceneInfo,
+    SessionGrant,
+};
+
+impl Controller {
+    /// What `pair` must serve: its scenes and their device sessions (those of scenes it
+    /// handed over included: it forwards for them until it leaves), the pairs it mirrors
+    /// (with their streams), its handovers and whether it drains.
+    pub(super) fn assignment(&self, pair: u32) -> Assignment {
+        let scenes = self.scenes_of(pair);
+        let Some(p) = self.pairs.get(&pair) else {
+            return Assignment {
+                scenes,
+                ..Assignment::default()
+            };
+        };
+        let handed: Vec<u32> = p.handovers.iter().map(|h| h.0).collect();
+        let sessions = self
+            .devices
+            .iter()
+            .filter(|(_, d)| scenes.contains(&d.scene) || handed.contains(&d.scene))
+            .map(|(id, d)| SessionGrant {
+                device: *id,
+                scene: d.scene,
+                key: d.key.clone(),
+            })
+            .collect();
+        let mirrors = self
+            .pairs
+            .iter()
+            .filter(|(_, q)| q.alive && q.standby == Some(pair))
+            .filter_map(|(id, q)| {
+                Some(MirrorTarget {
+                    pair: *id,
+                    bus: q.bus.clone()?,
+                    key: q.bus_key.clone(),
+                })
+            })
+            .collect();
+        let handovers = p
+            .handovers
+            .iter()
+            .filter_map(|(scene, to, epoch)| {
+                Some(HandoverOrder {
+                    scene: *scene,
+                    pair: *to,
+                    udp: self.pairs.get(to)?.udp.to_string(),
+                    epoch: *epoch,
+                })
+            })
+            .collect();
+        // Scenes a live draining pair is handing over here: the handover event in its stream,
+        // not this assignment, is when to take them (everything it accepted comes before).
+        let incoming = self
+            .pairs
+            .values()
+            .filter(|q| q.alive && q.draining)
+            .flat_map(|q| q.handovers.iter())
+            .filter(|h| h.1 == pair)
+            .map(|h| h.0)
+            .collect();
+        Assignment {
+            scenes,
+            sessions,
+            mirrors,
+            handovers,
+            incoming,
+            draining: p.draining,
+        }
+    }
+
+    pub(super) fn scene_info(&self, id: u32) -> Option<SceneInfo> {
+        let s = self.scenes.get(&id)?;
+        Some(SceneInfo {
+            id,
+            name: s.name.clone(),
+            region: s.region.clone(),
+            pair: s.pair,
+            devices: self.devices.values().filter(|d| d.scene == id).count(),
+        })
+    }
+
+    pub(super) fn status(&self, now: Instant) -> ClusterStatus {
+        let mut regions: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+        for p in self.pairs.values() {
+            let r = regions.entry(&p.region).or_default();
+            r.0 += usize::from(p.alive);
+            r.1 += usize::from(!p.alive);
+        }
+        for s in self.scenes.values() {
+            regions.entry(&s.region).or_default().2 += 1;
+        }
+        let regions = regions
+            .iter()
+            .map(|(name, (live, dead, scenes))| RegionStatus {
+                name: name.to_string(),
+                live_pairs: *live,
+                dead_pairs: *dead,
+                scenes: *scenes,
+            })
+            .collect();
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|(id, p)| {
+                let scenes = self.scenes_of(*id);
+                let devices = self
+                    .devices
+                    .values()
+                    .filter(|d| scenes.contains(&d.scene))
+                    .count();
+                PairStatus {
+                    id: *id,
+                    region: p.region.clone(),
+                    udp: p.udp.to_string(),
+                    capacity: p.capacity,
+                    version: p.version.clone(),
+                    alive: p.alive,
+                    heartbeat_age_ms: now.saturating_duration_since(p.last_heartbeat).as_millis()
+                        as u64,
+                    load: p.load.clone(),
+                    scenes,
+                    devices,
+                    bus: p.bus.clone(),
+                    bus_key: p.bus_key.clone(),
+                    standby: p.standby,
+                    standby_state: p.standby_state,
+                    draining: p.draining,
+                }
+            })
+            .collect();
+        ClusterStatus {
+            epoch: self.epoch,
+            regions,
+            pairs,
+            scenes: self
+                .scenes
+                .keys()
+                .filter_map(|id| self.scene_info(*id))
+                .collect(),
+            devices: self.devices.len(),
+            named_devices: self.devices.values().filter(|d| d.name.is_some()).count(),
+        }
+    }
+}
