@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use zonecast::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
+use zonecast::replication::stream::{LinkEvent, Role, StreamHub, StreamLink};
 use zonecast::scene::{Batch, EventKind};
 use zonecast::security::KeyPair;
 use zonecast::wire::Kind;
@@ -134,7 +134,7 @@ fn an_encrypted_hub_refuses_plain_subscribers_wrong_keys_and_silence() {
     let silent = std::net::TcpStream::connect(bound.trim_start_matches("tcp://")).unwrap();
     let quiet_since = Instant::now();
     pump(&mut hub, |h| h.counters().refused > before);
-    assert!(quiet_since.elapsed() >= zonecast::ipc_bus::stream::HELLO_DEADLINE);
+    assert!(quiet_since.elapsed() >= zonecast::replication::stream::HELLO_DEADLINE);
     assert_eq!(hub.counters().peers, 0);
     drop(silent);
 }

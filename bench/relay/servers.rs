@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
-use zonecast::ipc_bus::stream::{Role, StreamLink};
+use zonecast::replication::stream::{Role, StreamLink};
 use zonecast::security::KeyPair;
 
 /// Pins the calling thread (or, before exec, the child) to `cpu`.

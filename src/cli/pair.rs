@@ -13,6 +13,7 @@ use zonecast::control::ErrorCode;
 use zonecast::net::SocketOptions;
 use zonecast::pair::agent::AgentConfig;
 use zonecast::pair::{Pair, PairConfig, ReplicationConfig, SessionsFile, Threading};
+use zonecast::replication::assignment::TrackerConfig;
 use zonecast::scene;
 use zonecast::security::KeyPair;
 
@@ -231,9 +232,7 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         if advertise.ip().is_unspecified() {
             return Err("listening on an unspecified address: give --advertise HOST:PORT".into());
         }
-        pair.register(AgentConfig {
-            control: control.clone(),
-            controller_key,
+        let tracker = TrackerConfig {
             token,
             region: a.region.clone(),
             advertise,
@@ -247,6 +246,11 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
             bus_key: stream_key.as_ref().map(KeyPair::public),
             requires_fanout: config.threading == Threading::Remote,
             drain_grace: Duration::from_millis(a.drain_grace_ms),
+        };
+        pair.register(AgentConfig {
+            control: control.clone(),
+            controller_key,
+            tracker,
         })
         .map_err(|e| e.to_string())?;
     }

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use clap::Args;
 use zonecast::fanout::Fanout;
-use zonecast::ipc_bus::stream::{LinkSubscriber, Role, StreamLink};
 use zonecast::net::{bind_udp, SocketOptions};
 use zonecast::pair::Threading;
+use zonecast::replication::stream::{LinkSubscriber, Role, StreamLink};
 use zonecast::stats::PairStats;
 
 use super::pair::PairArgs;

@@ -16,6 +16,7 @@ use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
 use zonecast::pair::agent::AgentConfig;
 use zonecast::pair::{Pair, PairConfig, ReplicationConfig};
+use zonecast::replication::assignment::TrackerConfig;
 use zonecast::security::KeyPair;
 use zonecast::stats::StatsSnapshot;
 use zonecast::wire::{Fields, SessionKey, MASK_ROTATION, MASK_TRANSLATION};
@@ -96,15 +97,17 @@ pub fn run(a: UpArgs) -> Result<(), String> {
             .register(AgentConfig {
                 control: control.clone(),
                 controller_key: public,
-                token: token.clone(),
-                region: REGION.into(),
-                advertise: pair.udp_addr(),
-                capacity: 10_000,
-                version: env!("CARGO_PKG_VERSION").into(),
-                bus: pair.bus_endpoints().first().cloned(),
-                bus_key: stream_key.as_ref().map(KeyPair::public),
-                requires_fanout: false,
-                drain_grace: Duration::from_secs(2),
+                tracker: TrackerConfig {
+                    token: token.clone(),
+                    region: REGION.into(),
+                    advertise: pair.udp_addr(),
+                    capacity: 10_000,
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    bus: pair.bus_endpoints().first().cloned(),
+                    bus_key: stream_key.as_ref().map(KeyPair::public),
+                    requires_fanout: false,
+                    drain_grace: Duration::from_secs(2),
+                },
             })
             .map_err(|e| e.to_string())?;
         pairs.push((pair, status));

@@ -8,7 +8,6 @@
 
 pub mod codec;
 pub mod inproc;
-pub mod stream;
 pub mod zmq;
 
 use std::time::Duration;

@@ -18,15 +18,16 @@ pub use sessions::{SessionEntry, SessionsError, SessionsFile};
 
 use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
-use crate::ipc_bus::stream::StreamHub;
 use crate::ipc_bus::{Publisher, Topic};
 use crate::net::metrics::{MetricsServer, Render};
 use crate::net::{bind_udp_shards, shard_of, SocketOptions};
+use crate::replication::stream::StreamHub;
+use crate::replication::{Replica, ReplicaStatus};
 use crate::scene::Batch;
 use crate::scene::{self, Engine};
 use crate::security::KeyPair;
 use crate::stats::{PairStats, StatsSet};
-use crate::udp_ingest::{self, Ingest, Replica, ReplicaStatus, SessionControl};
+use crate::udp_ingest::{self, Ingest, SessionControl};
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.
 const BUS_CAPACITY: usize = 1024;

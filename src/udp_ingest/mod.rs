@@ -1,14 +1,12 @@
 //! UDP ingest: the thin loop that feeds received datagrams to the scene engine and publishes
-//! what it accepts on the bus.
+//! what it accepts (to the replication stream first, then the bus), and applies the
+//! session commands the pair's agent queues (`replication::SessionCommand`).
 //!
 //! Per wake-up: one recvmmsg per burst of up to `BURST` datagrams, one `Instant::now()` per
 //! burst, one bus publish per burst. No allocation, lock or log line per datagram; counters
 //! are published with relaxed stores once per burst.
 
-pub mod replica;
-
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -21,12 +19,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::ipc_bus::{BusError, Publisher};
 use crate::net::mmsg::RecvBatch;
 use crate::net::shard_of;
-use crate::scene::Batch;
-use crate::scene::{DropReason, Engine};
-use crate::security::PublicKey;
+use crate::replication::{Replica, SessionCommand};
+use crate::scene::{Batch, DropReason, Engine};
 use crate::stats::PairStats;
-use crate::wire::SessionKey;
-pub use replica::{MirrorState, Replica, ReplicaStatus};
 
 /// Datagrams taken per recvmmsg call.
 pub const BURST: usize = 64;
@@ -77,42 +72,6 @@ pub struct Ingest<P: Publisher> {
     pub busy_poll: bool,
     /// The replication stream and mirrors, when this pair has them.
     pub replica: Option<Replica>,
-}
-
-/// A change to the sessions a pair serves, applied by ingest between bursts.
-#[derive(Clone, Debug)]
-pub enum SessionCommand {
-    Admit {
-        device: u32,
-        scene: u32,
-        key: SessionKey,
-    },
-    Revoke {
-        device: u32,
-    },
-    /// Mirror pair `pair` from its replication stream (this pair is its standby); `key`: the
-    /// stream's Noise key, when it is encrypted.
-    Mirror {
-        pair: u32,
-        endpoint: String,
-        key: Option<PublicKey>,
-    },
-    /// Stop mirroring `pair`.
-    Unmirror {
-        pair: u32,
-    },
-    /// Take `scene` over from a mirror (its pair died) and redirect its devices to `to`.
-    Promote {
-        scene: u32,
-        to: SocketAddr,
-        epoch: u64,
-    },
-    /// Hand `scene` over to the pair at `to` (a drain): forward and redirect its devices.
-    Handover {
-        scene: u32,
-        to: SocketAddr,
-        epoch: u64,
-    },
 }
 
 /// The sending side of the command queues of a pair's ingest shards: queues each command for

@@ -101,6 +101,15 @@ impl SessionKey {
     }
 }
 
+/// Compared in constant time.
+impl PartialEq for SessionKey {
+    fn eq(&self, other: &SessionKey) -> bool {
+        bool::from(subtle::ConstantTimeEq::ct_eq(&self.raw[..], &other.raw[..]))
+    }
+}
+
+impl Eq for SessionKey {}
+
 impl std::fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SessionKey(..)")

@@ -1,4 +1,4 @@
-//! The replication stream: the bus carried over one TCP (`tcp://host:port`) or Unix
+//! The replication stream's I/O drivers: the bus carried over one TCP (`tcp://host:port`) or Unix
 //! (`ipc:///path`) stream per subscriber, used where losing or reordering an event is not an
 //! option: between the halves of a split pair and from a pair to its standby.
 //!
@@ -22,42 +22,24 @@
 //! (`security::noise`); the subscriber must know the hub's public key (a standby learns it from
 //! the controller, over the encrypted control plane). `ipc://` streams never leave the host and
 //! stay plain. A hub drops a subscriber that has not said hello within [`HELLO_DEADLINE`] and
-//! holds at most [`MAX_PEERS`] connections.
+//! holds at most [`MAX_PEERS`] connections, each with at most
+//! [`MAX_INPUT`](super::peer::MAX_INPUT) bytes unread.
+//!
+//! What a peer may say and when (hello, token, heartbeats, checkpoint first, backlog, bye) is
+//! decided by the pure cores in `replication::peer`; these drivers accept, dial, read and write.
 
 mod hub;
 mod link;
 mod transport;
 
-use std::time::Duration;
-
 pub use hub::{HubCounters, StreamHub};
-pub use link::{LinkEvent, LinkSubscriber, StreamLink};
+pub use link::{LinkSubscriber, StreamLink};
 
-use super::BusError;
+pub use super::peer::{LinkEvent, Role, HELLO_DEADLINE};
+use crate::ipc_bus::BusError;
 
-/// Largest frame either side accepts (a checkpoint of a full scene is well below).
-pub const MAX_FRAME: usize = 64 << 20;
-/// Bytes a hub queues for one slow subscriber before it says bye and drops it.
-pub const MAX_BACKLOG: usize = 32 << 20;
-/// How often a subscriber says it is alive.
-pub const HEARTBEAT: Duration = Duration::from_millis(50);
-/// How long a new connection has to complete its handshake and say hello.
-pub const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// Connections a hub holds at once (greeted or not); more are closed on accept.
 pub const MAX_PEERS: usize = 256;
-
-const HELLO: &[u8; 2] = b"ZH";
-const BEAT: &[u8; 2] = b"ZK";
-const BYE: &[u8; 2] = b"ZY";
-
-/// What a subscriber is to the hub.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The fanout half of a split pair: the pair is healthy only while it is connected.
-    Fanout = 1,
-    /// A standby pair mirroring this one.
-    Standby = 2,
-}
 
 /// A parsed `tcp://` or `ipc://` endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,28 +62,4 @@ impl Endpoint {
             "`{s}` is not tcp://HOST:PORT or ipc:///PATH"
         )))
     }
-}
-
-/// Splits complete frames off the front of `input`.
-fn take_frame(input: &mut Vec<u8>) -> Result<Option<Vec<u8>>, ()> {
-    if input.len() < 4 {
-        return Ok(None);
-    }
-    let len = u32::from_le_bytes([input[0], input[1], input[2], input[3]]) as usize;
-    if len > MAX_FRAME {
-        return Err(());
-    }
-    if input.len() < 4 + len {
-        return Ok(None);
-    }
-    let frame = input[4..4 + len].to_vec();
-    input.drain(..4 + len);
-    Ok(Some(frame))
-}
-
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(4 + payload.len());
-    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    f.extend_from_slice(payload);
-    f
 }

@@ -1,32 +1,24 @@
-//! The publishing side of the replication stream: listens, authenticates subscribers and
-//! writes every batch to each, from the caller's thread, without blocking it.
+//! The publishing side of the replication stream: listens, and for each subscriber completes
+//! the Noise handshake (encrypted `tcp://`), feeds what it sends to its [`HubPeer`] core and
+//! writes every batch to it, from the caller's thread, without blocking it.
 //!
-//! Driven by its owner: [`StreamHub::service`] accepts, completes Noise handshakes, reads
-//! hellos and heartbeats, flushes backlogs and drops the dead; [`StreamHub::send`] writes.
-//! What a subscriber may send is tiny (a hello, heartbeats): more than [`MAX_INPUT`] buffered
-//! bytes, a malformed frame, a wrong token or no hello within `HELLO_DEADLINE` closes it,
-//! counted as refused.
+//! Driven by its owner: [`StreamHub::service`] accepts, reads, flushes backlogs and drops
+//! peers their core refused; [`StreamHub::send`] writes. Each refusal is counted.
 
 use std::io;
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
-use subtle::ConstantTimeEq;
-
 use super::transport::{Conn, Got, Socket};
-use super::{
-    frame, take_frame, Endpoint, Role, BEAT, BYE, HELLO, HELLO_DEADLINE, MAX_BACKLOG, MAX_PEERS,
-};
+use super::{Endpoint, Role, MAX_PEERS};
 use crate::ipc_bus::codec::encode_into;
 use crate::ipc_bus::{clear_stale_ipc, BusError};
 use crate::net::zeromq::leaves_host;
+use crate::replication::peer::{bye_frame, HubPeer};
 use crate::scene::Batch;
 use crate::security::noise::Channel;
 use crate::security::KeyPair;
-
-/// Plaintext a subscriber may have buffered (hellos and heartbeats are a few bytes).
-const MAX_INPUT: usize = 4096;
 
 enum Listener {
     Tcp(TcpListener),
@@ -47,12 +39,8 @@ pub struct HubCounters {
 
 struct Peer {
     conn: Conn,
-    role: Option<Role>,
+    core: HubPeer,
     input: Vec<u8>,
-    accepted: Instant,
-    last_heard: Instant,
-    /// Hello accepted; waits for its checkpoint before live batches.
-    wants_checkpoint: bool,
     dead: bool,
 }
 
@@ -121,27 +109,34 @@ impl StreamHub {
 
     pub fn counters(&self) -> HubCounters {
         HubCounters {
-            peers: self.peers.iter().filter(|p| p.role.is_some()).count() as u64,
+            peers: self
+                .peers
+                .iter()
+                .filter(|p| p.core.role().is_some())
+                .count() as u64,
             ..self.counters
         }
     }
 
     /// Whether a subscriber of `role` is connected and was heard within `within`.
     pub fn has_live(&self, role: Role, now: Instant, within: Duration) -> bool {
-        self.peers
-            .iter()
-            .any(|p| p.role == Some(role) && now.saturating_duration_since(p.last_heard) <= within)
+        self.peers.iter().any(|p| p.core.live_as(role, now, within))
     }
 
-    /// Accepts and authenticates subscribers, reads their heartbeats, flushes backlogs, drops
-    /// the dead. Returns true if a new subscriber waits for a checkpoint.
+    /// Accepts, reads what subscribers sent and lets their cores judge it, flushes backlogs,
+    /// drops the dead. Returns true if a new subscriber waits for a checkpoint.
     pub fn service(&mut self, now: Instant) -> bool {
         self.accept(now);
         let mut buf = [0u8; 4096];
         for p in &mut self.peers {
-            let silent =
-                p.role.is_none() && now.saturating_duration_since(p.accepted) > HELLO_DEADLINE;
-            if read_peer(p, &mut buf, &self.token, now).is_err() || silent {
+            let judged = read(p, &mut buf)
+                .and_then(|()| {
+                    p.core
+                        .handle_input(now, &mut p.input, &self.token)
+                        .map_err(|_| ())
+                })
+                .and_then(|()| p.core.handle_tick(now).map_err(|_| ()));
+            if judged.is_err() {
                 self.counters.refused += 1;
                 p.dead = true;
             }
@@ -150,7 +145,7 @@ impl StreamHub {
             }
         }
         self.peers.retain(|p| !p.dead);
-        self.peers.iter().any(|p| p.wants_checkpoint)
+        self.peers.iter().any(|p| p.core.wants_checkpoint())
     }
 
     fn accept(&mut self, now: Instant) {
@@ -182,11 +177,8 @@ impl StreamHub {
                 };
                 self.peers.push(Peer {
                     conn: Conn::new(socket, channel),
-                    role: None,
+                    core: HubPeer::new(now),
                     input: Vec::new(),
-                    accepted: now,
-                    last_heard: now,
-                    wants_checkpoint: false,
                     dead: false,
                 });
             }
@@ -213,16 +205,15 @@ impl StreamHub {
         let len = (self.frame.len() - 4) as u32;
         self.frame[..4].copy_from_slice(&len.to_le_bytes());
         for p in &mut self.peers {
-            if p.role.is_none() || p.wants_checkpoint != checkpoint {
+            if !p.core.take(checkpoint) {
                 continue;
             }
-            p.wants_checkpoint = false;
             if p.conn.send(&self.frame).is_err() {
                 p.dead = true;
-            } else if p.conn.pending() > MAX_BACKLOG {
+            } else if !HubPeer::keeps_up(p.conn.pending()) {
                 p.dead = true;
                 self.counters.overflows += 1;
-                let _ = p.conn.send(&frame(BYE));
+                let _ = p.conn.send(&bye_frame());
             }
         }
         if self.peers.iter().any(|p| p.dead) {
@@ -234,8 +225,8 @@ impl StreamHub {
 impl Drop for StreamHub {
     fn drop(&mut self) {
         for p in &mut self.peers {
-            if p.role.is_some() {
-                let _ = p.conn.send(&frame(BYE));
+            if p.core.role().is_some() {
+                let _ = p.conn.send(&bye_frame());
                 let _ = p.conn.flush();
             }
         }
@@ -247,53 +238,23 @@ impl Drop for StreamHub {
     }
 }
 
-/// Reads what `p` sent and acts on its frames; an error means it must be refused.
-fn read_peer(p: &mut Peer, buf: &mut [u8], token: &str, now: Instant) -> Result<(), ()> {
+/// Reads what `p` sent into its input; `Err` for a record that does not decrypt. A closed or
+/// broken connection marks it dead (not refused).
+fn read(p: &mut Peer, buf: &mut [u8]) -> Result<(), ()> {
     loop {
         match p.conn.read_into(buf, &mut p.input) {
-            Ok(Got::Data) if p.input.len() <= MAX_INPUT => {}
-            // Subscribers only send hellos and heartbeats.
-            Ok(Got::Data) => return Err(()),
-            Ok(Got::Idle) => break,
+            Ok(Got::Data) if p.input.len() <= crate::replication::peer::MAX_INPUT => {}
+            // More than a subscriber ever sends: let the core refuse it.
+            Ok(Got::Data) | Ok(Got::Idle) => return Ok(()),
             Ok(Got::Closed) => {
                 p.dead = true;
-                break;
+                return Ok(());
             }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(()),
             Err(_) => {
                 p.dead = true;
-                break;
+                return Ok(());
             }
         }
     }
-    loop {
-        let f = match take_frame(&mut p.input) {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(()) => return Err(()),
-        };
-        if f.as_slice() == BEAT && p.role.is_some() {
-            p.last_heard = now;
-        } else if p.role.is_none() {
-            let role = parse_hello(&f, token).ok_or(())?;
-            p.role = Some(role);
-            p.last_heard = now;
-            p.wants_checkpoint = true;
-        } else {
-            return Err(());
-        }
-    }
-}
-
-fn parse_hello(f: &[u8], token: &str) -> Option<Role> {
-    if f.len() < 5 || &f[..2] != HELLO || f[2] != 1 {
-        return None;
-    }
-    let role = match f[3] {
-        1 => Role::Fanout,
-        2 => Role::Standby,
-        _ => return None,
-    };
-    let presented = f.get(5..5 + usize::from(f[4]))?;
-    bool::from(presented.ct_eq(token.as_bytes())).then_some(role)
 }

@@ -1,6 +1,6 @@
-//! Replication inside the ingest loop: the hub that streams this pair's events to its fanout
-//! half and its standbys, and the links through which this pair mirrors the pairs it stands
-//! by for (one mirror engine each), adopting their scenes on a failover or a handover.
+//! Replication inside the ingest loop (a thin driver): the hub that streams this pair's events
+//! to its fanout half and its standbys, and one link per primary this pair stands by for, each
+//! feeding a [`Mirror`] core (which decides the mirror's life cycle and applies its events).
 //!
 //! Everything here runs on the ingest thread between bursts, so the hub writes each batch in
 //! the order the engine produced it and a mirror is applied in the order its primary produced
@@ -14,42 +14,18 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
-use crate::ipc_bus::stream::{LinkEvent, Role, StreamHub, StreamLink};
-use crate::scene::{self, Engine};
-use crate::scene::{Batch, EventKind};
+use super::mirror::Mirror;
+use super::stream::{Role, StreamHub, StreamLink};
+use crate::control::MirrorState;
+use crate::ipc_bus::BusError;
+use crate::scene::{self, Batch, Engine};
 use crate::security::PublicKey;
 use crate::stats::PairStats;
-use crate::wire::{parse_exact, RedirectBody};
 
 /// How often the hub accepts subscribers and reads their heartbeats.
 const SERVICE_EVERY: Duration = Duration::from_millis(2);
 /// A fanout half silent this long no longer counts as alive.
 pub const FANOUT_DEAD_AFTER: Duration = Duration::from_millis(250);
-
-/// Where a mirror stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MirrorState {
-    /// Dialing the primary (or re-dialing after it said bye).
-    Connecting,
-    /// Connected; the checkpoint has not arrived whole yet.
-    Syncing,
-    /// Holds the primary's state and follows it event by event.
-    Synced,
-    /// The stream broke without a bye: the primary died or the network failed. The mirror
-    /// keeps what it had (it may be adopted) and the link keeps re-dialing.
-    Lost,
-}
-
-impl MirrorState {
-    pub fn name(self) -> &'static str {
-        match self {
-            MirrorState::Connecting => "connecting",
-            MirrorState::Syncing => "syncing",
-            MirrorState::Synced => "synced",
-            MirrorState::Lost => "lost",
-        }
-    }
-}
 
 /// What the agent and the metrics see of replication.
 #[derive(Debug)]
@@ -75,14 +51,12 @@ impl Default for ReplicaStatus {
     }
 }
 
-struct Mirror {
+/// A link to one primary's stream and the mirror it feeds.
+struct Linked {
     link: StreamLink,
     endpoint: String,
     key: Option<PublicKey>,
-    engine: Engine,
-    state: MirrorState,
-    /// An event did not fit the mirror: dial again for a fresh checkpoint.
-    diverged: bool,
+    mirror: Mirror,
 }
 
 /// The replication side of one ingest loop.
@@ -90,7 +64,7 @@ pub struct Replica {
     hub: StreamHub,
     token: String,
     scene: scene::Config,
-    mirrors: BTreeMap<u32, Mirror>,
+    mirrors: BTreeMap<u32, Linked>,
     status: Arc<ReplicaStatus>,
     stats: Arc<PairStats>,
     waker: Arc<Waker>,
@@ -133,13 +107,11 @@ impl Replica {
         }
         match self.link(endpoint, key) {
             Ok(link) => {
-                let m = Mirror {
+                let m = Linked {
                     link,
                     endpoint: endpoint.to_string(),
                     key,
-                    engine: Engine::new(self.scene.clone()),
-                    state: MirrorState::Connecting,
-                    diverged: false,
+                    mirror: Mirror::new(self.scene.clone()),
                 };
                 self.mirrors.insert(pair, m);
                 self.report(pair, Some(MirrorState::Connecting));
@@ -148,11 +120,7 @@ impl Replica {
         }
     }
 
-    fn link(
-        &self,
-        endpoint: &str,
-        key: Option<PublicKey>,
-    ) -> Result<StreamLink, crate::ipc_bus::BusError> {
+    fn link(&self, endpoint: &str, key: Option<PublicKey>) -> Result<StreamLink, BusError> {
         let waker = self.waker.clone();
         let wake: Box<dyn Fn() + Send> = Box::new(move || {
             let _ = waker.wake();
@@ -179,9 +147,8 @@ impl Replica {
         now: Instant,
         out: &mut Batch,
     ) {
-        let holder = self.mirrors.values_mut().find(|m| m.engine.holds(scene));
-        if let Some(m) = holder {
-            engine.adopt(&mut m.engine, scene, now, Some((to, epoch)), out);
+        if let Some(m) = self.mirrors.values_mut().find(|m| m.mirror.holds(scene)) {
+            m.mirror.promote(engine, scene, now, to, epoch, out);
         }
     }
 
@@ -191,57 +158,24 @@ impl Replica {
         let mut changed = Vec::new();
         for (pair, m) in self.mirrors.iter_mut() {
             while let Some(ev) = m.link.try_next() {
-                let before = m.state;
-                match ev {
-                    LinkEvent::Up => m.state = MirrorState::Syncing,
-                    LinkEvent::Bye => m.state = MirrorState::Connecting,
-                    // Only a mirror that was in sync holds what the primary had at its end.
-                    LinkEvent::Lost if m.state == MirrorState::Synced => {
-                        m.state = MirrorState::Lost
-                    }
-                    LinkEvent::Lost => m.state = MirrorState::Connecting,
-                    LinkEvent::Malformed => {
-                        self.stats.mirror_malformed.fetch_add(1, Relaxed);
-                        m.state = MirrorState::Connecting;
-                    }
-                    LinkEvent::Batch(b) => {
-                        for (e, data) in b.iter() {
-                            match e.kind {
-                                EventKind::Forwarded => {
-                                    if let Some(from) = e.addr {
-                                        let _ = engine.handle(now, from, data, out);
-                                    }
-                                }
-                                EventKind::Handover => {
-                                    if let Ok(r) = parse_exact::<RedirectBody>(data) {
-                                        let redirect =
-                                            r.endpoint().ok().map(|to| (to, r.epoch.get()));
-                                        engine.adopt(&mut m.engine, e.scene, now, redirect, out);
-                                    }
-                                }
-                                EventKind::Synced => m.state = MirrorState::Synced,
-                                _ => {
-                                    if !m.engine.mirror(now, e, data) {
-                                        self.stats.mirror_diverged.fetch_add(1, Relaxed);
-                                        m.diverged = true;
-                                    }
-                                }
-                            }
-                        }
-                    }
+                let step = m.mirror.handle_link(now, ev, engine, out);
+                if step.malformed {
+                    self.stats.mirror_malformed.fetch_add(1, Relaxed);
                 }
-                if m.state != before {
-                    changed.push((*pair, m.state));
+                if step.diverged > 0 {
+                    self.stats.mirror_diverged.fetch_add(step.diverged, Relaxed);
+                }
+                if let Some(state) = step.changed {
+                    changed.push((*pair, state));
                 }
             }
         }
-        let diverged: Vec<u32> = self
+        let redial: Vec<u32> = self
             .mirrors
-            .iter()
-            .filter(|(_, m)| m.diverged)
-            .map(|(p, _)| *p)
+            .iter_mut()
+            .filter_map(|(p, m)| m.mirror.poll_redial().then_some(*p))
             .collect();
-        for pair in diverged {
+        for pair in redial {
             // The state is suspect: dial again, the checkpoint that follows replaces it.
             let (endpoint, key) = (
                 self.mirrors[&pair].endpoint.clone(),
@@ -249,16 +183,14 @@ impl Replica {
             );
             if let (Ok(link), Some(m)) = (self.link(&endpoint, key), self.mirrors.get_mut(&pair)) {
                 m.link = link;
-                m.diverged = false;
-                m.state = MirrorState::Connecting;
-                changed.push((pair, m.state));
+                changed.push((pair, m.mirror.state()));
             }
         }
         if !changed.is_empty() {
             let synced = self
                 .mirrors
                 .values()
-                .filter(|m| m.state == MirrorState::Synced);
+                .filter(|m| m.mirror.state() == MirrorState::Synced);
             self.stats
                 .mirrors_synced
                 .store(synced.count() as u64, Relaxed);

@@ -1,7 +1,8 @@
 //! The subscribing side of the replication stream: a thread that connects (and reconnects) to
-//! a hub, completes the Noise handshake when it knows the hub's key, greets the hub, sends
-//! heartbeats and passes batches on, in order, through a bounded queue (a full queue stops
-//! reading, which backs up to the hub).
+//! a hub, completes the Noise handshake when it knows the hub's key, and runs a
+//! [`LinkSession`] (hello, heartbeats, what each frame means) over the connection, passing
+//! batches on, in order, through a bounded queue (a full queue stops reading, which backs up
+//! to the hub).
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -13,28 +14,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use super::transport::{Conn, Got, Socket};
-use super::{frame, take_frame, Endpoint, Role, BEAT, BYE, HEARTBEAT, HELLO, HELLO_DEADLINE};
-use crate::ipc_bus::codec::decode;
+use super::{Endpoint, Role, HELLO_DEADLINE};
 use crate::ipc_bus::{BusError, Subscriber};
+use crate::replication::peer::{FromHub, LinkEvent, LinkSession};
 use crate::scene::Batch;
 use crate::security::noise::Channel;
 use crate::security::PublicKey;
-
-/// What a link reports to its consumer.
-#[derive(Debug)]
-pub enum LinkEvent {
-    /// Connected and greeted; a checkpoint is on its way.
-    Up,
-    /// The next batch, in publish order (the first after `Up` is a checkpoint).
-    Batch(Batch),
-    /// The publisher closed the stream on purpose (`bye`); the link reconnects.
-    Bye,
-    /// The stream broke without a bye: the publisher died, the network failed, or the
-    /// handshake failed (a wrong key). The link reconnects.
-    Lost,
-    /// A frame could not be decoded: counted, the link reconnects for a fresh checkpoint.
-    Malformed,
-}
 
 /// The subscribing side. See the module doc.
 pub struct StreamLink {
@@ -55,12 +40,10 @@ impl StreamLink {
         wake: Option<Box<dyn Fn() + Send>>,
     ) -> Result<StreamLink, BusError> {
         let endpoint = Endpoint::parse(endpoint)?;
-        if token.len() > 255 {
+        if LinkSession::new(role, token, Instant::now()).is_none() {
             return Err(BusError::Transport("token longer than 255 bytes".into()));
         }
-        let mut hello = HELLO.to_vec();
-        hello.extend_from_slice(&[1, role as u8, token.len() as u8]);
-        hello.extend_from_slice(token.as_bytes());
+        let token = token.to_string();
         let key = match endpoint {
             Endpoint::Tcp(_) => server_key,
             Endpoint::Ipc(_) => None,
@@ -83,7 +66,10 @@ impl StreamLink {
                         std::thread::sleep(Duration::from_millis(20));
                         continue;
                     };
-                    let end = run_link(&mut conn, &hello, &halt, &emit);
+                    let Some(session) = LinkSession::new(role, &token, Instant::now()) else {
+                        return;
+                    };
+                    let end = run_link(&mut conn, session, &halt, &emit);
                     if halt.load(Relaxed) || !emit(end) {
                         return;
                     }
@@ -144,7 +130,7 @@ fn dial(endpoint: &Endpoint, key: Option<&PublicKey>) -> Option<Conn> {
 /// Runs one connection until it ends; returns how it ended.
 fn run_link(
     conn: &mut Conn,
-    hello: &[u8],
+    mut session: LinkSession,
     halt: &AtomicBool,
     emit: &dyn Fn(LinkEvent) -> bool,
 ) -> LinkEvent {
@@ -157,19 +143,21 @@ fn run_link(
             _ => return LinkEvent::Lost,
         }
     }
-    if conn.send(&frame(hello)).and_then(|_| conn.flush()).is_err() {
+    if conn
+        .send(session.hello())
+        .and_then(|_| conn.flush())
+        .is_err()
+    {
         return LinkEvent::Lost;
     }
     if !emit(LinkEvent::Up) {
         return LinkEvent::Lost;
     }
-    let mut next_beat = Instant::now();
     while !halt.load(Relaxed) {
-        if Instant::now() >= next_beat {
-            if conn.send(&frame(BEAT)).and_then(|_| conn.flush()).is_err() {
+        if let Some(beat) = session.poll_beat(Instant::now()) {
+            if conn.send(&beat).and_then(|_| conn.flush()).is_err() {
                 return LinkEvent::Lost;
             }
-            next_beat = Instant::now() + HEARTBEAT;
         }
         match conn.read_into(&mut buf, &mut input) {
             Ok(Got::Data | Got::Idle) => {}
@@ -177,16 +165,11 @@ fn run_link(
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return LinkEvent::Malformed,
             Err(_) => return LinkEvent::Lost,
         }
-        loop {
-            match take_frame(&mut input) {
-                Err(()) => return LinkEvent::Malformed,
-                Ok(None) => break,
-                Ok(Some(f)) if f.as_slice() == BYE => return LinkEvent::Bye,
-                Ok(Some(f)) => {
-                    let mut batch = Batch::default();
-                    if decode(&f, &mut batch).is_err() {
-                        return LinkEvent::Malformed;
-                    }
+        while let Some(f) = session.next_frame(&mut input) {
+            match f {
+                FromHub::Malformed => return LinkEvent::Malformed,
+                FromHub::Bye => return LinkEvent::Bye,
+                FromHub::Batch(batch) => {
                     if !emit(LinkEvent::Batch(batch)) {
                         return LinkEvent::Lost;
                     }

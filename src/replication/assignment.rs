@@ -1,0 +1,465 @@
+//! The pair's side of the control plane as a pure state machine: when to register, heartbeat
+//! or deregister, and what each typed answer means for what the pair serves. No sockets, no
+//! clock (`now` comes in); the agent thread (`pair/agent.rs`) sends the [`Call`]s, feeds back
+//! the [`Answer`]s, passes the [`SessionCommand`]s to ingest and logs the [`Note`]s.
+//!
+//! Policy, as decided here:
+//! - Register until registered, then heartbeat every `heartbeat_ms` (from the controller), or a
+//!   fifth of that while a primary this pair mirrors looks dead (its stream was `lost`): the
+//!   controller moves the primary's scenes here as soon as its heartbeat is overdue.
+//! - An assignment in a heartbeat reply is applied in this order: scenes new to the pair are
+//!   promoted from a mirror (a failover; the devices are redirected under the reply's epoch)
+//!   except those `incoming` from a draining pair (taken when its handover event arrives in
+//!   the stream); handovers become `Handover`; then sessions are admitted and revoked to match
+//!   (so the mirrored sessions, replay windows included, are the ones kept); then mirrors are
+//!   started and stopped to match.
+//! - `stale_epoch` or `unknown_pair` (declared dead, or a controller that forgot it): revoke
+//!   every session, stop every mirror and handover, register again at once as a new pair.
+//! - No answer: keep serving the last assignment, retry every interval. Another refusal: retry
+//!   in a second.
+//! - A split pair's ingest (`requires_fanout`) does not heartbeat while its fanout half is away,
+//!   so the controller fails it over.
+//! - A draining pair, once its scenes are handed over, forwards stragglers for `drain_grace`,
+//!   then deregisters and is done.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::command::SessionCommand;
+use crate::control::client::RequestError;
+use crate::control::protocol::{
+    Assignment, HeartbeatReply, Load, MirrorReport, MirrorState, PairDeregistered, PairRegistered,
+    Reply, Request,
+};
+use crate::control::ErrorCode;
+use crate::security::PublicKey;
+use crate::wire::SessionKey;
+
+/// How the pair presents itself to the controller.
+#[derive(Clone, Debug)]
+pub struct TrackerConfig {
+    pub token: String,
+    pub region: String,
+    /// The UDP endpoint devices are told to use.
+    pub advertise: SocketAddr,
+    pub capacity: u32,
+    pub version: String,
+    /// The replication stream standbys connect to (`tcp://HOST:PORT`), if any.
+    pub bus: Option<String>,
+    /// The stream's Noise public key, when it is encrypted.
+    pub bus_key: Option<PublicKey>,
+    /// A split pair's ingest: healthy (heartbeating) only while its fanout half is connected.
+    pub requires_fanout: bool,
+    /// How long a drained pair forwards stragglers before it deregisters.
+    pub drain_grace: Duration,
+}
+
+/// What the pair knows of itself now.
+#[derive(Clone, Debug, Default)]
+pub struct Local {
+    pub load: Load,
+    /// Its mirrors of the primaries it stands by for.
+    pub mirrors: Vec<(u32, MirrorState)>,
+    /// A split pair's fanout half is connected and heard.
+    pub fanout_alive: bool,
+}
+
+/// A request to send, by what its answer will be.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Register(Request),
+    Heartbeat(Request),
+    Deregister(Request),
+}
+
+impl Call {
+    pub fn request(&self) -> &Request {
+        match self {
+            Call::Register(r) | Call::Heartbeat(r) | Call::Deregister(r) => r,
+        }
+    }
+}
+
+/// The typed answer to a [`Call`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Answer {
+    Registered(PairRegistered),
+    Heartbeat(HeartbeatReply),
+    Deregistered(PairDeregistered),
+}
+
+impl Answer {
+    /// The answer a controller's `reply` to `call` is, if it is one.
+    pub fn from_reply(call: &Call, reply: Reply) -> Option<Answer> {
+        match (call, reply) {
+            (Call::Register(_), Reply::PairRegistered(r)) => Some(Answer::Registered(r)),
+            (Call::Heartbeat(_), Reply::Heartbeat(r)) => Some(Answer::Heartbeat(r)),
+            (Call::Deregister(_), Reply::PairDeregistered(r)) => Some(Answer::Deregistered(r)),
+            _ => None,
+        }
+    }
+}
+
+/// Something worth a log line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Note {
+    Registered {
+        pair: u32,
+        region: String,
+        heartbeat: Duration,
+    },
+    /// The controller says this pair is stale: everything was dropped.
+    Stale(String),
+    /// The controller does not answer; the pair relays on its last assignment.
+    Unreachable(String),
+    Reachable,
+    /// Another refusal or a reply that made no sense.
+    Failed(String),
+    /// Scenes handed over: forwarding stragglers for this long.
+    Draining(Duration),
+    /// Drained and deregistered: the pair should stop.
+    Drained(u32),
+    FanoutMissing,
+    FanoutBack,
+}
+
+/// The pair's assignment and its life cycle with the controller. See the module doc.
+pub struct Tracker {
+    config: TrackerConfig,
+    pair: Option<u32>,
+    /// The assignment epoch applied last (0: none yet).
+    epoch: u64,
+    interval: Duration,
+    /// Sessions admitted on the controller's word: device -> (scene, key hex).
+    admitted: BTreeMap<u32, (u32, String)>,
+    scenes: BTreeSet<u32>,
+    mirrors: BTreeMap<u32, (String, Option<PublicKey>)>,
+    handed_over: BTreeSet<u32>,
+    drained_at: Option<Instant>,
+    outage: bool,
+    fanout_missing: bool,
+    next: Instant,
+    in_flight: bool,
+    /// The call in flight is the deregistration that ends a drain.
+    deregistering: bool,
+    done: bool,
+    commands: Vec<SessionCommand>,
+    notes: Vec<Note>,
+}
+
+/// Heartbeat interval until the controller says otherwise.
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
+/// Wait after a refusal that is neither stale nor an outage.
+const AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+impl Tracker {
+    pub fn new(config: TrackerConfig, now: Instant) -> Tracker {
+        Tracker {
+            config,
+            pair: None,
+            epoch: 0,
+            interval: DEFAULT_INTERVAL,
+            admitted: BTreeMap::new(),
+            scenes: BTreeSet::new(),
+            mirrors: BTreeMap::new(),
+            handed_over: BTreeSet::new(),
+            drained_at: None,
+            outage: false,
+            fanout_missing: false,
+            next: now,
+            in_flight: false,
+            deregistering: false,
+            done: false,
+            commands: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// The pair id, while registered.
+    pub fn pair(&self) -> Option<u32> {
+        self.pair
+    }
+
+    /// The assignment epoch applied last.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The scenes it serves (not those it handed over).
+    pub fn scenes(&self) -> &BTreeSet<u32> {
+        &self.scenes
+    }
+
+    /// Drained and deregistered: nothing more to do.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// When the next call is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next
+    }
+
+    /// The request to send now, if one is due (at most one at a time).
+    pub fn poll_call(&mut self, now: Instant, local: &Local) -> Option<Call> {
+        if self.done || self.in_flight || now < self.next {
+            return None;
+        }
+        if self.config.requires_fanout && local.fanout_alive == self.fanout_missing {
+            self.fanout_missing = !local.fanout_alive;
+            self.notes.push(if self.fanout_missing {
+                Note::FanoutMissing
+            } else {
+                Note::FanoutBack
+            });
+        }
+        if self.fanout_missing {
+            self.next = now + self.interval;
+            return None;
+        }
+        let token = Some(self.config.token.clone());
+        let call = match (self.pair, self.drained_at) {
+            (Some(pair), Some(at))
+                if now.saturating_duration_since(at) >= self.config.drain_grace =>
+            {
+                self.deregistering = true;
+                Call::Deregister(Request::PairDeregister { token, pair })
+            }
+            (Some(pair), _) => Call::Heartbeat(Request::PairHeartbeat {
+                token,
+                pair,
+                epoch: self.epoch,
+                load: local.load.clone(),
+                mirrors: local
+                    .mirrors
+                    .iter()
+                    .map(|(pair, state)| MirrorReport {
+                        pair: *pair,
+                        state: *state,
+                    })
+                    .collect(),
+            }),
+            (None, _) => Call::Register(Request::PairRegister {
+                token,
+                region: self.config.region.clone(),
+                udp: self.config.advertise.to_string(),
+                capacity: self.config.capacity,
+                version: self.config.version.clone(),
+                bus: self.config.bus.clone(),
+                bus_key: self.config.bus_key.map(|k| k.to_z85()),
+            }),
+        };
+        self.in_flight = true;
+        Some(call)
+    }
+
+    /// Feeds back what the controller answered to the last call (or why it did not).
+    pub fn handle_answer(
+        &mut self,
+        now: Instant,
+        answer: Result<Answer, RequestError>,
+        local: &Local,
+    ) {
+        self.in_flight = false;
+        if std::mem::take(&mut self.deregistering) {
+            // Whatever became of the deregistration, the grace period is over.
+            self.finish_drain();
+            return;
+        }
+        if answer.is_ok() && self.outage {
+            self.outage = false;
+            self.notes.push(Note::Reachable);
+        }
+        match answer {
+            Ok(Answer::Registered(r)) => {
+                self.interval = Duration::from_millis(r.heartbeat_ms.clamp(5, 10_000));
+                self.pair = Some(r.pair);
+                self.epoch = 0;
+                self.notes.push(Note::Registered {
+                    pair: r.pair,
+                    region: self.config.region.clone(),
+                    heartbeat: self.interval,
+                });
+                // Heartbeat at once: that is where the assignment comes from.
+                self.next = now;
+            }
+            Ok(Answer::Heartbeat(r)) => {
+                if let Some(a) = r.assignment {
+                    if let Err(e) = self.apply(now, &a, r.epoch) {
+                        self.notes.push(Note::Failed(e));
+                        self.next = now + AFTER_FAILURE;
+                        return;
+                    }
+                }
+                self.epoch = r.epoch;
+                let lost = local.mirrors.iter().any(|(_, s)| *s == MirrorState::Lost);
+                self.next = now
+                    + if lost {
+                        self.interval / 5
+                    } else {
+                        self.interval
+                    };
+            }
+            Ok(Answer::Deregistered(_)) => self.finish_drain(),
+            Err(RequestError::Refused(e))
+                if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::UnknownPair) =>
+            {
+                self.notes.push(Note::Stale(e.to_string()));
+                self.reset();
+                self.next = now;
+            }
+            Err(RequestError::Unavailable(e)) => {
+                if !self.outage {
+                    self.outage = true;
+                    self.notes.push(Note::Unreachable(e));
+                }
+                self.next = now + self.interval;
+            }
+            Err(e) => {
+                self.notes.push(Note::Failed(e.to_string()));
+                self.next = now + AFTER_FAILURE;
+            }
+        }
+    }
+
+    /// Session and replication commands for ingest, in order.
+    pub fn take_commands(&mut self) -> Vec<SessionCommand> {
+        std::mem::take(&mut self.commands)
+    }
+
+    /// Log lines, in order.
+    pub fn take_notes(&mut self) -> Vec<Note> {
+        std::mem::take(&mut self.notes)
+    }
+
+    fn finish_drain(&mut self) {
+        if let Some(pair) = self.pair {
+            self.notes.push(Note::Drained(pair));
+        }
+        self.done = true;
+    }
+
+    /// Forgets the pair and everything it served.
+    fn reset(&mut self) {
+        self.sessions(&[]);
+        self.scenes.clear();
+        self.handed_over.clear();
+        self.drained_at = None;
+        for pair in std::mem::take(&mut self.mirrors).into_keys() {
+            self.commands.push(SessionCommand::Unmirror { pair });
+        }
+        self.pair = None;
+        self.epoch = 0;
+    }
+
+    fn apply(&mut self, now: Instant, a: &Assignment, epoch: u64) -> Result<(), String> {
+        self.take_over(a, epoch)?;
+        let sessions: Vec<(u32, u32, String)> = a
+            .sessions
+            .iter()
+            .map(|s| (s.device, s.scene, s.key.clone()))
+            .collect();
+        self.sessions(&sessions);
+        self.follow_mirrors(a);
+        if a.draining && self.scenes.is_empty() && self.drained_at.is_none() {
+            self.drained_at = Some(now);
+            self.notes.push(Note::Draining(self.config.drain_grace));
+        }
+        Ok(())
+    }
+
+    /// Promotions for scenes new to this pair (except incoming ones), handovers for scenes it
+    /// hands over; both before sessions are admitted.
+    fn take_over(&mut self, a: &Assignment, epoch: u64) -> Result<(), String> {
+        let incoming: BTreeSet<u32> = a.incoming.iter().copied().collect();
+        let scenes: BTreeSet<u32> = a
+            .scenes
+            .iter()
+            .copied()
+            .filter(|s| !incoming.contains(s))
+            .collect();
+        for scene in scenes.difference(&self.scenes) {
+            self.commands.push(SessionCommand::Promote {
+                scene: *scene,
+                to: self.config.advertise,
+                epoch,
+            });
+        }
+        for h in &a.handovers {
+            let to: SocketAddr = h
+                .udp
+                .parse()
+                .map_err(|_| format!("assignment: handover to `{}`", h.udp))?;
+            if self.handed_over.insert(h.scene) {
+                self.commands.push(SessionCommand::Handover {
+                    scene: h.scene,
+                    to,
+                    epoch: h.epoch,
+                });
+            }
+        }
+        self.scenes = scenes;
+        Ok(())
+    }
+
+    /// Makes the admitted sessions equal to `wanted` (device, scene, key hex).
+    fn sessions(&mut self, wanted: &[(u32, u32, String)]) {
+        let wanted: BTreeMap<u32, (u32, String)> = wanted
+            .iter()
+            .map(|(d, s, k)| (*d, (*s, k.clone())))
+            .collect();
+        for device in self.admitted.keys() {
+            if !wanted.contains_key(device) {
+                self.commands
+                    .push(SessionCommand::Revoke { device: *device });
+            }
+        }
+        for (device, (scene, key)) in &wanted {
+            if self.admitted.get(device) == Some(&(*scene, key.clone())) {
+                continue;
+            }
+            if let Some(key) = SessionKey::from_hex(key) {
+                self.commands.push(SessionCommand::Admit {
+                    device: *device,
+                    scene: *scene,
+                    key,
+                });
+            }
+        }
+        self.admitted = wanted;
+    }
+
+    /// Mirrors exactly the pairs the assignment lists.
+    fn follow_mirrors(&mut self, a: &Assignment) {
+        let wanted: BTreeMap<u32, (String, Option<PublicKey>)> = a
+            .mirrors
+            .iter()
+            .filter_map(|m| {
+                let key = match &m.key {
+                    Some(k) => Some(PublicKey::from_z85(k).ok()?),
+                    None => None,
+                };
+                Some((m.pair, (m.bus.clone(), key)))
+            })
+            .collect();
+        for (pair, stream) in &self.mirrors {
+            if wanted.get(pair) != Some(stream) {
+                self.commands.push(SessionCommand::Unmirror { pair: *pair });
+            }
+        }
+        for (pair, (bus, key)) in &wanted {
+            if self.mirrors.get(pair) != Some(&(bus.clone(), *key)) {
+                self.commands.push(SessionCommand::Mirror {
+                    pair: *pair,
+                    endpoint: bus.clone(),
+                    key: *key,
+                });
+            }
+        }
+        self.mirrors = wanted;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,321 @@
+//! The assignment tracker on a virtual clock, against typed answers: registration, applying an
+//! assignment, fencing, outages, fast polls while a primary looks dead, drains, split pairs.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::control::protocol::{HandoverOrder, MirrorTarget, SessionGrant};
+use crate::control::ControlError;
+
+const KEY: &str = "0707070707070707070707070707070707070707070707070707070707070707";
+
+fn config() -> TrackerConfig {
+    TrackerConfig {
+        token: "t".into(),
+        region: "eu".into(),
+        advertise: "127.0.0.1:7201".parse().unwrap(),
+        capacity: 10,
+        version: "test".into(),
+        bus: Some("tcp://127.0.0.1:7301".into()),
+        bus_key: None,
+        requires_fanout: false,
+        drain_grace: Duration::from_millis(500),
+    }
+}
+
+fn registered(now: Instant) -> Tracker {
+    let mut t = Tracker::new(config(), now);
+    let local = Local::default();
+    let call = t.poll_call(now, &local).unwrap();
+    assert!(matches!(call, Call::Register(_)));
+    assert!(t.poll_call(now, &local).is_none(), "one call at a time");
+    let answer = Answer::Registered(PairRegistered {
+        pair: 3,
+        epoch: 1,
+        heartbeat_ms: 50,
+        dead_after_ms: 250,
+    });
+    t.handle_answer(now, Ok(answer), &local);
+    assert_eq!(t.pair(), Some(3));
+    assert!(matches!(
+        t.take_notes()[..],
+        [Note::Registered { pair: 3, .. }]
+    ));
+    t
+}
+
+fn heartbeat(
+    t: &mut Tracker,
+    now: Instant,
+    local: &Local,
+    reply: HeartbeatReply,
+) -> Vec<SessionCommand> {
+    let call = t.poll_call(now, local).expect("a heartbeat is due");
+    assert!(matches!(call, Call::Heartbeat(_)), "{call:?}");
+    t.handle_answer(now, Ok(Answer::Heartbeat(reply)), local);
+    t.take_commands()
+}
+
+fn assignment(scenes: &[u32], devices: &[(u32, u32)]) -> Assignment {
+    Assignment {
+        scenes: scenes.to_vec(),
+        sessions: devices
+            .iter()
+            .map(|(device, scene)| SessionGrant {
+                device: *device,
+                scene: *scene,
+                key: KEY.into(),
+            })
+            .collect(),
+        ..Assignment::default()
+    }
+}
+
+#[test]
+fn a_pair_registers_then_applies_its_assignment_in_order() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    let reply = HeartbeatReply {
+        epoch: 9,
+        assignment: Some(assignment(&[1], &[(7, 1), (8, 1)])),
+    };
+    let cmds = heartbeat(&mut t, t0, &local, reply);
+    let key = SessionKey::from_hex(KEY).unwrap();
+    assert_eq!(
+        cmds,
+        vec![
+            SessionCommand::Promote {
+                scene: 1,
+                to: config().advertise,
+                epoch: 9
+            },
+            SessionCommand::Admit {
+                device: 7,
+                scene: 1,
+                key: key.clone()
+            },
+            SessionCommand::Admit {
+                device: 8,
+                scene: 1,
+                key
+            },
+        ],
+        "promote before admitting, so a mirror's sessions are the ones kept"
+    );
+    assert_eq!(t.epoch(), 9);
+    // Not due before the interval; then an unchanged epoch changes nothing.
+    assert!(t
+        .poll_call(t0 + Duration::from_millis(49), &local)
+        .is_none());
+    let same = HeartbeatReply {
+        epoch: 9,
+        assignment: None,
+    };
+    assert!(heartbeat(&mut t, t0 + Duration::from_millis(50), &local, same).is_empty());
+    // A device leaves: only it is revoked.
+    let reply = HeartbeatReply {
+        epoch: 10,
+        assignment: Some(assignment(&[1], &[(7, 1)])),
+    };
+    let cmds = heartbeat(&mut t, t0 + Duration::from_millis(100), &local, reply);
+    assert_eq!(cmds, vec![SessionCommand::Revoke { device: 8 }]);
+}
+
+#[test]
+fn a_stale_pair_drops_everything_and_registers_again_at_once() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    let mut a = assignment(&[1], &[(7, 1)]);
+    a.mirrors = vec![MirrorTarget {
+        pair: 4,
+        bus: "tcp://127.0.0.1:7302".into(),
+        key: None,
+    }];
+    let reply = HeartbeatReply {
+        epoch: 5,
+        assignment: Some(a),
+    };
+    heartbeat(&mut t, t0, &local, reply);
+    let later = t0 + Duration::from_millis(50);
+    t.poll_call(later, &local).unwrap();
+    let stale = ControlError::new(ErrorCode::StaleEpoch, "declared dead");
+    t.handle_answer(later, Err(RequestError::Refused(stale)), &local);
+    assert_eq!(
+        t.take_commands(),
+        vec![
+            SessionCommand::Revoke { device: 7 },
+            SessionCommand::Unmirror { pair: 4 }
+        ]
+    );
+    assert_eq!((t.pair(), t.epoch()), (None, 0));
+    assert!(matches!(t.take_notes()[..], [Note::Stale(_)]));
+    assert!(matches!(
+        t.poll_call(later, &local),
+        Some(Call::Register(_))
+    ));
+}
+
+#[test]
+fn an_outage_keeps_the_assignment_and_is_noted_once() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    heartbeat(
+        &mut t,
+        t0,
+        &local,
+        HeartbeatReply {
+            epoch: 5,
+            assignment: Some(assignment(&[1], &[(7, 1)])),
+        },
+    );
+    let mut now = t0;
+    for _ in 0..3 {
+        now += Duration::from_millis(50);
+        t.poll_call(now, &local).unwrap();
+        t.handle_answer(
+            now,
+            Err(RequestError::Unavailable("timeout".into())),
+            &local,
+        );
+    }
+    assert!(t.take_commands().is_empty(), "nothing revoked in an outage");
+    assert!(matches!(t.take_notes()[..], [Note::Unreachable(_)]));
+    now += Duration::from_millis(50);
+    let ok = HeartbeatReply {
+        epoch: 5,
+        assignment: None,
+    };
+    heartbeat(&mut t, now, &local, ok);
+    assert_eq!(t.take_notes(), vec![Note::Reachable]);
+}
+
+#[test]
+fn a_lost_primary_makes_the_standby_poll_five_times_as_often() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let lost = Local {
+        mirrors: vec![(4, MirrorState::Lost)],
+        ..Local::default()
+    };
+    let reply = HeartbeatReply {
+        epoch: 1,
+        assignment: None,
+    };
+    let call = t.poll_call(t0, &lost).unwrap();
+    let Call::Heartbeat(Request::PairHeartbeat { mirrors, .. }) = call else {
+        panic!("{call:?}")
+    };
+    assert_eq!(mirrors[0].state, MirrorState::Lost, "reported");
+    t.handle_answer(t0, Ok(Answer::Heartbeat(reply)), &lost);
+    assert_eq!(t.poll_timeout(), t0 + Duration::from_millis(10));
+}
+
+#[test]
+fn a_drain_hands_over_waits_out_its_grace_then_deregisters() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    heartbeat(
+        &mut t,
+        t0,
+        &local,
+        HeartbeatReply {
+            epoch: 5,
+            assignment: Some(assignment(&[1], &[(7, 1)])),
+        },
+    );
+    let mut drained = assignment(&[], &[(7, 1)]);
+    drained.draining = true;
+    drained.handovers = vec![HandoverOrder {
+        scene: 1,
+        pair: 4,
+        udp: "127.0.0.1:7202".into(),
+        epoch: 6,
+    }];
+    let at = t0 + Duration::from_millis(50);
+    let cmds = heartbeat(
+        &mut t,
+        at,
+        &local,
+        HeartbeatReply {
+            epoch: 6,
+            assignment: Some(drained),
+        },
+    );
+    assert_eq!(
+        cmds,
+        vec![SessionCommand::Handover {
+            scene: 1,
+            to: "127.0.0.1:7202".parse().unwrap(),
+            epoch: 6
+        }],
+        "the session stays: stragglers are forwarded"
+    );
+    assert_eq!(
+        t.take_notes(),
+        vec![Note::Draining(Duration::from_millis(500))]
+    );
+    // Heartbeats go on during the grace period; then the deregistration, whatever its fate.
+    let mut now = at;
+    loop {
+        now += Duration::from_millis(50);
+        match t.poll_call(now, &local).unwrap() {
+            Call::Heartbeat(_) => {
+                let same = HeartbeatReply {
+                    epoch: 6,
+                    assignment: None,
+                };
+                t.handle_answer(now, Ok(Answer::Heartbeat(same)), &local);
+            }
+            Call::Deregister(_) => break,
+            c => panic!("{c:?}"),
+        }
+    }
+    assert!(now >= at + Duration::from_millis(500));
+    t.handle_answer(now, Err(RequestError::Unavailable("gone".into())), &local);
+    assert!(t.is_done());
+    assert_eq!(t.take_notes(), vec![Note::Drained(3)]);
+    assert!(t.poll_call(now + Duration::from_secs(1), &local).is_none());
+}
+
+#[test]
+fn an_incoming_scene_waits_for_its_handover_and_a_split_pair_needs_its_fanout() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let mut a = assignment(&[1, 2], &[]);
+    a.incoming = vec![2];
+    let cmds = heartbeat(
+        &mut t,
+        t0,
+        &Local::default(),
+        HeartbeatReply {
+            epoch: 3,
+            assignment: Some(a),
+        },
+    );
+    assert_eq!(cmds.len(), 1, "only scene 1 is promoted now: {cmds:?}");
+
+    let mut split = Tracker::new(
+        TrackerConfig {
+            requires_fanout: true,
+            ..config()
+        },
+        t0,
+    );
+    let alone = Local::default();
+    assert!(split.poll_call(t0, &alone).is_none());
+    assert_eq!(split.take_notes(), vec![Note::FanoutMissing]);
+    let whole = Local {
+        fanout_alive: true,
+        ..Local::default()
+    };
+    let later = t0 + Duration::from_millis(50);
+    assert!(matches!(
+        split.poll_call(later, &whole),
+        Some(Call::Register(_))
+    ));
+    assert_eq!(split.take_notes(), vec![Note::FanoutBack]);
+}

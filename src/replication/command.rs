@@ -1,0 +1,44 @@
+//! What a pair's control side asks of its ingest loop: session admits and revokes from the
+//! controller's assignment, and the replication moves (mirror, unmirror, promote, hand over).
+//! Produced by the assignment tracker (pure), carried to ingest by `udp_ingest::SessionControl`.
+
+use std::net::SocketAddr;
+
+use crate::security::PublicKey;
+use crate::wire::SessionKey;
+
+/// A change to what a pair serves, applied by ingest between bursts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionCommand {
+    Admit {
+        device: u32,
+        scene: u32,
+        key: SessionKey,
+    },
+    Revoke {
+        device: u32,
+    },
+    /// Mirror pair `pair` from its replication stream (this pair is its standby); `key`: the
+    /// stream's Noise key, when it is encrypted.
+    Mirror {
+        pair: u32,
+        endpoint: String,
+        key: Option<PublicKey>,
+    },
+    /// Stop mirroring `pair`.
+    Unmirror {
+        pair: u32,
+    },
+    /// Take `scene` over from a mirror (its pair died) and redirect its devices to `to`.
+    Promote {
+        scene: u32,
+        to: SocketAddr,
+        epoch: u64,
+    },
+    /// Hand `scene` over to the pair at `to` (a drain): forward and redirect its devices.
+    Handover {
+        scene: u32,
+        to: SocketAddr,
+        epoch: u64,
+    },
+}

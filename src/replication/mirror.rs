@@ -1,0 +1,223 @@
+//! A standby's mirror of one primary, as a pure state machine: its life cycle (connecting,
+//! syncing, synced, lost, diverged) and the mirror engine it keeps, fed by what the link to the
+//! primary's stream reports. No sockets, no clock (`now` comes in).
+//!
+//! - `Up`: connected and greeted, a checkpoint follows: **syncing**.
+//! - a batch: each event is applied to the mirror engine (`Engine::mirror`, the primary's own
+//!   rules); `Synced` (the end of a checkpoint) makes it **synced**; a datagram the primary
+//!   forwards (it drains) goes to the *serving* engine as if received; a `Handover` event moves
+//!   the scene from the mirror into the serving engine (the drain's hand-over, in stream order).
+//! - `Bye` (the primary closed on purpose): **connecting**, the link re-dials.
+//! - `Lost` (the stream broke without a bye): a mirror that was in sync holds everything the
+//!   primary streamed before it died and becomes **lost** (it may be adopted); one that was not
+//!   goes back to connecting.
+//! - an event the mirror cannot apply, or a malformed frame: the state is suspect, it is
+//!   **diverged**; [`Mirror::poll_redial`] tells the driver to dial again, and the checkpoint
+//!   that follows replaces the state.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::peer::LinkEvent;
+use crate::control::MirrorState;
+use crate::scene::{self, Batch, Engine, EventKind};
+use crate::wire::{parse_exact, RedirectBody};
+
+/// What one link event did, for the driver's counters and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The state it moved to, if it changed.
+    pub changed: Option<MirrorState>,
+    /// A frame could not be decoded.
+    pub malformed: bool,
+    /// Events the mirror could not apply.
+    pub diverged: u64,
+}
+
+/// One mirror.
+pub struct Mirror {
+    state: MirrorState,
+    engine: Engine,
+    /// An event did not fit: dial again for a fresh checkpoint.
+    diverged: bool,
+}
+
+impl Mirror {
+    pub fn new(config: scene::Config) -> Mirror {
+        Mirror {
+            state: MirrorState::Connecting,
+            engine: Engine::new(config),
+            diverged: false,
+        }
+    }
+
+    pub fn state(&self) -> MirrorState {
+        self.state
+    }
+
+    /// Whether the mirror holds `scene`.
+    pub fn holds(&self, scene: u32) -> bool {
+        self.engine.holds(scene)
+    }
+
+    /// The mirrored state (for inspection).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Applies one link event. Forwarded datagrams and hand-overs act on `serving`, whose
+    /// output goes to `out`.
+    pub fn handle_link(
+        &mut self,
+        now: Instant,
+        event: LinkEvent,
+        serving: &mut Engine,
+        out: &mut Batch,
+    ) -> Step {
+        let before = self.state;
+        let mut step = Step::default();
+        match event {
+            LinkEvent::Up => self.state = MirrorState::Syncing,
+            LinkEvent::Bye => self.state = MirrorState::Connecting,
+            // Only a mirror that was in sync holds what the primary had at its end.
+            LinkEvent::Lost if self.state == MirrorState::Synced => self.state = MirrorState::Lost,
+            LinkEvent::Lost => self.state = MirrorState::Connecting,
+            LinkEvent::Malformed => {
+                step.malformed = true;
+                self.state = MirrorState::Connecting;
+            }
+            LinkEvent::Batch(b) => step.diverged = self.apply(now, &b, serving, out),
+        }
+        if self.state != before {
+            step.changed = Some(self.state);
+        }
+        step
+    }
+
+    fn apply(&mut self, now: Instant, b: &Batch, serving: &mut Engine, out: &mut Batch) -> u64 {
+        let mut diverged = 0;
+        for (e, data) in b.iter() {
+            match e.kind {
+                EventKind::Forwarded => {
+                    if let Some(from) = e.addr {
+                        let _ = serving.handle(now, from, data, out);
+                    }
+                }
+                EventKind::Handover => {
+                    if let Ok(r) = parse_exact::<RedirectBody>(data) {
+                        let redirect = r.endpoint().ok().map(|to| (to, r.epoch.get()));
+                        serving.adopt(&mut self.engine, e.scene, now, redirect, out);
+                    }
+                }
+                EventKind::Synced => self.state = MirrorState::Synced,
+                _ => {
+                    if !self.engine.mirror(now, e, data) {
+                        diverged += 1;
+                        self.diverged = true;
+                    }
+                }
+            }
+        }
+        diverged
+    }
+
+    /// True once after the mirror diverged: the driver must dial again (the new link's
+    /// checkpoint replaces the state). The mirror is then connecting.
+    pub fn poll_redial(&mut self) -> bool {
+        if !self.diverged {
+            return false;
+        }
+        self.diverged = false;
+        self.state = MirrorState::Connecting;
+        true
+    }
+
+    /// A failover: moves `scene` from the mirror into `serving` and redirects its devices to
+    /// `to` under `epoch`. False if the mirror does not hold it.
+    pub fn promote(
+        &mut self,
+        serving: &mut Engine,
+        scene: u32,
+        now: Instant,
+        to: SocketAddr,
+        epoch: u64,
+        out: &mut Batch,
+    ) -> bool {
+        if !self.engine.holds(scene) {
+            return false;
+        }
+        serving.adopt(&mut self.engine, scene, now, Some((to, epoch)), out);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::SessionKey;
+
+    /// A primary engine with one device session in scene 1, and its checkpoint.
+    fn primary(now: Instant) -> (Engine, Batch) {
+        let mut p = Engine::new(scene::Config::default());
+        let mut out = Batch::default();
+        p.admit(now, 7, 1, SessionKey::new([7; 32]), &mut out);
+        let mut cp = Batch::default();
+        p.checkpoint(&mut cp);
+        (p, cp)
+    }
+
+    #[test]
+    fn a_mirror_syncs_from_a_checkpoint_and_is_lost_only_when_it_was_in_sync() {
+        let now = Instant::now();
+        let (_, checkpoint) = primary(now);
+        let mut serving = Engine::new(scene::Config::default());
+        let mut out = Batch::default();
+        let mut m = Mirror::new(scene::Config::default());
+        assert_eq!(m.state(), MirrorState::Connecting);
+        // Lost before it was in sync: it holds nothing worth adopting.
+        let s = m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
+        assert_eq!(s.changed, Some(MirrorState::Syncing));
+        let s = m.handle_link(now, LinkEvent::Lost, &mut serving, &mut out);
+        assert_eq!(s.changed, Some(MirrorState::Connecting));
+        m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
+        let s = m.handle_link(now, LinkEvent::Batch(checkpoint), &mut serving, &mut out);
+        assert_eq!(s.changed, Some(MirrorState::Synced));
+        assert!(m.holds(1) && !serving.holds(1));
+        let s = m.handle_link(now, LinkEvent::Lost, &mut serving, &mut out);
+        assert_eq!(s.changed, Some(MirrorState::Lost));
+        // Promoted: the scene and its session move into the serving engine.
+        let to = "127.0.0.1:9".parse().unwrap();
+        assert!(m.promote(&mut serving, 1, now, to, 5, &mut out));
+        assert!(serving.holds(1) && !m.holds(1));
+        assert!(!m.promote(&mut serving, 1, now, to, 5, &mut out));
+        // A bye (a deliberate close) is not a death.
+        m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
+        let s = m.handle_link(now, LinkEvent::Bye, &mut serving, &mut out);
+        assert_eq!(s.changed, Some(MirrorState::Connecting));
+    }
+
+    #[test]
+    fn an_event_that_does_not_fit_makes_the_mirror_dial_again() {
+        let now = Instant::now();
+        let mut serving = Engine::new(scene::Config::default());
+        let mut out = Batch::default();
+        let mut m = Mirror::new(scene::Config::default());
+        m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
+        // A session event for a device the mirror never heard of.
+        let mut odd = Batch::default();
+        odd.push(
+            EventKind::Joined,
+            1,
+            99,
+            Some("127.0.0.1:5".parse().unwrap()),
+            &[0; 8],
+        );
+        let s = m.handle_link(now, LinkEvent::Batch(odd), &mut serving, &mut out);
+        assert_eq!(s.diverged, 1);
+        assert!(m.poll_redial());
+        assert_eq!(m.state(), MirrorState::Connecting);
+        assert!(!m.poll_redial(), "once");
+        let s = m.handle_link(now, LinkEvent::Malformed, &mut serving, &mut out);
+        assert!(s.malformed);
+    }
+}
