@@ -19,13 +19,13 @@ use zerocopy::IntoBytes;
 
 pub use event::{Event, ObjectRecord};
 pub use poller::Poller;
-pub use roaming::Roaming;
+pub use roaming::{RoamAction, RoamPolicy, Roaming};
 
 use crate::net::unix_ns;
 use crate::scene::ReplayWindow;
 use crate::wire::{
-    seal, Datagram, Direction, Fields, HeaderFields, JoinBody, Kind, ObjectBody, SessionKey,
-    WireError, HEADER_LEN, MASK_ALL, MAX_DATAGRAM, MAX_PAYLOAD, MAX_SEQ,
+    seal, Datagram, Direction, Fields, HeaderFields, JoinBody, Kind, ObjectBody, RejectReason,
+    SessionKey, WireError, HEADER_LEN, MASK_ALL, MAX_DATAGRAM, MAX_PAYLOAD, MAX_SEQ,
 };
 
 /// What a device needs to talk to its pair.
@@ -73,6 +73,8 @@ pub struct Device {
     interest_radius: f32,
     dropped: u64,
     last_heard: Option<Instant>,
+    /// When the pair last answered one of its own datagrams (a keepalive ack, a snapshot).
+    last_answered: Option<Instant>,
     /// When the last Join went out while no snapshot has answered it yet.
     join_pending: Option<Instant>,
     /// Epoch of the assignment the device follows (0: none known).
@@ -102,6 +104,7 @@ impl Device {
             interest_radius: 0.0,
             dropped: 0,
             last_heard: None,
+            last_answered: None,
             join_pending: None,
             epoch: 0,
             pending: VecDeque::new(),
@@ -135,6 +138,12 @@ impl Device {
     /// When the last verified datagram from the pair arrived.
     pub fn last_heard(&self) -> Option<Instant> {
         self.last_heard
+    }
+
+    /// When its pair last answered the device itself (a keepalive ack or a snapshot): proof
+    /// that the pair it sends to serves it. Relays may come from a pair it no longer talks to.
+    pub fn last_answered(&self) -> Option<Instant> {
+        self.last_answered
     }
 
     /// Epoch of the assignment the device follows (0: none known).
@@ -346,6 +355,20 @@ impl Device {
                     self.redirect(to, epoch)?;
                     return Ok(Some(Event::Redirect { to, epoch }));
                 }
+                // The pair no longer counts the device as joined (it was restarted or fenced
+                // off, or took the session over without its membership): join again, once,
+                // until a snapshot answers (roaming re-sends an unanswered join).
+                Some(
+                    e @ Event::Reject {
+                        reason: Some(RejectReason::NotJoined),
+                        ..
+                    },
+                ) => {
+                    if self.join_pending.is_none() {
+                        self.join(self.interest_radius)?;
+                    }
+                    return Ok(Some(e));
+                }
                 Some(e) => return Ok(Some(e)),
                 None => {}
             }
@@ -371,6 +394,10 @@ impl Device {
             return false;
         }
         self.last_heard = Some(Instant::now());
+        let mut answers = self.pending.iter().skip(before);
+        if answers.any(|e| matches!(e, Event::Snapshot { .. } | Event::KeepaliveAck { .. })) {
+            self.last_answered = self.last_heard;
+        }
         if self
             .pending
             .iter()

@@ -340,9 +340,11 @@ impl Tracker {
         self.done = true;
     }
 
-    /// Forgets the pair and everything it served.
+    /// Forgets the pair and everything it served: the engine is emptied, not only of the
+    /// sessions this tracker admitted (a handover or a promotion brought others).
     fn reset(&mut self) {
-        self.sessions(&[]);
+        self.commands.push(SessionCommand::Reset);
+        self.admitted.clear();
         self.scenes.clear();
         self.handed_over.clear();
         self.drained_at = None;

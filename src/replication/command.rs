@@ -18,6 +18,9 @@ pub enum SessionCommand {
     Revoke {
         device: u32,
     },
+    /// Forget every session and object, whatever the controller admitted or a mirror handed
+    /// over: the controller fenced this pair off.
+    Reset,
     /// Mirror pair `pair` from its replication stream (this pair is its standby); `key`: the
     /// stream's Noise key, when it is encrypted.
     Mirror {

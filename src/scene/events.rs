@@ -60,7 +60,7 @@ pub struct Event {
 }
 
 /// Events plus the arena holding their bytes.
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 pub struct Batch {
     events: Vec<Event>,
     data: Vec<u8>,

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use zerocopy::IntoBytes;
 
-use super::{DeviceSession, Engine, Forward, Object, ReplayWindow};
+use super::{scene_entry, DeviceSession, Engine, Forward, Object, ReplayWindow, Scene};
 use crate::scene::{Batch, Event, EventKind};
 use crate::wire::{
     parse_exact, KeepaliveAckBody, Kind, ObjectBody, RedirectBody, RejectBody, SessionKey,
@@ -127,6 +127,18 @@ impl Engine {
         out.push(EventKind::Synced, 0, 0, None, &[]);
     }
 
+    /// Forgets every session and object (a pair the controller fenced off: whatever it served
+    /// may be someone else's now, and must not come back if the scene returns here) and says
+    /// so downstream with an empty checkpoint, so fanout and every mirror of this pair forget
+    /// too.
+    pub fn reset(&mut self, out: &mut Batch) {
+        self.devices.clear();
+        self.scenes.clear();
+        self.tombstones.clear();
+        out.push(EventKind::Checkpoint, 0, 0, None, &[]);
+        out.push(EventKind::Synced, 0, 0, None, &[]);
+    }
+
     /// Applies one replicated event to this mirror. False if the event does not fit the
     /// state (malformed data, or a write the primary accepted and the mirror would refuse:
     /// the mirror has diverged and needs a new checkpoint).
@@ -171,7 +183,7 @@ impl Engine {
                 }
                 if !dev.joined {
                     dev.joined = true;
-                    self.scenes.entry(dev.scene).or_default().joined += 1;
+                    scene_entry(&mut self.scenes, &self.hasher, dev.scene).joined += 1;
                 }
                 true
             }
@@ -228,7 +240,10 @@ impl Engine {
             .filter(|(_, d)| d.scene == scene)
             .map(|(id, _)| *id)
             .collect();
-        let mut state = from.scenes.remove(&scene).unwrap_or_default();
+        let mut state = from
+            .scenes
+            .remove(&scene)
+            .unwrap_or_else(|| Scene::new(&self.hasher));
         from.tombstones.retain(|t| t.1 != scene);
         self.tombstones.retain(|t| t.1 != scene);
         for (id, o) in state.objects.iter_mut().filter(|(_, o)| !o.is_live()) {
@@ -248,7 +263,7 @@ impl Engine {
             d.last_seen = now;
             d.forward = None;
             if d.joined {
-                self.scenes.entry(scene).or_default().joined += 1;
+                scene_entry(&mut self.scenes, &self.hasher, scene).joined += 1;
             }
             let record = SessionRecord::of(&d);
             out.push_with(EventKind::Session, scene, id, d.addr, |b| record.encode(b));
@@ -306,7 +321,7 @@ impl Engine {
         d.replay = ReplayWindow::from_parts(r.top, r.seen);
         if r.joined {
             d.joined = true;
-            self.scenes.entry(scene).or_default().joined += 1;
+            scene_entry(&mut self.scenes, &self.hasher, scene).joined += 1;
         }
         self.devices.insert(device, d);
     }
@@ -323,9 +338,7 @@ impl Engine {
             obj.delete(body.origin_device, order, now);
             self.tombstones.push_back((now, scene, body.object));
         }
-        self.scenes
-            .entry(scene)
-            .or_default()
+        scene_entry(&mut self.scenes, &self.hasher, scene)
             .objects
             .insert(body.object, obj);
         Some(())

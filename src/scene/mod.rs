@@ -51,6 +51,10 @@ pub struct Config {
     pub tombstone_ttl: Duration,
     /// Objects (tombstones included) one scene may hold; at most 65535 (snapshot chunking).
     pub max_objects_per_scene: usize,
+    /// Keys of the engine's hash tables. `None` (production): random per engine, so no one
+    /// can aim collisions at it. A seed (the simulation): fixed, so iteration order, and with
+    /// it the order of the events the engine emits, replays exactly.
+    pub hash_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -60,21 +64,40 @@ impl Default for Config {
             quiet_after: Duration::from_secs(2),
             tombstone_ttl: Duration::from_secs(10),
             max_objects_per_scene: 16_384,
+            hash_seed: None,
         }
     }
 }
 
-#[derive(Default)]
+/// The hasher of the engine's tables (ahash: fast, keyed).
+type Hasher = ahash::RandomState;
+type Map<K, V> = HashMap<K, V, Hasher>;
+
 pub(crate) struct Scene {
-    objects: HashMap<u64, Object>,
+    objects: Map<u64, Object>,
     joined: usize,
+}
+
+impl Scene {
+    fn new(hasher: &Hasher) -> Scene {
+        Scene {
+            objects: HashMap::with_hasher(hasher.clone()),
+            joined: 0,
+        }
+    }
+}
+
+/// `scene`'s state in `scenes`, created empty if it has none.
+fn scene_entry<'a>(scenes: &'a mut Map<u32, Scene>, hasher: &Hasher, scene: u32) -> &'a mut Scene {
+    scenes.entry(scene).or_insert_with(|| Scene::new(hasher))
 }
 
 /// All scenes and sessions one pair serves.
 pub struct Engine {
     config: Config,
-    devices: HashMap<u32, DeviceSession>,
-    scenes: HashMap<u32, Scene>,
+    hasher: Hasher,
+    devices: Map<u32, DeviceSession>,
+    scenes: Map<u32, Scene>,
     /// Deletions in time order, to expire tombstones without scanning every object.
     tombstones: VecDeque<(Instant, u32, u64)>,
     drops: DropCounts,
@@ -85,10 +108,15 @@ pub struct Engine {
 impl Engine {
     pub fn new(mut config: Config) -> Engine {
         config.max_objects_per_scene = config.max_objects_per_scene.min(u16::MAX as usize);
+        let hasher = match config.hash_seed {
+            Some(s) => Hasher::with_seeds(s, s.rotate_left(16), s.rotate_left(32), !s),
+            None => Hasher::new(),
+        };
         Engine {
             config,
-            devices: HashMap::new(),
-            scenes: HashMap::new(),
+            devices: HashMap::with_hasher(hasher.clone()),
+            scenes: HashMap::with_hasher(hasher.clone()),
+            hasher,
             tombstones: VecDeque::new(),
             drops: DropCounts::default(),
             accepted: 0,
@@ -291,7 +319,7 @@ impl Engine {
                 dev.interest_radius = body.interest_radius.get();
                 if !dev.joined {
                     dev.joined = true;
-                    self.scenes.entry(scene).or_default().joined += 1;
+                    scene_entry(&mut self.scenes, &self.hasher, scene).joined += 1;
                     let seq = dg.seq().to_le_bytes();
                     out.push(EventKind::Joined, scene, id, Some(from), &seq);
                 }
@@ -301,6 +329,13 @@ impl Engine {
             Kind::Leave => {
                 self.leave(id, LEAVE_VOLUNTARY, Some(dg.seq()), out);
                 Ok(())
+            }
+            // A keepalive is answered with an ack only when the device is a member: one whose
+            // membership this pair lost (restarted, fenced off, or holding the session without
+            // it) is told to join again, or it would be answered forever and hear nothing.
+            Kind::Keepalive if !joined => {
+                reject(out, RejectReason::NotJoined, 0);
+                Err(DropReason::NotJoined)
             }
             Kind::Keepalive => {
                 let body = KeepaliveAckBody {
@@ -363,7 +398,7 @@ impl Engine {
         body: &ObjectBody<'_>,
     ) -> Result<(), DropReason> {
         let max = self.config.max_objects_per_scene;
-        let scene_state = self.scenes.entry(scene).or_default();
+        let scene_state = scene_entry(&mut self.scenes, &self.hasher, scene);
         let full = scene_state.objects.len() >= max;
         let object = match scene_state.objects.get_mut(&body.object) {
             Some(obj) => {

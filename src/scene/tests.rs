@@ -141,6 +141,28 @@ fn join_answers_with_snapshot_and_keepalive_with_ack() {
 }
 
 #[test]
+fn a_keepalive_from_a_device_that_is_not_joined_is_told_to_join() {
+    let mut a = Dev::new(1, 1);
+    let mut w = World::new(&[&a]);
+    let k = a.dgram(Kind::Keepalive, &[]);
+    assert_eq!(w.feed(&a, &k), Err(DropReason::NotJoined));
+    assert_eq!(w.events(), vec![(REJECT, 1)]);
+    w.join(&mut a);
+    // The pair forgets everything (fenced off), then the controller admits the session again.
+    let mut out = Batch::default();
+    w.engine.reset(&mut out);
+    assert_eq!(
+        out.iter().map(|(e, _)| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Checkpoint, EventKind::Synced]
+    );
+    assert_eq!((w.engine.sessions(), w.engine.objects()), (0, 0));
+    w.engine
+        .admit(w.now, 1, 1, a.key.clone(), &mut Batch::default());
+    let k = a.dgram(Kind::Keepalive, &[]);
+    assert_eq!(w.feed(&a, &k), Err(DropReason::NotJoined));
+}
+
+#[test]
 fn first_writer_owns_and_only_owner_writes() {
     let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
     let mut w = World::new(&[&a, &b]);

@@ -101,6 +101,7 @@ impl SessionControl {
                     shard_of(*scene, n)..shard_of(*scene, n) + 1
                 }
                 SessionCommand::Revoke { .. }
+                | SessionCommand::Reset
                 | SessionCommand::Mirror { .. }
                 | SessionCommand::Unmirror { .. } => 0..n,
             };
@@ -253,6 +254,7 @@ impl<P: Publisher> Ingest<P> {
                 self.engine.admit(Instant::now(), device, scene, key, batch)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, batch),
+            SessionCommand::Reset => self.engine.reset(batch),
             SessionCommand::Handover { scene, to, epoch } => {
                 self.engine.handover(scene, to, epoch, batch)
             }

@@ -172,6 +172,16 @@ impl Controller {
         &self.config
     }
 
+    /// The pair a scene is assigned to (alive or not), for inspection.
+    pub fn assigned(&self, scene: u32) -> Option<u32> {
+        self.scenes.get(&scene).and_then(|s| s.pair)
+    }
+
+    /// Whether `pair` is registered and not declared dead.
+    pub fn is_alive(&self, pair: u32) -> bool {
+        self.pairs.get(&pair).is_some_and(|p| p.alive)
+    }
+
     /// Serves one request from `source`: a device registration first passes the source's
     /// rate limit (every attempt counts, valid or not, so a flood is cheap to refuse).
     pub fn handle_from(

@@ -144,10 +144,8 @@ fn a_stale_pair_drops_everything_and_registers_again_at_once() {
     t.handle_answer(later, Err(RequestError::Refused(stale)), &local);
     assert_eq!(
         t.take_commands(),
-        vec![
-            SessionCommand::Revoke { device: 7 },
-            SessionCommand::Unmirror { pair: 4 }
-        ]
+        vec![SessionCommand::Reset, SessionCommand::Unmirror { pair: 4 }],
+        "everything goes, not only what it admitted"
     );
     assert_eq!((t.pair(), t.epoch()), (None, 0));
     assert!(matches!(t.take_notes()[..], [Note::Stale(_)]));

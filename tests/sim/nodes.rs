@@ -1,0 +1,649 @@
+//! What each simulated node does with its timers and deliveries: the controller answers
+//! requests; a pair runs its agent (tracker), ingest (engine, commands), hub and mirrors, and
+//! fans its engine's output out to devices; a device roams. The invariants are checked where
+//! the state they speak of changes.
+
+use std::collections::BTreeSet;
+
+use zonecast::control::client::RequestError;
+use zonecast::control::protocol::{DeviceLocation, Reply, Request};
+use zonecast::control::MirrorState;
+use zonecast::replication::assignment::{Answer, Call};
+use zonecast::replication::peer::{HubPeer, LinkEvent};
+use zonecast::scene::{Batch, EventKind};
+use zonecast::wire::{parse_exact, Kind, ObjectBody, RedirectBody, RejectBody, RejectReason};
+
+use crate::net::{us, Node, Payload, ToDevice};
+use crate::pair::{Sub, CALL_TIMEOUT, ENGINE_TICK, REDIAL};
+use crate::world::World;
+
+/// How long a device waits for a locate answer.
+const LOCATE_TIMEOUT: u64 = 200_000;
+
+impl World {
+    pub fn controller_receive(&mut self, from: Node, payload: Payload) {
+        let Payload::Request { call, req } = payload else {
+            return;
+        };
+        let asker = match &req {
+            Request::PairHeartbeat { pair, .. } => Some(*pair),
+            _ => None,
+        };
+        let reply = self.controller.handle(self.instant(), req);
+        let assigned_then = asker.map(|p| {
+            self.scenes
+                .iter()
+                .copied()
+                .filter(|s| self.controller.assigned(*s) == Some(p))
+                .collect()
+        });
+        let payload = Payload::Reply {
+            call,
+            reply,
+            assigned_then,
+        };
+        self.net
+            .send(&mut self.rng, self.now, Node::Controller, from, payload);
+    }
+
+    pub fn pair_wake(&self, inc: usize) -> u64 {
+        let p = &self.pairs[inc];
+        if !p.alive || p.tracker.is_done() {
+            return u64::MAX;
+        }
+        if p.frozen_until > self.now {
+            return p.frozen_until;
+        }
+        let mut t = p.next_tick;
+        match &p.call {
+            Some((_, _, deadline)) => t = t.min(*deadline),
+            None => t = t.min(us(p.tracker.poll_timeout() - self.base)),
+        }
+        for m in p.mirrors.values() {
+            if m.link.is_none() {
+                t = t.min(m.redial_at);
+            }
+        }
+        if p.subs.iter().any(|s| s.core.wants_checkpoint()) {
+            t = self.now;
+        }
+        t
+    }
+
+    pub fn pair_step(&mut self, inc: usize) -> Result<(), String> {
+        let now = self.instant();
+        // A call that got no answer in time.
+        if let Some((_, _, deadline)) = &self.pairs[inc].call {
+            if *deadline <= self.now {
+                let (_, call, _) = self.pairs[inc].call.take().unwrap();
+                let timeout = RequestError::Unavailable("no reply in time".into());
+                self.answer(inc, &call, Err(timeout), None)?;
+            }
+        }
+        if self.pairs[inc].call.is_none() {
+            let local = self.pairs[inc].local();
+            if let Some(call) = self.pairs[inc].tracker.poll_call(now, &local) {
+                let id = self.next_call;
+                self.next_call += 1;
+                let req = call.request().clone();
+                self.pairs[inc].call = Some((id, call, self.now + us(CALL_TIMEOUT)));
+                let payload = Payload::Request { call: id, req };
+                self.net
+                    .send(&mut self.rng, self.now, Node::Pair(inc), Node::Controller, payload);
+            }
+        }
+        if self.pairs[inc].next_tick <= self.now {
+            let mut out = Batch::default();
+            self.pairs[inc].engine.tick(now, &mut out);
+            self.emit(inc, out);
+            self.pairs[inc].next_tick = self.now + us(ENGINE_TICK);
+        }
+        self.dial(inc);
+        self.send_checkpoints(inc);
+        Ok(())
+    }
+
+    /// A standby dials the primaries it mirrors that it is not linked to.
+    fn dial(&mut self, inc: usize) {
+        let due: Vec<u32> = self.pairs[inc]
+            .mirrors
+            .iter()
+            .filter(|(_, m)| m.link.is_none() && m.redial_at <= self.now)
+            .map(|(p, _)| *p)
+            .collect();
+        for primary in due {
+            let bus = self.pairs[inc].mirrors[&primary].bus.clone();
+            let target = self.pair_by_bus(&bus).filter(|t| {
+                let p = &self.pairs[*t];
+                p.alive
+                    && !p.tracker.is_done()
+                    && p.frozen_until <= self.now
+                    && !self.net.is_isolated(Node::Pair(*t), self.now)
+            });
+            let reachable = target.filter(|t| {
+                !self.net.is_isolated(Node::Pair(inc), self.now)
+                    && !self.net.is_cut(self.pairs[*t].slot, self.pairs[inc].slot, self.now)
+            });
+            let m = self.pairs[inc].mirrors.get_mut(&primary).unwrap();
+            let Some(t) = reachable else {
+                m.redial_at = self.now + us(REDIAL);
+                continue;
+            };
+            let link = self.next_link;
+            self.next_link += 1;
+            m.link = Some(link);
+            m.clean = false;
+            // Connected and greeted: the primary's hub takes a subscriber waiting for its
+            // checkpoint (the peer core, fed a real hello).
+            let mut core = HubPeer::new(self.instant());
+            let session = zonecast::replication::peer::LinkSession::new(
+                zonecast::replication::peer::Role::Standby,
+                crate::world::TOKEN,
+                self.instant(),
+            )
+            .unwrap();
+            let mut hello = session.hello().to_vec();
+            core.handle_input(self.instant(), &mut hello, crate::world::TOKEN)
+                .expect("a well-formed hello");
+            self.pairs[t].subs.push(Sub {
+                standby: inc,
+                link,
+                core,
+            });
+            self.net.stream(
+                &mut self.rng,
+                self.now,
+                Node::Pair(t),
+                Node::Pair(inc),
+                link,
+                LinkEvent::Up,
+            );
+            self.log(|| format!("pair #{inc} links to #{t} (link {link})"));
+        }
+    }
+
+    fn send_checkpoints(&mut self, inc: usize) {
+        if !self.pairs[inc].subs.iter().any(|s| s.core.wants_checkpoint()) {
+            return;
+        }
+        let mut cp = Batch::default();
+        self.pairs[inc].engine.checkpoint(&mut cp);
+        let targets: Vec<(usize, u64)> = self.pairs[inc]
+            .subs
+            .iter_mut()
+            .filter_map(|s| s.core.take(true).then_some((s.standby, s.link)))
+            .collect();
+        for (standby, link) in targets {
+            let event = LinkEvent::Batch(cp.clone());
+            self.net
+                .stream(&mut self.rng, self.now, Node::Pair(inc), Node::Pair(standby), link, event);
+        }
+    }
+
+    /// A pair's engine output: streamed first (to subscribers past their checkpoint), then
+    /// fanned out to devices.
+    pub fn emit(&mut self, inc: usize, out: Batch) {
+        if out.is_empty() {
+            return;
+        }
+        let targets: Vec<(usize, u64)> = self.pairs[inc]
+            .subs
+            .iter_mut()
+            .filter_map(|s| s.core.take(false).then_some((s.standby, s.link)))
+            .collect();
+        for (standby, link) in targets {
+            let event = LinkEvent::Batch(out.clone());
+            self.net
+                .stream(&mut self.rng, self.now, Node::Pair(inc), Node::Pair(standby), link, event);
+        }
+        self.fanout(inc, &out);
+    }
+
+    fn fanout(&mut self, inc: usize, out: &Batch) {
+        for (e, data) in out.iter() {
+            let mut sends: Vec<(usize, ToDevice)> = Vec::new();
+            match e.kind {
+                EventKind::Relay(_) => {
+                    let Ok(body) = ObjectBody::parse(data) else {
+                        continue;
+                    };
+                    for (i, d) in self.devices.iter().enumerate() {
+                        let member = self.pairs[inc].engine.device(d.id).is_some_and(|s| {
+                            s.scene == e.scene && s.joined && !s.quiet && s.addr == Some(d.addr)
+                        });
+                        if member && d.id != e.device {
+                            let update = ToDevice::Update {
+                                scene: e.scene,
+                                object: body.object,
+                                seq: body.origin_seq,
+                            };
+                            sends.push((i, update));
+                        }
+                    }
+                }
+                EventKind::Direct(kind) => {
+                    let Some(i) = e.addr.and_then(|a| self.device_at(a)) else {
+                        continue;
+                    };
+                    let msg = match kind {
+                        Kind::Snapshot => ToDevice::Snapshot,
+                        Kind::KeepaliveAck => ToDevice::KeepaliveAck,
+                        Kind::Reject => match parse_exact::<RejectBody>(data) {
+                            Ok(r) if r.reason == RejectReason::NotJoined as u8 => {
+                                ToDevice::NotJoined
+                            }
+                            _ => continue,
+                        },
+                        Kind::Redirect => match parse_exact::<RedirectBody>(data) {
+                            Ok(r) => match r.endpoint() {
+                                Ok(to) => ToDevice::Redirect {
+                                    to,
+                                    epoch: r.epoch.get(),
+                                },
+                                Err(_) => continue,
+                            },
+                            Err(_) => continue,
+                        },
+                        _ => continue,
+                    };
+                    sends.push((i, msg));
+                }
+                _ => {}
+            }
+            for (i, msg) in sends {
+                self.net.send(
+                    &mut self.rng,
+                    self.now,
+                    Node::Pair(inc),
+                    Node::Device(i),
+                    Payload::ToDevice(msg),
+                );
+            }
+        }
+    }
+
+    pub fn pair_receive(&mut self, inc: usize, from: Node, payload: Payload) -> Result<(), String> {
+        if !self.pairs[inc].alive {
+            return Ok(());
+        }
+        if self.pairs[inc].frozen_until > self.now {
+            // Frozen: the kernel holds it until the process runs again.
+            let at = self.pairs[inc].frozen_until;
+            self.net.requeue(at, Node::Pair(inc), from, payload);
+            return Ok(());
+        }
+        let now = self.instant();
+        match payload {
+            Payload::Reply {
+                call,
+                reply,
+                assigned_then,
+            } => {
+                let Some(c) = self.pairs[inc].take_call(call) else {
+                    return Ok(()); // an answer to an attempt already given up
+                };
+                let answer = match reply {
+                    Ok(r) => Answer::from_reply(&c, r)
+                        .ok_or_else(|| RequestError::BadReply("unexpected reply".into())),
+                    Err(e) => Err(RequestError::Refused(e)),
+                };
+                self.answer(inc, &c, answer, assigned_then)?;
+            }
+            Payload::Datagram { from, bytes } => {
+                let mut out = Batch::default();
+                let _ = self.pairs[inc].engine.handle(now, from, &bytes, &mut out);
+                self.emit(inc, out);
+            }
+            Payload::Stream { link, event } => self.stream_event(inc, link, event)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Feeds the tracker an answer, applies its commands, and checks fencing.
+    fn answer(
+        &mut self,
+        inc: usize,
+        call: &Call,
+        answer: Result<Answer, RequestError>,
+        assigned_then: Option<BTreeSet<u32>>,
+    ) -> Result<(), String> {
+        let now = self.instant();
+        let before = self.pairs[inc].scenes();
+        let stale = matches!(&answer, Err(RequestError::Refused(e))
+            if e.code == zonecast::control::ErrorCode::StaleEpoch);
+        let heartbeat_ok = matches!(call, Call::Heartbeat(_)) && answer.is_ok();
+        self.log(|| match &answer {
+            Ok(a) => format!("pair #{inc} answered: {}", format!("{a:?}").chars().take(160).collect::<String>()),
+            Err(e) => format!("pair #{inc} answer: {e}"),
+        });
+        let commands = self.pairs[inc].answer(now, answer);
+        let mut out = Batch::default();
+        for cmd in commands {
+            self.log(|| format!("pair #{inc}: {cmd:?}"));
+            if let Some((scene, primary_id)) = self.pairs[inc].apply(now, cmd, &mut out) {
+                self.books.promotions += 1;
+                self.check_adopted(inc, scene, primary_id)?;
+            }
+        }
+        self.emit(inc, out);
+        if self.pairs[inc].tracker.is_done() {
+            self.exit(inc);
+        }
+        let after = self.pairs[inc].scenes();
+        let epoch = self.pairs[inc].tracker.epoch();
+        for scene in after.difference(&before) {
+            self.books.claim(*scene, epoch, inc)?;
+        }
+        if heartbeat_ok {
+            let assigned = assigned_then.unwrap_or_default();
+            if !after.is_subset(&assigned) {
+                return Err(format!(
+                    "fencing: pair #{inc} serves {after:?} after a heartbeat answer that assigned it {assigned:?}"
+                ));
+            }
+        }
+        if stale && (!after.is_empty() || self.pairs[inc].engine.sessions() > 0) {
+            return Err(format!(
+                "fencing: pair #{inc} was told it is stale but keeps scenes {after:?} and {} sessions",
+                self.pairs[inc].engine.sessions()
+            ));
+        }
+        Ok(())
+    }
+
+    /// No accepted state lost: the scene `inc` just adopted from its mirror of the pair with
+    /// id `primary_id` holds every update devices saw from that primary, if the mirror's
+    /// stream was intact and the primary crashed or handed the scene over.
+    fn check_adopted(&mut self, inc: usize, scene: u32, primary_id: u32) -> Result<(), String> {
+        let Some(p) = self.pair_with_id(primary_id) else {
+            return Ok(());
+        };
+        let intact = self.pairs[inc]
+            .mirrors
+            .get(&primary_id)
+            .is_some_and(|m| m.clean);
+        if !intact {
+            return Ok(());
+        }
+        for (object, seq) in self.books.seen(p, scene) {
+            let held = self.pairs[inc]
+                .engine
+                .object(scene, object)
+                .map(|o| o.order.1)
+                .unwrap_or(0);
+            if held < seq {
+                return Err(format!(
+                    "state lost: pair #{inc} took scene {scene} over from pair #{p}, which relayed seq {seq} of object {object} to a device, but holds seq {held}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn stream_event(&mut self, inc: usize, link: u64, event: LinkEvent) -> Result<(), String> {
+        let Some(primary) = self.pairs[inc]
+            .mirrors
+            .iter()
+            .find(|(_, m)| m.link == Some(link))
+            .map(|(p, _)| *p)
+        else {
+            return Ok(()); // a link this pair dropped
+        };
+        let now = self.instant();
+        let ended = matches!(
+            event,
+            LinkEvent::Lost | LinkEvent::Bye | LinkEvent::Malformed
+        );
+        let held_before: BTreeSet<u32> = self.scenes.iter().copied().filter(|s| self.pairs[inc].engine.holds(*s)).collect();
+        let mut out = Batch::default();
+        let pair = &mut self.pairs[inc];
+        let m = pair.mirrors.get_mut(&primary).unwrap();
+        let step = m.mirror.handle_link(now, event, &mut pair.engine, &mut out);
+        if step.changed == Some(MirrorState::Synced) {
+            m.clean = true;
+        }
+        let redial = m.mirror.poll_redial();
+        if ended || redial {
+            m.link = None;
+            m.redial_at = self.now + us(REDIAL);
+        }
+        if redial {
+            self.drop_sub(link);
+        }
+        let adopted: Vec<u32> = self
+            .scenes
+            .iter()
+            .copied()
+            .filter(|s| !held_before.contains(s) && self.pairs[inc].engine.holds(*s))
+            .collect();
+        self.emit(inc, out);
+        for scene in adopted {
+            self.books.handovers += 1;
+            self.check_adopted(inc, scene, primary)?;
+        }
+        Ok(())
+    }
+
+    /// The primary's hub forgets the subscriber on `link`.
+    pub fn drop_sub(&mut self, link: u64) {
+        for p in self.pairs.iter_mut() {
+            p.subs.retain(|s| s.link != link);
+        }
+    }
+
+    /// A drained pair exits on purpose: its streams say bye.
+    fn exit(&mut self, inc: usize) {
+        self.log(|| format!("pair #{inc} drained and exits"));
+        self.pairs[inc].alive = false;
+        for s in std::mem::take(&mut self.pairs[inc].subs) {
+            self.net.stream(
+                &mut self.rng,
+                self.now,
+                Node::Pair(inc),
+                Node::Pair(s.standby),
+                s.link,
+                LinkEvent::Bye,
+            );
+        }
+        let own: Vec<u64> = self.pairs[inc].mirrors.values().filter_map(|m| m.link).collect();
+        for link in own {
+            self.drop_sub(link);
+        }
+    }
+
+    /// `kill -9`: what the process held is gone; what it wrote into its streams still arrives,
+    /// then each stream reports lost.
+    pub fn crash(&mut self, inc: usize) {
+        self.pairs[inc].alive = false;
+        self.pairs[inc].crashed_at = Some(self.now);
+        for s in std::mem::take(&mut self.pairs[inc].subs) {
+            self.net.stream(
+                &mut self.rng,
+                self.now,
+                Node::Pair(inc),
+                Node::Pair(s.standby),
+                s.link,
+                LinkEvent::Lost,
+            );
+        }
+        let own: Vec<u64> = self.pairs[inc].mirrors.values().filter_map(|m| m.link).collect();
+        for link in own {
+            self.drop_sub(link);
+        }
+    }
+
+    /// The host of `inc` is cut off for `d` µs: its streams break, and what they carried in
+    /// flight is lost.
+    pub fn isolate(&mut self, inc: usize, d: u64) {
+        self.net.isolated.insert(Node::Pair(inc), self.now + d);
+        let others: Vec<usize> = (0..self.pairs.len()).filter(|o| *o != inc).collect();
+        for o in others {
+            self.break_streams(inc, o);
+        }
+    }
+
+    pub fn cut_streams(&mut self, a: usize, b: usize, d: u64) {
+        let key = (self.pairs[a].slot.min(self.pairs[b].slot), self.pairs[a].slot.max(self.pairs[b].slot));
+        self.net.cut.insert(key, self.now + d);
+        self.break_streams(a, b);
+    }
+
+    /// Every stream between `a` and `b` breaks without a bye; data in flight is lost.
+    fn break_streams(&mut self, a: usize, b: usize) {
+        for (standby, primary) in [(a, b), (b, a)] {
+            let links: Vec<u64> = self.pairs[primary]
+                .subs
+                .iter()
+                .filter(|s| s.standby == standby)
+                .map(|s| s.link)
+                .collect();
+            for link in links {
+                self.net.discard_link(link);
+                self.drop_sub(link);
+                if let Some(m) = self.pairs[standby]
+                    .mirrors
+                    .values_mut()
+                    .find(|m| m.link == Some(link))
+                {
+                    m.clean = false;
+                }
+                self.net.stream(
+                    &mut self.rng,
+                    self.now,
+                    Node::Pair(primary),
+                    Node::Pair(standby),
+                    link,
+                    LinkEvent::Lost,
+                );
+            }
+        }
+    }
+
+    pub fn device_wake(&self, d: usize) -> u64 {
+        let dev = &self.devices[d];
+        let roam = us(dev.policy.next_wake(dev.last_answered) - self.base);
+        let mut t = roam.min(dev.next_update);
+        if let Some((_, deadline)) = dev.locate {
+            t = t.min(deadline);
+        }
+        t
+    }
+
+    pub fn device_step(&mut self, d: usize) {
+        let now = self.instant();
+        let now_ns = self.now_ns();
+        if let Some((_, deadline)) = self.devices[d].locate {
+            if deadline <= self.now {
+                self.devices[d].locate = None;
+            }
+        }
+        let dev = &mut self.devices[d];
+        let action = dev.policy.poll(now, dev.last_answered, dev.join_pending);
+        let mut out = Vec::new();
+        if action.rejoin {
+            out.push(dev.join(now, now_ns));
+        } else if action.keepalive {
+            out.push(dev.datagram(Kind::Keepalive, &[], now_ns));
+        }
+        if dev.next_update <= self.now {
+            out.push(dev.update(now_ns));
+            dev.next_update = self.now + 40_000;
+        }
+        let locate = action.locate && dev.locate.is_none();
+        for bytes in out {
+            self.send_datagram(d, bytes);
+        }
+        if locate {
+            self.log(|| format!("device {} locates", self.devices[d].id));
+            let call = self.next_call;
+            self.next_call += 1;
+            self.devices[d].locate = Some((call, self.now + LOCATE_TIMEOUT));
+            let req = Request::DeviceLocate {
+                device: self.devices[d].id,
+            };
+            self.net.send(
+                &mut self.rng,
+                self.now,
+                Node::Device(d),
+                Node::Controller,
+                Payload::Request { call, req },
+            );
+        }
+    }
+
+    pub fn send_datagram(&mut self, d: usize, bytes: Vec<u8>) {
+        let dev = &self.devices[d];
+        let from = dev.addr;
+        let to = self.pair_at(dev.pair);
+        let Some(inc) = to else {
+            return; // nobody listens there any more
+        };
+        self.net.send(
+            &mut self.rng,
+            self.now,
+            Node::Device(d),
+            Node::Pair(inc),
+            Payload::Datagram { from, bytes },
+        );
+    }
+
+    pub fn device_receive(&mut self, d: usize, from: Node, payload: Payload) {
+        let now = self.instant();
+        let now_ns = self.now_ns();
+        match payload {
+            Payload::ToDevice(msg) => {
+                // A device takes what any pair sends under its session (the tag is what is
+                // checked), the pair it left included.
+                let dev = &mut self.devices[d];
+                match msg {
+                    ToDevice::Update { scene, object, seq } => {
+                        let e = dev.seen.entry((scene, object)).or_insert((0, 0));
+                        *e = (e.0.max(seq), self.now);
+                        if let Node::Pair(p) = from {
+                            self.books.saw(p, scene, object, seq);
+                        }
+                    }
+                    ToDevice::Snapshot => {
+                        dev.last_answered = Some(now);
+                        dev.join_pending = None;
+                        dev.joined = true;
+                    }
+                    ToDevice::KeepaliveAck => dev.last_answered = Some(now),
+                    ToDevice::NotJoined => {
+                        // As the client does: join again, once, until answered.
+                        if dev.join_pending.is_none() {
+                            let join = dev.join(now, now_ns);
+                            self.send_datagram(d, join);
+                        }
+                    }
+                    ToDevice::Redirect { to, epoch } => {
+                        let id = dev.id;
+                        self.log(|| format!("device {id} redirected to {to} (epoch {epoch})"));
+                        let dev = &mut self.devices[d];
+                        if epoch > dev.epoch {
+                            let join = dev.move_to(to, epoch, now, now_ns);
+                            self.send_datagram(d, join);
+                        }
+                    }
+                }
+            }
+            Payload::Reply { call, reply, .. } => {
+                if self.devices[d].locate.map(|(c, _)| c) != Some(call) {
+                    return;
+                }
+                self.devices[d].locate = None;
+                let id = self.devices[d].id;
+                self.log(|| format!("device {id} located: {reply:?}"));
+                if let Ok(Reply::Location(DeviceLocation { udp, epoch, .. })) = reply {
+                    let Ok(to) = udp.parse() else { return };
+                    if to != self.devices[d].pair {
+                        let join = self.devices[d].move_to(to, epoch, now, now_ns);
+                        self.send_datagram(d, join);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
