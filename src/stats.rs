@@ -35,6 +35,8 @@ pub struct PairStats {
     pub mirror_malformed: AtomicU64,
     /// Replicated events a mirror could not apply (it dials again for a fresh checkpoint).
     pub mirror_diverged: AtomicU64,
+    /// Late writes of a scene taken over from a mirror, caught up from the old primary.
+    pub mirror_caught_up: AtomicU64,
     /// Primaries this pair mirrors in sync.
     pub mirrors_synced: AtomicU64,
 }
@@ -58,6 +60,7 @@ pub struct StatsSnapshot {
     pub bus_overflows: u64,
     pub mirror_malformed: u64,
     pub mirror_diverged: u64,
+    pub mirror_caught_up: u64,
     pub mirrors_synced: u64,
 }
 
@@ -91,6 +94,7 @@ impl PairStats {
             bus_overflows: self.bus_overflows.load(Relaxed),
             mirror_malformed: self.mirror_malformed.load(Relaxed),
             mirror_diverged: self.mirror_diverged.load(Relaxed),
+            mirror_caught_up: self.mirror_caught_up.load(Relaxed),
             mirrors_synced: self.mirrors_synced.load(Relaxed),
         }
     }
@@ -131,6 +135,7 @@ impl StatsSnapshot {
         self.bus_overflows += o.bus_overflows;
         self.mirror_malformed += o.mirror_malformed;
         self.mirror_diverged += o.mirror_diverged;
+        self.mirror_caught_up += o.mirror_caught_up;
         self.mirrors_synced += o.mirrors_synced;
     }
 
@@ -242,6 +247,12 @@ impl StatsSnapshot {
             "counter",
             "Replicated events a mirror could not apply (it dials again for a fresh checkpoint).",
             &[("", self.mirror_diverged)],
+        );
+        metric(
+            "mirror_caught_up_total",
+            "counter",
+            "Writes of a scene taken over from a mirror that its old primary still streamed after the takeover, applied here.",
+            &[("", self.mirror_caught_up)],
         );
         metric(
             "mirrors_synced",

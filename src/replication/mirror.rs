@@ -14,14 +14,29 @@
 //! - an event the mirror cannot apply, or a malformed frame: the state is suspect, it is
 //!   **diverged**; [`Mirror::poll_redial`] tells the driver to dial again, and the checkpoint
 //!   that follows replaces the state.
+//!
+//! **Catching up after a takeover.** The controller fails a primary over when its heartbeats
+//! stop, which is not proof that it stopped: a pair that was frozen, overloaded or cut off from
+//! the controller only may still accept writes for a while (until its next heartbeat tells it
+//! it is stale), and its stream may lag the takeover by a few milliseconds. Devices may already
+//! have seen those writes. So after [`Mirror::promote`], writes of the promoted scenes that
+//! still arrive on the stream go to the *serving* engine (`Engine::catch_up`: the usual order
+//! rules, then relayed), and a mirror the assignment drops after a promotion
+//! ([`Mirror::retire`]) keeps its link for [`CATCH_UP`] or until the stream ends. Found by the
+//! seeded simulation (tests/sim): without it, a standby promoted while its primary was frozen
+//! lost writes devices had seen.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::peer::LinkEvent;
 use crate::control::MirrorState;
 use crate::scene::{self, Batch, Engine, EventKind};
 use crate::wire::{parse_exact, RedirectBody};
+
+/// How long a mirror dropped after a promotion keeps following its old primary's stream.
+pub const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// What one link event did, for the driver's counters and reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,6 +47,10 @@ pub struct Step {
     pub malformed: bool,
     /// Events the mirror could not apply.
     pub diverged: u64,
+    /// Late writes of promoted scenes applied to the serving engine.
+    pub caught_up: u64,
+    /// The stream ended (lost, bye or malformed): a retiring mirror is done.
+    pub ended: bool,
 }
 
 /// One mirror.
@@ -40,6 +59,10 @@ pub struct Mirror {
     engine: Engine,
     /// An event did not fit: dial again for a fresh checkpoint.
     diverged: bool,
+    /// Scenes promoted out of this mirror into the serving engine.
+    promoted: BTreeSet<u32>,
+    /// Dropped by the assignment after a promotion: follows the stream until then.
+    retire_at: Option<Instant>,
 }
 
 impl Mirror {
@@ -48,6 +71,8 @@ impl Mirror {
             state: MirrorState::Connecting,
             engine: Engine::new(config),
             diverged: false,
+            promoted: BTreeSet::new(),
+            retire_at: None,
         }
     }
 
@@ -75,7 +100,13 @@ impl Mirror {
         out: &mut Batch,
     ) -> Step {
         let before = self.state;
-        let mut step = Step::default();
+        let mut step = Step {
+            ended: matches!(
+                event,
+                LinkEvent::Lost | LinkEvent::Bye | LinkEvent::Malformed
+            ),
+            ..Step::default()
+        };
         match event {
             LinkEvent::Up => self.state = MirrorState::Syncing,
             LinkEvent::Bye => self.state = MirrorState::Connecting,
@@ -86,7 +117,9 @@ impl Mirror {
                 step.malformed = true;
                 self.state = MirrorState::Connecting;
             }
-            LinkEvent::Batch(b) => step.diverged = self.apply(now, &b, serving, out),
+            LinkEvent::Batch(b) => {
+                (step.diverged, step.caught_up) = self.apply(now, &b, serving, out);
+            }
         }
         if self.state != before {
             step.changed = Some(self.state);
@@ -94,9 +127,23 @@ impl Mirror {
         step
     }
 
-    fn apply(&mut self, now: Instant, b: &Batch, serving: &mut Engine, out: &mut Batch) -> u64 {
-        let mut diverged = 0;
+    /// Returns (events that did not fit, late writes caught up).
+    fn apply(
+        &mut self,
+        now: Instant,
+        b: &Batch,
+        serving: &mut Engine,
+        out: &mut Batch,
+    ) -> (u64, u64) {
+        let (mut diverged, mut caught_up) = (0, 0);
         for (e, data) in b.iter() {
+            if self.promoted.contains(&e.scene) && e.kind != EventKind::Checkpoint {
+                // The scene is served here now: only the old owner's late writes matter.
+                if let EventKind::Relay(kind) = e.kind {
+                    caught_up += u64::from(serving.catch_up(now, e, kind, data, out));
+                }
+                continue;
+            }
             match e.kind {
                 EventKind::Forwarded => {
                     if let Some(from) = e.addr {
@@ -118,7 +165,7 @@ impl Mirror {
                 }
             }
         }
-        diverged
+        (diverged, caught_up)
     }
 
     /// True once after the mirror diverged: the driver must dial again (the new link's
@@ -147,7 +194,29 @@ impl Mirror {
             return false;
         }
         serving.adopt(&mut self.engine, scene, now, Some((to, epoch)), out);
+        self.promoted.insert(scene);
         true
+    }
+
+    /// The assignment no longer lists this mirror. True: drop it now. False: a scene was
+    /// promoted out of it, so it keeps following the stream for [`CATCH_UP`] (or until the
+    /// stream ends) to take the old primary's late writes; then [`Mirror::retired`].
+    pub fn retire(&mut self, now: Instant) -> bool {
+        if self.promoted.is_empty() {
+            return true;
+        }
+        self.retire_at.get_or_insert(now + CATCH_UP);
+        false
+    }
+
+    /// A retiring mirror whose catch-up window is over.
+    pub fn retired(&self, now: Instant) -> bool {
+        self.retire_at.is_some_and(|t| now >= t)
+    }
+
+    /// Whether it is retiring (no longer part of the assignment).
+    pub fn retiring(&self) -> bool {
+        self.retire_at.is_some()
     }
 }
 

@@ -102,8 +102,12 @@ impl Replica {
     /// Starts mirroring `pair` from its stream at `endpoint`, encrypted with `key` when
     /// given (a no-op if already).
     pub fn mirror(&mut self, pair: u32, endpoint: &str, key: Option<PublicKey>) {
-        if self.mirrors.contains_key(&pair) {
-            return;
+        match self.mirrors.get(&pair) {
+            Some(m) if m.mirror.retiring() => {
+                self.mirrors.remove(&pair);
+            }
+            Some(_) => return,
+            None => {}
         }
         match self.link(endpoint, key) {
             Ok(link) => {
@@ -128,11 +132,23 @@ impl Replica {
         StreamLink::connect(endpoint, Role::Standby, &self.token, key, Some(wake))
     }
 
-    /// Stops mirroring `pair` and forgets its state.
-    pub fn unmirror(&mut self, pair: u32) {
-        if self.mirrors.remove(&pair).is_some() {
-            self.report(pair, None);
+    /// Stops mirroring `pair` and forgets its state; one a scene was promoted out of first
+    /// follows the stream a little longer, to catch the old primary's late writes up.
+    pub fn unmirror(&mut self, pair: u32, now: Instant) {
+        let Some(m) = self.mirrors.get_mut(&pair) else {
+            return;
+        };
+        if m.mirror.retire(now) {
+            self.mirrors.remove(&pair);
         }
+        self.report(pair, None);
+    }
+
+    /// The pair was fenced off and its engine reset: mirrors still catching up the scenes it
+    /// took over stop (those scenes are not its own any more); the others go with the
+    /// tracker's unmirrors.
+    pub fn reset(&mut self) {
+        self.mirrors.retain(|_, m| !m.mirror.retiring());
     }
 
     /// Takes `scene` over from whichever mirror holds it (a failover), redirecting its
@@ -156,9 +172,22 @@ impl Replica {
     /// (datagrams forwarded by a draining pair, adopted sessions and redirects) go to `out`.
     pub fn service(&mut self, now: Instant, engine: &mut Engine, out: &mut Batch) {
         let mut changed = Vec::new();
+        let mut done = Vec::new();
         for (pair, m) in self.mirrors.iter_mut() {
             while let Some(ev) = m.link.try_next() {
                 let step = m.mirror.handle_link(now, ev, engine, out);
+                if step.caught_up > 0 {
+                    self.stats
+                        .mirror_caught_up
+                        .fetch_add(step.caught_up, Relaxed);
+                }
+                if m.mirror.retiring() {
+                    if step.ended {
+                        done.push(*pair);
+                        break;
+                    }
+                    continue;
+                }
                 if step.malformed {
                     self.stats.mirror_malformed.fetch_add(1, Relaxed);
                 }
@@ -169,10 +198,17 @@ impl Replica {
                     changed.push((*pair, state));
                 }
             }
+            if m.mirror.retired(now) {
+                done.push(*pair);
+            }
+        }
+        for pair in done {
+            self.mirrors.remove(&pair);
         }
         let redial: Vec<u32> = self
             .mirrors
             .iter_mut()
+            .filter(|(_, m)| !m.mirror.retiring())
             .filter_map(|(p, m)| m.mirror.poll_redial().then_some(*p))
             .collect();
         for pair in redial {
@@ -190,7 +226,7 @@ impl Replica {
             let synced = self
                 .mirrors
                 .values()
-                .filter(|m| m.mirror.state() == MirrorState::Synced);
+                .filter(|m| !m.mirror.retiring() && m.mirror.state() == MirrorState::Synced);
             self.stats
                 .mirrors_synced
                 .store(synced.count() as u64, Relaxed);

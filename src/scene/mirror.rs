@@ -106,23 +106,12 @@ impl Engine {
                 record.encode(b)
             });
         }
-        let mut body = [0u8; MAX_DATAGRAM];
         for (scene, s) in self
             .scenes
             .iter()
             .filter(|(scene, _)| !handed.contains(scene))
         {
-            for (id, obj) in &s.objects {
-                let Ok(n) = obj.as_body(*id).emit(&mut body) else {
-                    continue;
-                };
-                let flags = u8::from(obj.owner.is_some()) | u8::from(!obj.is_live()) << 1;
-                out.push_with(EventKind::Object, *scene, 0, None, |b| {
-                    b.push(flags);
-                    b.extend_from_slice(&obj.owner.unwrap_or(0).to_le_bytes());
-                    b.extend_from_slice(&body[..n]);
-                });
-            }
+            push_objects(*scene, s, out);
         }
         out.push(EventKind::Synced, 0, 0, None, &[]);
     }
@@ -222,10 +211,12 @@ impl Engine {
     }
 
     /// Takes over `scene` from the mirror `from`: its sessions (keys, replay windows,
-    /// membership), objects and tombstones move here; fanout learns the sessions through
-    /// `Session` events, and every device with an address is sent a redirect to `redirect`
-    /// (this pair's endpoint, under the assignment's epoch). Adopted devices count as heard
-    /// `now`. A session this engine already had for one of the devices is replaced.
+    /// membership), objects and tombstones move here; fanout and this pair's own standbys
+    /// learn them through `Session` and `Object` events (without the objects, a standby of this
+    /// pair would lose them at the next failover: found by the simulation), and every device
+    /// with an address is sent a redirect to `redirect` (this pair's endpoint, under the
+    /// assignment's epoch). Adopted devices count as heard `now`. A session this engine
+    /// already had for one of the devices is replaced.
     pub fn adopt(
         &mut self,
         from: &mut Engine,
@@ -252,6 +243,8 @@ impl Engine {
             self.tombstones.push_back((now, scene, *id));
         }
         state.joined = 0;
+        // Downstream too: this pair's own standbys must hold the objects it now serves.
+        push_objects(scene, &state, out);
         self.scenes.insert(scene, state);
         for id in moving {
             let Some(mut d) = from.devices.remove(&id) else {
@@ -344,6 +337,25 @@ impl Engine {
         Some(())
     }
 
+    /// A write the previous owner of a scene accepted after this pair took the scene over from
+    /// its mirror (the old pair did not know yet, or its stream lagged behind the takeover):
+    /// applied with the usual ownership and order rules (a newer write the device sent here
+    /// wins) and relayed like any accepted write. False if it was not applied.
+    pub fn catch_up(
+        &mut self,
+        now: Instant,
+        e: &Event,
+        kind: Kind,
+        data: &[u8],
+        out: &mut Batch,
+    ) -> bool {
+        if !self.mirror_write(now, e, kind, data) {
+            return false;
+        }
+        out.push(EventKind::Relay(kind), e.scene, e.device, e.addr, data);
+        true
+    }
+
     fn mirror_write(&mut self, now: Instant, e: &Event, kind: Kind, data: &[u8]) -> bool {
         let Ok(body) = ObjectBody::parse(data) else {
             return false;
@@ -356,5 +368,22 @@ impl Engine {
         let order = (body.origin_timestamp_ns, seq);
         self.write_object(now, e.scene, device, kind, order, &body)
             .is_ok()
+    }
+}
+
+/// Every object (tombstones included) of `scene` as `Object` events: what a mirror needs to
+/// hold it (a checkpoint, a takeover).
+fn push_objects(scene: u32, s: &Scene, out: &mut Batch) {
+    let mut body = [0u8; MAX_DATAGRAM];
+    for (id, obj) in &s.objects {
+        let Ok(n) = obj.as_body(*id).emit(&mut body) else {
+            continue;
+        };
+        let flags = u8::from(obj.owner.is_some()) | u8::from(!obj.is_live()) << 1;
+        out.push_with(EventKind::Object, scene, 0, None, |b| {
+            b.push(flags);
+            b.extend_from_slice(&obj.owner.unwrap_or(0).to_le_bytes());
+            b.extend_from_slice(&body[..n]);
+        });
     }
 }

@@ -254,7 +254,12 @@ impl<P: Publisher> Ingest<P> {
                 self.engine.admit(Instant::now(), device, scene, key, batch)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, batch),
-            SessionCommand::Reset => self.engine.reset(batch),
+            SessionCommand::Reset => {
+                self.engine.reset(batch);
+                if let Some(r) = self.replica.as_mut() {
+                    r.reset();
+                }
+            }
             SessionCommand::Handover { scene, to, epoch } => {
                 self.engine.handover(scene, to, epoch, batch)
             }
@@ -269,7 +274,7 @@ impl<P: Publisher> Ingest<P> {
             }
             SessionCommand::Unmirror { pair } => {
                 if let Some(r) = self.replica.as_mut() {
-                    r.unmirror(pair);
+                    r.unmirror(pair, Instant::now());
                 }
             }
             SessionCommand::Promote { scene, to, epoch } => {

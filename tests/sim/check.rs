@@ -43,6 +43,15 @@ impl Books {
         }
     }
 
+    /// `pair` starts serving `scene` (again): what devices saw from it in an earlier tenure
+    /// no longer counts (the scene may have been started afresh in between, which the design
+    /// allows when no standby was in sync).
+    pub fn tenure(&mut self, pair: usize, scene: u32) {
+        if let Some(m) = self.seen_from.get_mut(&pair) {
+            m.retain(|(s, _), _| *s != scene);
+        }
+    }
+
     /// A device saw `seq` of `object` of `scene` relayed by pair incarnation `pair`.
     pub fn saw(&mut self, pair: usize, scene: u32, object: u64, seq: u64) {
         let e = self

@@ -50,8 +50,14 @@ impl Device {
             timestamp_ns: now_ns,
         };
         self.seq += 1;
-        let len = seal(&mut buf, &fields, body.len(), &self.key, Direction::ToServer)
-            .expect("a small body fits");
+        let len = seal(
+            &mut buf,
+            &fields,
+            body.len(),
+            &self.key,
+            Direction::ToServer,
+        )
+        .expect("a small body fits");
         buf.truncate(len);
         buf
     }

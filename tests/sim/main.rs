@@ -42,7 +42,10 @@ fn main() {
     let verbose = args.iter().any(|a| a == "--verbose");
     let (first, count) = match value("--seed") {
         Some(seed) => (seed, 1),
-        None => (value("--first").unwrap_or(1), value("--seeds").unwrap_or(200)),
+        None => (
+            value("--first").unwrap_or(1),
+            value("--seeds").unwrap_or(200),
+        ),
     };
     let options = world::Options { verbose };
     let started = Instant::now();

@@ -26,10 +26,17 @@ pub enum Node {
 #[derive(Clone, Debug)]
 pub enum ToDevice {
     /// A relayed update of another device's object.
-    Update { scene: u32, object: u64, seq: u64 },
+    Update {
+        scene: u32,
+        object: u64,
+        seq: u64,
+    },
     Snapshot,
     KeepaliveAck,
-    Redirect { to: std::net::SocketAddr, epoch: u64 },
+    Redirect {
+        to: std::net::SocketAddr,
+        epoch: u64,
+    },
     /// A reject saying the device is not joined there.
     NotJoined,
 }
@@ -38,7 +45,10 @@ pub enum ToDevice {
 #[derive(Debug)]
 pub enum Payload {
     /// A control request; `call` identifies the caller's attempt.
-    Request { call: u64, req: Request },
+    Request {
+        call: u64,
+        req: Request,
+    },
     /// The controller's answer, with the scenes it assigned to the asking pair when it
     /// answered (for the fencing invariant).
     Reply {
@@ -53,7 +63,10 @@ pub enum Payload {
     },
     ToDevice(ToDevice),
     /// An event on the stream link `link` of a standby.
-    Stream { link: u64, event: LinkEvent },
+    Stream {
+        link: u64,
+        event: LinkEvent,
+    },
 }
 
 #[derive(Debug)]
@@ -203,7 +216,8 @@ impl Net {
     ) {
         self.sent += 1;
         let (lo, hi) = self.profile.stream_delay;
-        let at = (now + rng.gen_range(lo..=hi)).max(self.link_tail.get(&link).copied().unwrap_or(0));
+        let at =
+            (now + rng.gen_range(lo..=hi)).max(self.link_tail.get(&link).copied().unwrap_or(0));
         self.link_tail.insert(link, at);
         self.push(
             at,
@@ -226,7 +240,8 @@ impl Net {
         for s in doomed {
             self.slots.remove(&s);
         }
-        self.queue.retain(|Reverse((_, _, s))| self.slots.contains_key(s));
+        self.queue
+            .retain(|Reverse((_, _, s))| self.slots.contains_key(s));
     }
 }
 

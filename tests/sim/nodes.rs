@@ -10,11 +10,12 @@ use zonecast::control::protocol::{DeviceLocation, Reply, Request};
 use zonecast::control::MirrorState;
 use zonecast::replication::assignment::{Answer, Call};
 use zonecast::replication::peer::{HubPeer, LinkEvent};
+use zonecast::replication::SessionCommand;
 use zonecast::scene::{Batch, EventKind};
 use zonecast::wire::{parse_exact, Kind, ObjectBody, RedirectBody, RejectBody, RejectReason};
 
 use crate::net::{us, Node, Payload, ToDevice};
-use crate::pair::{Sub, CALL_TIMEOUT, ENGINE_TICK, REDIAL};
+use crate::pair::{Applied, Sub, CALL_TIMEOUT, ENGINE_TICK, REDIAL};
 use crate::world::World;
 
 /// How long a device waits for a locate answer.
@@ -60,8 +61,10 @@ impl World {
             None => t = t.min(us(p.tracker.poll_timeout() - self.base)),
         }
         for m in p.mirrors.values() {
-            if m.link.is_none() {
-                t = t.min(m.redial_at);
+            match m.retire_at {
+                Some(at) => t = t.min(at),
+                None if m.link.is_none() => t = t.min(m.redial_at),
+                None => {}
             }
         }
         if p.subs.iter().any(|s| s.core.wants_checkpoint()) {
@@ -88,8 +91,13 @@ impl World {
                 let req = call.request().clone();
                 self.pairs[inc].call = Some((id, call, self.now + us(CALL_TIMEOUT)));
                 let payload = Payload::Request { call: id, req };
-                self.net
-                    .send(&mut self.rng, self.now, Node::Pair(inc), Node::Controller, payload);
+                self.net.send(
+                    &mut self.rng,
+                    self.now,
+                    Node::Pair(inc),
+                    Node::Controller,
+                    payload,
+                );
             }
         }
         if self.pairs[inc].next_tick <= self.now {
@@ -98,8 +106,35 @@ impl World {
             self.emit(inc, out);
             self.pairs[inc].next_tick = self.now + us(ENGINE_TICK);
         }
+        let retired: Vec<u32> = self.pairs[inc]
+            .mirrors
+            .iter()
+            .filter(|(_, m)| m.retire_at.is_some_and(|t| t <= self.now))
+            .map(|(p, _)| *p)
+            .collect();
+        for primary in retired {
+            self.dropped(inc, primary)?;
+        }
         self.dial(inc);
         self.send_checkpoints(inc);
+        Ok(())
+    }
+
+    /// Drops the mirror of `primary` (its link too), then checks that the scenes promoted
+    /// out of it hold everything devices saw from that primary.
+    fn dropped(&mut self, inc: usize, primary: u32) -> Result<(), String> {
+        if let Some(link) = self.pairs[inc].mirrors.get(&primary).and_then(|m| m.link) {
+            self.drop_sub(link);
+        }
+        let clean = self.pairs[inc]
+            .mirrors
+            .get(&primary)
+            .is_some_and(|m| m.clean);
+        if let Applied::Dropped { promoted, .. } = self.pairs[inc].drop_mirror(primary) {
+            for scene in promoted {
+                self.check_adopted(inc, scene, primary, clean)?;
+            }
+        }
         Ok(())
     }
 
@@ -108,7 +143,7 @@ impl World {
         let due: Vec<u32> = self.pairs[inc]
             .mirrors
             .iter()
-            .filter(|(_, m)| m.link.is_none() && m.redial_at <= self.now)
+            .filter(|(_, m)| m.retire_at.is_none() && m.link.is_none() && m.redial_at <= self.now)
             .map(|(p, _)| *p)
             .collect();
         for primary in due {
@@ -122,7 +157,9 @@ impl World {
             });
             let reachable = target.filter(|t| {
                 !self.net.is_isolated(Node::Pair(inc), self.now)
-                    && !self.net.is_cut(self.pairs[*t].slot, self.pairs[inc].slot, self.now)
+                    && !self
+                        .net
+                        .is_cut(self.pairs[*t].slot, self.pairs[inc].slot, self.now)
             });
             let m = self.pairs[inc].mirrors.get_mut(&primary).unwrap();
             let Some(t) = reachable else {
@@ -163,7 +200,11 @@ impl World {
     }
 
     fn send_checkpoints(&mut self, inc: usize) {
-        if !self.pairs[inc].subs.iter().any(|s| s.core.wants_checkpoint()) {
+        if !self.pairs[inc]
+            .subs
+            .iter()
+            .any(|s| s.core.wants_checkpoint())
+        {
             return;
         }
         let mut cp = Batch::default();
@@ -175,8 +216,14 @@ impl World {
             .collect();
         for (standby, link) in targets {
             let event = LinkEvent::Batch(cp.clone());
-            self.net
-                .stream(&mut self.rng, self.now, Node::Pair(inc), Node::Pair(standby), link, event);
+            self.net.stream(
+                &mut self.rng,
+                self.now,
+                Node::Pair(inc),
+                Node::Pair(standby),
+                link,
+                event,
+            );
         }
     }
 
@@ -193,8 +240,14 @@ impl World {
             .collect();
         for (standby, link) in targets {
             let event = LinkEvent::Batch(out.clone());
-            self.net
-                .stream(&mut self.rng, self.now, Node::Pair(inc), Node::Pair(standby), link, event);
+            self.net.stream(
+                &mut self.rng,
+                self.now,
+                Node::Pair(inc),
+                Node::Pair(standby),
+                link,
+                event,
+            );
         }
         self.fanout(inc, &out);
     }
@@ -314,16 +367,39 @@ impl World {
             if e.code == zonecast::control::ErrorCode::StaleEpoch);
         let heartbeat_ok = matches!(call, Call::Heartbeat(_)) && answer.is_ok();
         self.log(|| match &answer {
-            Ok(a) => format!("pair #{inc} answered: {}", format!("{a:?}").chars().take(160).collect::<String>()),
+            Ok(a) => format!(
+                "pair #{inc} answered: {}",
+                format!("{a:?}").chars().take(160).collect::<String>()
+            ),
             Err(e) => format!("pair #{inc} answer: {e}"),
         });
         let commands = self.pairs[inc].answer(now, answer);
         let mut out = Batch::default();
         for cmd in commands {
             self.log(|| format!("pair #{inc}: {cmd:?}"));
-            if let Some((scene, primary_id)) = self.pairs[inc].apply(now, cmd, &mut out) {
-                self.books.promotions += 1;
-                self.check_adopted(inc, scene, primary_id)?;
+            let clean = match &cmd {
+                SessionCommand::Unmirror { pair } => {
+                    self.pairs[inc].mirrors.get(pair).is_some_and(|m| m.clean)
+                }
+                _ => false,
+            };
+            let link = match &cmd {
+                SessionCommand::Unmirror { pair } => {
+                    self.pairs[inc].mirrors.get(pair).and_then(|m| m.link)
+                }
+                _ => None,
+            };
+            match self.pairs[inc].apply(now, self.now, cmd, &mut out) {
+                Applied::Promoted => self.books.promotions += 1,
+                Applied::Dropped { primary, promoted } => {
+                    if let Some(link) = link {
+                        self.drop_sub(link);
+                    }
+                    for scene in promoted {
+                        self.check_adopted(inc, scene, primary, clean)?;
+                    }
+                }
+                Applied::Nothing => {}
             }
         }
         self.emit(inc, out);
@@ -334,6 +410,7 @@ impl World {
         let epoch = self.pairs[inc].tracker.epoch();
         for scene in after.difference(&before) {
             self.books.claim(*scene, epoch, inc)?;
+            self.books.tenure(inc, *scene);
         }
         if heartbeat_ok {
             let assigned = assigned_then.unwrap_or_default();
@@ -352,18 +429,22 @@ impl World {
         Ok(())
     }
 
-    /// No accepted state lost: the scene `inc` just adopted from its mirror of the pair with
-    /// id `primary_id` holds every update devices saw from that primary, if the mirror's
-    /// stream was intact and the primary crashed or handed the scene over.
-    fn check_adopted(&mut self, inc: usize, scene: u32, primary_id: u32) -> Result<(), String> {
+    /// No accepted state lost: `scene`, taken over by `inc` from its mirror of the pair with id
+    /// `primary_id` (a promotion, checked once the mirror's catch-up is over; or a hand-over)
+    /// holds every update devices saw from that primary, if the mirror's stream was intact
+    /// (`clean`) and `inc` still serves the scene.
+    pub fn check_adopted(
+        &mut self,
+        inc: usize,
+        scene: u32,
+        primary_id: u32,
+        clean: bool,
+    ) -> Result<(), String> {
         let Some(p) = self.pair_with_id(primary_id) else {
             return Ok(());
         };
-        let intact = self.pairs[inc]
-            .mirrors
-            .get(&primary_id)
-            .is_some_and(|m| m.clean);
-        if !intact {
+        let serves = self.pairs[inc].alive && self.pairs[inc].engine.holds(scene);
+        if !clean || !serves {
             return Ok(());
         }
         for (object, seq) in self.books.seen(p, scene) {
@@ -390,12 +471,34 @@ impl World {
         else {
             return Ok(()); // a link this pair dropped
         };
+        if self.pairs[inc].mirrors[&primary].retire_at.is_some() {
+            // Catching up: late writes of the promoted scenes go to the serving engine.
+            let mut out = Batch::default();
+            let pair = &mut self.pairs[inc];
+            let m = pair.mirrors.get_mut(&primary).unwrap();
+            let step = m.mirror.handle_link(
+                self.base + std::time::Duration::from_micros(self.now),
+                event,
+                &mut pair.engine,
+                &mut out,
+            );
+            self.emit(inc, out);
+            if step.ended {
+                self.dropped(inc, primary)?;
+            }
+            return Ok(());
+        }
         let now = self.instant();
         let ended = matches!(
             event,
             LinkEvent::Lost | LinkEvent::Bye | LinkEvent::Malformed
         );
-        let held_before: BTreeSet<u32> = self.scenes.iter().copied().filter(|s| self.pairs[inc].engine.holds(*s)).collect();
+        let held_before: BTreeSet<u32> = self
+            .scenes
+            .iter()
+            .copied()
+            .filter(|s| self.pairs[inc].engine.holds(*s))
+            .collect();
         let mut out = Batch::default();
         let pair = &mut self.pairs[inc];
         let m = pair.mirrors.get_mut(&primary).unwrap();
@@ -418,9 +521,14 @@ impl World {
             .filter(|s| !held_before.contains(s) && self.pairs[inc].engine.holds(*s))
             .collect();
         self.emit(inc, out);
+        let clean = self.pairs[inc]
+            .mirrors
+            .get(&primary)
+            .is_some_and(|m| m.clean);
         for scene in adopted {
             self.books.handovers += 1;
-            self.check_adopted(inc, scene, primary)?;
+            self.check_adopted(inc, scene, primary, clean)?;
+            self.books.tenure(inc, scene);
         }
         Ok(())
     }
@@ -446,7 +554,11 @@ impl World {
                 LinkEvent::Bye,
             );
         }
-        let own: Vec<u64> = self.pairs[inc].mirrors.values().filter_map(|m| m.link).collect();
+        let own: Vec<u64> = self.pairs[inc]
+            .mirrors
+            .values()
+            .filter_map(|m| m.link)
+            .collect();
         for link in own {
             self.drop_sub(link);
         }
@@ -467,7 +579,11 @@ impl World {
                 LinkEvent::Lost,
             );
         }
-        let own: Vec<u64> = self.pairs[inc].mirrors.values().filter_map(|m| m.link).collect();
+        let own: Vec<u64> = self.pairs[inc]
+            .mirrors
+            .values()
+            .filter_map(|m| m.link)
+            .collect();
         for link in own {
             self.drop_sub(link);
         }
@@ -484,7 +600,10 @@ impl World {
     }
 
     pub fn cut_streams(&mut self, a: usize, b: usize, d: u64) {
-        let key = (self.pairs[a].slot.min(self.pairs[b].slot), self.pairs[a].slot.max(self.pairs[b].slot));
+        let key = (
+            self.pairs[a].slot.min(self.pairs[b].slot),
+            self.pairs[a].slot.max(self.pairs[b].slot),
+        );
         self.net.cut.insert(key, self.now + d);
         self.break_streams(a, b);
     }

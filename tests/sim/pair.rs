@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use zonecast::control::client::RequestError;
 use zonecast::replication::assignment::{Answer, Call, Local, Tracker, TrackerConfig};
-use zonecast::replication::mirror::Mirror;
+use zonecast::replication::mirror::{Mirror, CATCH_UP};
 use zonecast::replication::peer::HubPeer;
 use zonecast::replication::SessionCommand;
 use zonecast::scene::{self, Batch, Engine};
@@ -31,6 +31,22 @@ pub struct Linked {
     /// Synced, and no partition has eaten stream data since: it holds everything the primary
     /// streamed on this link.
     pub clean: bool,
+    /// Scenes promoted out of it (checked when it is dropped, after its catch-up).
+    pub promoted: Vec<u32>,
+    /// Retiring (dropped by the assignment after a promotion) until this time.
+    pub retire_at: Option<u64>,
+}
+
+/// What applying a command did that the invariants care about.
+pub enum Applied {
+    Nothing,
+    /// A scene taken over from a mirror.
+    Promoted,
+    /// A mirror dropped now, with the scenes once promoted out of it.
+    Dropped {
+        primary: u32,
+        promoted: Vec<u32>,
+    },
 }
 
 /// One subscriber of a pair's hub.
@@ -64,12 +80,7 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub fn new(
-        slot: usize,
-        config: TrackerConfig,
-        scene: scene::Config,
-        base: Instant,
-    ) -> Pair {
+    pub fn new(slot: usize, config: TrackerConfig, scene: scene::Config, base: Instant) -> Pair {
         let addr = config.advertise;
         let bus = config.bus.clone().unwrap_or_default();
         Pair {
@@ -104,43 +115,77 @@ impl Pair {
     }
 
     /// Applies one session command the way ingest does; engine output goes to `out`.
-    /// Returns the scenes adopted from a mirror (promotions), with the primary they came from.
     pub fn apply(
         &mut self,
         now: Instant,
+        now_us: u64,
         cmd: SessionCommand,
         out: &mut Batch,
-    ) -> Option<(u32, u32)> {
+    ) -> Applied {
         match cmd {
             SessionCommand::Admit { device, scene, key } => {
                 self.engine.admit(now, device, scene, key, out)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, out),
-            SessionCommand::Reset => self.engine.reset(out),
+            SessionCommand::Reset => {
+                self.engine.reset(out);
+                self.mirrors.retain(|_, m| m.retire_at.is_none());
+            }
             SessionCommand::Handover { scene, to, epoch } => {
                 self.engine.handover(scene, to, epoch, out)
             }
             SessionCommand::Mirror { pair, endpoint, .. } => {
+                if self
+                    .mirrors
+                    .get(&pair)
+                    .is_some_and(|m| m.retire_at.is_some())
+                {
+                    self.mirrors.remove(&pair);
+                }
                 self.mirrors.entry(pair).or_insert(Linked {
                     mirror: Mirror::new(self.scene.clone()),
                     bus: endpoint,
                     link: None,
                     redial_at: 0,
                     clean: false,
+                    promoted: Vec::new(),
+                    retire_at: None,
                 });
             }
             SessionCommand::Unmirror { pair } => {
-                self.mirrors.remove(&pair);
+                let Some(m) = self.mirrors.get_mut(&pair) else {
+                    return Applied::Nothing;
+                };
+                if !m.mirror.retire(now) {
+                    m.retire_at
+                        .get_or_insert(now_us + CATCH_UP.as_micros() as u64);
+                    return Applied::Nothing;
+                }
+                return self.drop_mirror(pair);
             }
             SessionCommand::Promote { scene, to, epoch } => {
-                for (primary, m) in self.mirrors.iter_mut() {
-                    if m.mirror.promote(&mut self.engine, scene, now, to, epoch, out) {
-                        return Some((scene, *primary));
+                for m in self.mirrors.values_mut() {
+                    if m.mirror
+                        .promote(&mut self.engine, scene, now, to, epoch, out)
+                    {
+                        m.promoted.push(scene);
+                        return Applied::Promoted;
                     }
                 }
             }
         }
-        None
+        Applied::Nothing
+    }
+
+    /// Forgets the mirror of `primary`.
+    pub fn drop_mirror(&mut self, primary: u32) -> Applied {
+        match self.mirrors.remove(&primary) {
+            Some(m) => Applied::Dropped {
+                primary,
+                promoted: m.promoted,
+            },
+            None => Applied::Nothing,
+        }
     }
 
     /// The answer for the call in flight, if `call` is it.

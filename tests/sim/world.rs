@@ -11,7 +11,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zonecast::control::protocol::{DeviceLocation, Reply, Request};
 use zonecast::control::random::Random;
-use zonecast::control::{Config, Controller};
+use zonecast::control::{Change, Config, Controller};
 use zonecast::replication::assignment::TrackerConfig;
 use zonecast::wire::SessionKey;
 
@@ -71,7 +71,10 @@ pub enum Fault {
     /// An operator drains a pair slot.
     Drain(usize),
     /// Check that the devices of a crash at this time are re-homed.
-    CheckRehome { crashed: usize, devices: Vec<usize> },
+    CheckRehome {
+        crashed: usize,
+        devices: Vec<usize>,
+    },
 }
 
 pub struct World {
@@ -141,6 +144,15 @@ impl World {
             self.slots.push(inc);
         }
         self.log(|| format!("pair #{inc} starts in slot {slot} at {addr}"));
+    }
+
+    /// Starts `slot` again. A region that had no live pair left is not quiet until the new
+    /// one settles: re-homing is only bounded while a live pair exists.
+    fn restart(&mut self, slot: usize) {
+        if !self.slots.iter().any(|i| self.pairs[*i].alive) {
+            self.last_fault = self.now;
+        }
+        self.start_pair(slot);
     }
 
     /// The pair incarnation listening at `addr`, if alive.
@@ -299,7 +311,7 @@ impl World {
             }
             Fault::Restart(slot) => {
                 if !self.pairs[self.slots[slot]].alive {
-                    self.start_pair(slot);
+                    self.restart(slot);
                 }
             }
             Fault::Isolate(slot, d) => self.isolate(self.slots[slot], d),
@@ -330,7 +342,10 @@ impl World {
             && self.pairs.iter().all(|p| p.frozen_until <= since)
             && self.net.isolated.values().all(|t| *t <= since)
             && self.net.cut.values().all(|t| *t <= since);
-        let live = self.slots.iter().any(|i| self.pairs[*i].alive && *i != crashed);
+        let live = self
+            .slots
+            .iter()
+            .any(|i| self.pairs[*i].alive && *i != crashed);
         if !quiet || !live {
             return Ok(());
         }
@@ -387,6 +402,13 @@ impl World {
                 let changes = self.controller.tick(self.instant());
                 for c in changes {
                     self.log(|| format!("controller: {c:?}"));
+                    // A live pair declared dead (its heartbeats were lost or late): the scenes
+                    // move again, so re-homing is not bounded from an earlier crash.
+                    if let Change::PairDead { pair, .. } = c {
+                        if self.pair_with_id(pair).is_some_and(|i| self.pairs[i].alive) {
+                            self.last_fault = self.now;
+                        }
+                    }
                 }
                 self.next_tick = self.now + CONTROLLER_TICK;
             }
@@ -424,7 +446,8 @@ impl World {
 
     /// The quiet phase: heal everything, restart what is down, then nothing may change.
     fn settle(&mut self) -> Result<(), String> {
-        self.faults.retain(|(_, f)| matches!(f, Fault::CheckRehome { .. }));
+        self.faults
+            .retain(|(_, f)| matches!(f, Fault::CheckRehome { .. }));
         self.net.profile = Profile::perfect();
         self.net.isolated.clear();
         self.net.cut.clear();
@@ -433,7 +456,7 @@ impl World {
         }
         for slot in 0..self.slots.len() {
             if !self.pairs[self.slots[slot]].alive {
-                self.start_pair(slot);
+                self.restart(slot);
             }
         }
         let start = self.now;
@@ -467,7 +490,11 @@ impl World {
                     dev.id, dev.pair, dev.joined, dev.scene, self.pairs[inc].addr
                 ));
             }
-            for other in self.devices.iter().filter(|o| o.scene == dev.scene && o.id != dev.id) {
+            for other in self
+                .devices
+                .iter()
+                .filter(|o| o.scene == dev.scene && o.id != dev.id)
+            {
                 let heard = dev
                     .seen
                     .get(&(dev.scene, u64::from(other.id)))
@@ -523,7 +550,12 @@ pub fn run(seed: u64, options: &Options) -> Result<Outcome, String> {
         outcome: Outcome::default(),
         hash_seed: seed,
     };
-    w.log(|| format!("seed {seed}: {pairs} pairs, {devices} devices, {scenes} scenes, {:?}", w.net.profile));
+    w.log(|| {
+        format!(
+            "seed {seed}: {pairs} pairs, {devices} devices, {scenes} scenes, {:?}",
+            w.net.profile
+        )
+    });
     w.setup(pairs, devices, scenes)?;
     let start = w.now;
     w.draw_faults(pairs, start + fault_phase);
