@@ -44,7 +44,7 @@ fn main() {
         Some(seed) => (seed, 1),
         None => (
             value("--first").unwrap_or(1),
-            value("--seeds").unwrap_or(200),
+            value("--seeds").unwrap_or(400),
         ),
     };
     let options = world::Options { verbose };
