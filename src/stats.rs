@@ -37,6 +37,11 @@ pub struct PairStats {
     pub mirror_diverged: AtomicU64,
     /// Late writes of a scene taken over from a mirror, caught up from the old primary.
     pub mirror_caught_up: AtomicU64,
+    /// Datagrams of devices that arrived ahead of their scene: fed once it arrived, expired,
+    /// refused for want of room.
+    pub held_fed: AtomicU64,
+    pub held_expired: AtomicU64,
+    pub held_overflow: AtomicU64,
     /// Primaries this pair mirrors in sync.
     pub mirrors_synced: AtomicU64,
 }
@@ -61,6 +66,9 @@ pub struct StatsSnapshot {
     pub mirror_malformed: u64,
     pub mirror_diverged: u64,
     pub mirror_caught_up: u64,
+    pub held_fed: u64,
+    pub held_expired: u64,
+    pub held_overflow: u64,
     pub mirrors_synced: u64,
 }
 
@@ -95,6 +103,9 @@ impl PairStats {
             mirror_malformed: self.mirror_malformed.load(Relaxed),
             mirror_diverged: self.mirror_diverged.load(Relaxed),
             mirror_caught_up: self.mirror_caught_up.load(Relaxed),
+            held_fed: self.held_fed.load(Relaxed),
+            held_expired: self.held_expired.load(Relaxed),
+            held_overflow: self.held_overflow.load(Relaxed),
             mirrors_synced: self.mirrors_synced.load(Relaxed),
         }
     }
@@ -136,6 +147,9 @@ impl StatsSnapshot {
         self.mirror_malformed += o.mirror_malformed;
         self.mirror_diverged += o.mirror_diverged;
         self.mirror_caught_up += o.mirror_caught_up;
+        self.held_fed += o.held_fed;
+        self.held_expired += o.held_expired;
+        self.held_overflow += o.held_overflow;
         self.mirrors_synced += o.mirrors_synced;
     }
 
@@ -253,6 +267,16 @@ impl StatsSnapshot {
             "counter",
             "Writes of a scene taken over from a mirror that its old primary still streamed after the takeover, applied here.",
             &[("", self.mirror_caught_up)],
+        );
+        metric(
+            "held_total",
+            "counter",
+            "Datagrams of devices that arrived ahead of their scene (a drain's target), by outcome.",
+            &[
+                ("{outcome=\"fed\"}", self.held_fed),
+                ("{outcome=\"expired\"}", self.held_expired),
+                ("{outcome=\"overflow\"}", self.held_overflow),
+            ],
         );
         metric(
             "mirrors_synced",

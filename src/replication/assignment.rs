@@ -11,8 +11,9 @@
 //!   promoted from a mirror (a failover; the devices are redirected under the reply's epoch)
 //!   except those `incoming` from a draining pair (taken when its handover event arrives in
 //!   the stream); handovers become `Handover`; then sessions are admitted and revoked to match
-//!   (so the mirrored sessions, replay windows included, are the ones kept); then mirrors are
-//!   started and stopped to match.
+//!   (so the mirrored sessions, replay windows included, are the ones kept; those of incoming
+//!   scenes come with the handover and are left alone); then mirrors are started and stopped
+//!   to match.
 //! - `stale_epoch` or `unknown_pair` (declared dead, or a controller that forgot it): revoke
 //!   every session, stop every mirror and handover, register again at once as a new pair.
 //! - No answer: keep serving the last assignment, retry every interval. Another refusal: retry
@@ -357,11 +358,17 @@ impl Tracker {
 
     fn apply(&mut self, now: Instant, a: &Assignment, epoch: u64) -> Result<(), String> {
         self.take_over(a, epoch)?;
+        // The sessions of a scene still incoming arrive with it (the handover event), replay
+        // windows included: admitting them afresh now would let a device that follows its
+        // redirect early write into a state the handover then replaces.
         let sessions: Vec<(u32, u32, String)> = a
             .sessions
             .iter()
+            .filter(|s| !a.incoming.contains(&s.scene))
             .map(|s| (s.device, s.scene, s.key.clone()))
             .collect();
+        self.admitted
+            .retain(|_, (scene, _)| !a.incoming.contains(scene));
         self.sessions(&sessions);
         self.follow_mirrors(a);
         if a.draining && self.scenes.is_empty() && self.drained_at.is_none() {
@@ -394,6 +401,17 @@ impl Tracker {
                 .parse()
                 .map_err(|_| format!("assignment: handover to `{}`", h.udp))?;
             if self.handed_over.insert(h.scene) {
+                // A scene it is told to hand over without ever having been told to take it
+                // (a failover moved it here while its heartbeats went unanswered, then a drain
+                // moved it on): its state is in a mirror; take it from there first, so that
+                // it goes along (its devices are sent on to the new pair right away).
+                if !self.scenes.contains(&h.scene) {
+                    self.commands.push(SessionCommand::Promote {
+                        scene: h.scene,
+                        to,
+                        epoch: h.epoch,
+                    });
+                }
                 self.commands.push(SessionCommand::Handover {
                     scene: h.scene,
                     to,

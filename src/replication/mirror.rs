@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use super::peer::LinkEvent;
 use crate::control::MirrorState;
 use crate::scene::{self, Batch, Engine, EventKind};
-use crate::wire::{parse_exact, RedirectBody};
+use crate::wire::{parse_exact, Datagram, Direction, RedirectBody};
 
 /// How long a mirror dropped after a promotion keeps following its old primary's stream.
 pub const CATCH_UP: Duration = Duration::from_secs(1);
@@ -83,6 +83,17 @@ impl Mirror {
     /// Whether the mirror holds `scene`.
     pub fn holds(&self, scene: u32) -> bool {
         self.engine.holds(scene)
+    }
+
+    /// Whether `bytes` is a datagram of a device this mirror has a session for, authentic
+    /// under that session's key (one the serving engine may have to hold for a while).
+    pub fn knows(&self, bytes: &[u8]) -> bool {
+        let Ok(dg) = Datagram::parse(bytes) else {
+            return false;
+        };
+        self.engine
+            .device(dg.device())
+            .is_some_and(|s| dg.verify(&s.key, Direction::ToServer).is_ok())
     }
 
     /// The mirrored state (for inspection).

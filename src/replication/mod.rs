@@ -7,7 +7,8 @@
 //! - [`mirror`]: a standby's mirror of one primary (connecting, syncing, synced, lost,
 //!   diverged) and the mirror engine it keeps;
 //! - [`peer`]: the replication stream's peer protocol at both ends (hello and token, role,
-//!   heartbeats and their deadline, checkpoint first, backlog limit, bye vs lost).
+//!   heartbeats and their deadline, checkpoint first, backlog limit, bye vs lost);
+//! - [`held`]: datagrams of devices that arrive before their scene does (a drain's target).
 //!
 //! Drivers: [`stream`] (the hub and links over TCP/Unix sockets, Noise on tcp), [`replica`]
 //! (the hub and the mirrors on the ingest thread). The agent thread around [`assignment`] is
@@ -16,6 +17,7 @@
 
 pub mod assignment;
 mod command;
+pub mod held;
 pub mod mirror;
 pub mod peer;
 pub mod replica;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+use super::held::Held;
 use super::mirror::Mirror;
 use super::stream::{Role, StreamHub, StreamLink};
 use crate::control::MirrorState;
@@ -70,6 +71,7 @@ pub struct Replica {
     waker: Arc<Waker>,
     next_service: Instant,
     scratch: Batch,
+    held: Held,
 }
 
 impl Replica {
@@ -91,7 +93,19 @@ impl Replica {
             waker,
             next_service: Instant::now(),
             scratch: Batch::default(),
+            held: Held::default(),
         }
+    }
+
+    /// A datagram the serving engine refused for an unknown device: kept if a mirror knows
+    /// the device (it is arriving ahead of its scene, see `held`). True if kept.
+    pub fn hold(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
+        if !self.mirrors.values().any(|m| m.mirror.knows(bytes)) {
+            return false;
+        }
+        let kept = self.held.hold(now, from, bytes);
+        self.stats.held_overflow.store(self.held.overflow, Relaxed);
+        kept
     }
 
     /// Streams `batch` to the hub's subscribers (before fanout sends anything of it).
@@ -204,6 +218,11 @@ impl Replica {
         }
         for pair in done {
             self.mirrors.remove(&pair);
+        }
+        let released = self.held.release(now, engine, out);
+        if released.fed + released.expired > 0 {
+            self.stats.held_fed.fetch_add(released.fed, Relaxed);
+            self.stats.held_expired.fetch_add(released.expired, Relaxed);
         }
         let redial: Vec<u32> = self
             .mirrors

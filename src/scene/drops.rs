@@ -82,6 +82,11 @@ impl DropCounts {
         self.0[reason as usize] += 1;
     }
 
+    /// Takes back one count of `reason` (the datagram was held, not dropped, after all).
+    pub fn remove(&mut self, reason: DropReason) {
+        self.0[reason as usize] = self.0[reason as usize].saturating_sub(1);
+    }
+
     pub fn set(&mut self, reason: DropReason, value: u64) {
         self.0[reason as usize] = value;
     }

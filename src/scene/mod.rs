@@ -217,6 +217,11 @@ impl Engine {
         self.drops.add(reason);
     }
 
+    /// Takes back a drop `handle` counted: the caller kept the datagram to feed it again.
+    pub fn uncount_drop(&mut self, reason: DropReason) {
+        self.drops.remove(reason);
+    }
+
     pub fn drops(&self) -> &DropCounts {
         &self.drops
     }

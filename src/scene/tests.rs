@@ -565,10 +565,7 @@ fn a_mirror_fed_a_checkpoint_then_events_holds_the_primary_state() {
     );
     let mut events = standby.events();
     // Its objects go downstream too (tombstones included), for this pair's own standbys.
-    let objects = events
-        .iter()
-        .filter(|e| e.0 == EventKind::Object)
-        .count();
+    let objects = events.iter().filter(|e| e.0 == EventKind::Object).count();
     assert_eq!(objects, held);
     events.retain(|e| e.0 != EventKind::Object);
     events.sort_by_key(|e| (e.1, e.0 != EventKind::Session));

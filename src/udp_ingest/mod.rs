@@ -203,7 +203,16 @@ impl<P: Publisher> Ingest<P> {
                     match d.from {
                         _ if d.truncated => self.engine.count_drop(DropReason::Oversized),
                         Some(from) => {
-                            let _ = self.engine.handle(now, from, d.bytes, &mut batch);
+                            let r = self.engine.handle(now, from, d.bytes, &mut batch);
+                            // A device ahead of its scene (a drain's target): held, not lost.
+                            if r == Err(DropReason::UnknownDevice)
+                                && self
+                                    .replica
+                                    .as_mut()
+                                    .is_some_and(|rep| rep.hold(now, from, d.bytes))
+                            {
+                                self.engine.uncount_drop(DropReason::UnknownDevice);
+                            }
                         }
                         // Not an IP source: cannot happen on a UDP/IP socket.
                         None => self.engine.count_drop(DropReason::Malformed),

@@ -31,8 +31,9 @@ fn main() {
         .iter()
         .enumerate()
         .filter(|(i, a)| {
-            !a.starts_with('-')
-                && !(*i > 0 && ["--seed", "--seeds", "--first"].contains(&args[i - 1].as_str()))
+            let is_value =
+                *i > 0 && ["--seed", "--seeds", "--first"].contains(&args[i - 1].as_str());
+            !a.starts_with('-') && !is_value
         })
         .map(|(_, a)| a)
         .collect();

@@ -102,6 +102,7 @@ impl World {
         }
         if self.pairs[inc].next_tick <= self.now {
             let mut out = Batch::default();
+            self.pairs[inc].release(now, &mut out);
             self.pairs[inc].engine.tick(now, &mut out);
             self.emit(inc, out);
             self.pairs[inc].next_tick = self.now + us(ENGINE_TICK);
@@ -344,7 +345,7 @@ impl World {
             }
             Payload::Datagram { from, bytes } => {
                 let mut out = Batch::default();
-                let _ = self.pairs[inc].engine.handle(now, from, &bytes, &mut out);
+                self.pairs[inc].receive(now, from, &bytes, &mut out);
                 self.emit(inc, out);
             }
             Payload::Stream { link, event } => self.stream_event(inc, link, event)?,
@@ -402,6 +403,7 @@ impl World {
                 Applied::Nothing => {}
             }
         }
+        self.pairs[inc].release(now, &mut out);
         self.emit(inc, out);
         if self.pairs[inc].tracker.is_done() {
             self.exit(inc);
@@ -520,6 +522,7 @@ impl World {
             .copied()
             .filter(|s| !held_before.contains(s) && self.pairs[inc].engine.holds(*s))
             .collect();
+        self.pairs[inc].release(now, &mut out);
         self.emit(inc, out);
         let clean = self.pairs[inc]
             .mirrors

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use zonecast::control::client::RequestError;
 use zonecast::replication::assignment::{Answer, Call, Local, Tracker, TrackerConfig};
+use zonecast::replication::held::Held;
 use zonecast::replication::mirror::{Mirror, CATCH_UP};
 use zonecast::replication::peer::HubPeer;
 use zonecast::replication::SessionCommand;
@@ -77,6 +78,8 @@ pub struct Pair {
     pub crashed_at: Option<u64>,
     /// Scene rules, with the run's fixed hash seed (so engines iterate the same every run).
     pub scene: scene::Config,
+    /// Datagrams of devices ahead of their scene (as ingest holds them).
+    pub held: Held,
 }
 
 impl Pair {
@@ -98,6 +101,7 @@ impl Pair {
             id: None,
             crashed_at: None,
             scene,
+            held: Held::default(),
         }
     }
 
@@ -186,6 +190,22 @@ impl Pair {
             },
             None => Applied::Nothing,
         }
+    }
+
+    /// A datagram, as ingest handles it: one from a device the engine does not know but a
+    /// mirror does is held until its scene arrives.
+    pub fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], out: &mut Batch) {
+        let r = self.engine.handle(now, from, bytes, out);
+        if r == Err(zonecast::scene::DropReason::UnknownDevice)
+            && self.mirrors.values().any(|m| m.mirror.knows(bytes))
+        {
+            self.held.hold(now, from, bytes);
+        }
+    }
+
+    /// Feeds the held datagrams whose devices the engine knows now.
+    pub fn release(&mut self, now: Instant, out: &mut Batch) {
+        self.held.release(now, &mut self.engine, out);
     }
 
     /// The answer for the call in flight, if `call` is it.

@@ -283,7 +283,7 @@ fn a_drain_hands_over_waits_out_its_grace_then_deregisters() {
 fn an_incoming_scene_waits_for_its_handover_and_a_split_pair_needs_its_fanout() {
     let t0 = Instant::now();
     let mut t = registered(t0);
-    let mut a = assignment(&[1, 2], &[]);
+    let mut a = assignment(&[1, 2], &[(7, 1), (8, 2)]);
     a.incoming = vec![2];
     let cmds = heartbeat(
         &mut t,
@@ -294,7 +294,37 @@ fn an_incoming_scene_waits_for_its_handover_and_a_split_pair_needs_its_fanout() 
             assignment: Some(a),
         },
     );
-    assert_eq!(cmds.len(), 1, "only scene 1 is promoted now: {cmds:?}");
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    assert!(
+        matches!(cmds[0], SessionCommand::Promote { scene: 1, .. }),
+        "only scene 1 is promoted now"
+    );
+    assert!(
+        matches!(cmds[1], SessionCommand::Admit { device: 7, .. }),
+        "device 8's session comes with scene 2's handover"
+    );
+    // Handed over: the next assignment no longer lists it as incoming; device 8 is admitted
+    // (a no-op in the engine, which has it from the handover).
+    let a = assignment(&[1, 2], &[(7, 1), (8, 2)]);
+    let cmds = heartbeat(
+        &mut t,
+        t0 + Duration::from_millis(50),
+        &Local::default(),
+        HeartbeatReply {
+            epoch: 4,
+            assignment: Some(a),
+        },
+    );
+    assert!(
+        matches!(
+            cmds[..],
+            [
+                SessionCommand::Promote { scene: 2, .. },
+                SessionCommand::Admit { device: 8, .. }
+            ]
+        ),
+        "{cmds:?}"
+    );
 
     let mut split = Tracker::new(
         TrackerConfig {
