@@ -10,6 +10,8 @@
 pub mod client;
 pub mod control;
 pub mod fanout;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ipc_bus;
 pub mod net;
 pub mod pair;

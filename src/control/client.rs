@@ -40,6 +40,14 @@ pub enum RequestError {
     BadReply(String),
 }
 
+/// A reply body as a client reads it: its fields on success, else the controller's typed
+/// error (or `BadReply` for a body that is not the protocol's JSON).
+pub fn decode_reply(body: &[u8]) -> Result<Value, RequestError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| RequestError::BadReply(e.to_string()))?;
+    into_result(value).map_err(RequestError::Refused)
+}
+
 impl std::fmt::Display for RequestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -123,11 +131,7 @@ impl ControlClient {
                 std::thread::sleep(backoff);
             }
             match self.attempt(body.as_bytes()) {
-                Ok(reply) => {
-                    let value: Value = serde_json::from_slice(&reply)
-                        .map_err(|e| RequestError::BadReply(e.to_string()))?;
-                    return into_result(value).map_err(RequestError::Refused);
-                }
+                Ok(reply) => return decode_reply(&reply),
                 Err(e) => {
                     last = e;
                     self.socket = None;

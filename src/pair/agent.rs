@@ -119,12 +119,8 @@ impl Agent {
     }
 
     fn send(&mut self, call: &Call) -> Result<Answer, RequestError> {
-        let req = call.request();
-        match call {
-            Call::Register(_) => self.client.call(req).map(Answer::Registered),
-            Call::Heartbeat(_) => self.client.call(req).map(Answer::Heartbeat),
-            Call::Deregister(_) => self.client.call(req).map(Answer::Deregistered),
-        }
+        let fields = self.client.call(call.request())?;
+        Answer::from_fields(call, fields)
     }
 
     fn local(&mut self) -> Local {

@@ -10,10 +10,10 @@
 //! - An assignment in a heartbeat reply is applied in this order: scenes new to the pair are
 //!   promoted from a mirror (a failover; the devices are redirected under the reply's epoch)
 //!   except those `incoming` from a draining pair (taken when its handover event arrives in
-//!   the stream); handovers become `Handover`; then sessions are admitted and revoked to match
-//!   (so the mirrored sessions, replay windows included, are the ones kept; those of incoming
-//!   scenes come with the handover and are left alone); then mirrors are started and stopped
-//!   to match.
+//!   the stream); then sessions are admitted and revoked to match (so the mirrored sessions,
+//!   replay windows included, are the ones kept; those of incoming scenes come with the
+//!   handover and are left alone); then handovers become `Handover` (so every session of a
+//!   scene handed over is forwarded); then mirrors are started and stopped to match.
 //! - `stale_epoch` or `unknown_pair` (declared dead, or a controller that forgot it): revoke
 //!   every session, stop every mirror and handover, register again at once as a new pair.
 //! - No answer: keep serving the last assignment, retry every interval. Another refusal: retry
@@ -91,6 +91,19 @@ pub enum Answer {
 }
 
 impl Answer {
+    /// The answer to `call` in a successful reply's `fields` (as the control client reads
+    /// them), or why they are not one.
+    pub fn from_fields(call: &Call, fields: serde_json::Value) -> Result<Answer, RequestError> {
+        let bad = |e: serde_json::Error| RequestError::BadReply(e.to_string());
+        Ok(match call {
+            Call::Register(_) => Answer::Registered(serde_json::from_value(fields).map_err(bad)?),
+            Call::Heartbeat(_) => Answer::Heartbeat(serde_json::from_value(fields).map_err(bad)?),
+            Call::Deregister(_) => {
+                Answer::Deregistered(serde_json::from_value(fields).map_err(bad)?)
+            }
+        })
+    }
+
     /// The answer a controller's `reply` to `call` is, if it is one.
     pub fn from_reply(call: &Call, reply: Reply) -> Option<Answer> {
         match (call, reply) {
@@ -357,7 +370,7 @@ impl Tracker {
     }
 
     fn apply(&mut self, now: Instant, a: &Assignment, epoch: u64) -> Result<(), String> {
-        self.take_over(a, epoch)?;
+        let handovers = self.take_over(a, epoch)?;
         // The sessions of a scene still incoming arrive with it (the handover event), replay
         // windows included: admitting them afresh now would let a device that follows its
         // redirect early write into a state the handover then replaces.
@@ -370,6 +383,9 @@ impl Tracker {
         self.admitted
             .retain(|_, (scene, _)| !a.incoming.contains(scene));
         self.sessions(&sessions);
+        // Hand-overs after the sessions: every session of a scene handed over is forwarded,
+        // those admitted by this very reply included (a scene that never got here).
+        self.commands.extend(handovers);
         self.follow_mirrors(a);
         if a.draining && self.scenes.is_empty() && self.drained_at.is_none() {
             self.drained_at = Some(now);
@@ -378,9 +394,9 @@ impl Tracker {
         Ok(())
     }
 
-    /// Promotions for scenes new to this pair (except incoming ones), handovers for scenes it
-    /// hands over; both before sessions are admitted.
-    fn take_over(&mut self, a: &Assignment, epoch: u64) -> Result<(), String> {
+    /// Promotions for scenes new to this pair (except incoming ones), pushed before sessions
+    /// are admitted; returns the handovers for scenes it hands over, to push after them.
+    fn take_over(&mut self, a: &Assignment, epoch: u64) -> Result<Vec<SessionCommand>, String> {
         let incoming: BTreeSet<u32> = a.incoming.iter().copied().collect();
         let scenes: BTreeSet<u32> = a
             .scenes
@@ -395,6 +411,7 @@ impl Tracker {
                 epoch,
             });
         }
+        let mut handovers = Vec::new();
         for h in &a.handovers {
             let to: SocketAddr = h
                 .udp
@@ -412,7 +429,7 @@ impl Tracker {
                         epoch: h.epoch,
                     });
                 }
-                self.commands.push(SessionCommand::Handover {
+                handovers.push(SessionCommand::Handover {
                     scene: h.scene,
                     to,
                     epoch: h.epoch,
@@ -420,7 +437,7 @@ impl Tracker {
             }
         }
         self.scenes = scenes;
-        Ok(())
+        Ok(handovers)
     }
 
     /// Makes the admitted sessions equal to `wanted` (device, scene, key hex).

@@ -11,6 +11,12 @@
 //! - `Lost` (the stream broke without a bye): a mirror that was in sync holds everything the
 //!   primary streamed before it died and becomes **lost** (it may be adopted); one that was not
 //!   goes back to connecting.
+//! - a checkpoint in the middle of a synced stream: the primary was fenced off by the
+//!   controller and reset (`Engine::reset`); its identity is over (it registers again as a new
+//!   pair). The mirror keeps what it held, like after a crash (**lost**: the controller may
+//!   have moved the primary's scenes here, to be promoted from it), and follows nothing more
+//!   from that stream. Found by the seeded simulation: a standby that heard of its promotion
+//!   after its fenced primary did had wiped the scene along with it.
 //! - an event the mirror cannot apply, or a malformed frame: the state is suspect, it is
 //!   **diverged**; [`Mirror::poll_redial`] tells the driver to dial again, and the checkpoint
 //!   that follows replaces the state.
@@ -49,7 +55,8 @@ pub struct Step {
     pub diverged: u64,
     /// Late writes of promoted scenes applied to the serving engine.
     pub caught_up: u64,
-    /// The stream ended (lost, bye or malformed): a retiring mirror is done.
+    /// The stream ended (lost, bye or malformed, or the primary reset): a retiring mirror is
+    /// done.
     pub ended: bool,
 }
 
@@ -63,6 +70,8 @@ pub struct Mirror {
     promoted: BTreeSet<u32>,
     /// Dropped by the assignment after a promotion: follows the stream until then.
     retire_at: Option<Instant>,
+    /// The primary reset (it was fenced off): nothing more is taken from its stream.
+    primary_reset: bool,
 }
 
 impl Mirror {
@@ -73,6 +82,7 @@ impl Mirror {
             diverged: false,
             promoted: BTreeSet::new(),
             retire_at: None,
+            primary_reset: false,
         }
     }
 
@@ -118,6 +128,9 @@ impl Mirror {
             ),
             ..Step::default()
         };
+        if self.primary_reset {
+            return step;
+        }
         match event {
             LinkEvent::Up => self.state = MirrorState::Syncing,
             LinkEvent::Bye => self.state = MirrorState::Connecting,
@@ -130,6 +143,7 @@ impl Mirror {
             }
             LinkEvent::Batch(b) => {
                 (step.diverged, step.caught_up) = self.apply(now, &b, serving, out);
+                step.ended = self.primary_reset;
             }
         }
         if self.state != before {
@@ -148,6 +162,11 @@ impl Mirror {
     ) -> (u64, u64) {
         let (mut diverged, mut caught_up) = (0, 0);
         for (e, data) in b.iter() {
+            if e.kind == EventKind::Checkpoint && self.state == MirrorState::Synced {
+                self.primary_reset = true;
+                self.state = MirrorState::Lost;
+                break;
+            }
             if self.promoted.contains(&e.scene) && e.kind != EventKind::Checkpoint {
                 // The scene is served here now: only the old owner's late writes matter.
                 if let EventKind::Relay(kind) = e.kind {
@@ -274,6 +293,36 @@ mod tests {
         m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
         let s = m.handle_link(now, LinkEvent::Bye, &mut serving, &mut out);
         assert_eq!(s.changed, Some(MirrorState::Connecting));
+    }
+
+    #[test]
+    fn a_primary_that_resets_leaves_its_mirror_holding_what_it_had() {
+        let now = Instant::now();
+        let (mut p, checkpoint) = primary(now);
+        let mut serving = Engine::new(scene::Config::default());
+        let mut out = Batch::default();
+        let mut m = Mirror::new(scene::Config::default());
+        m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
+        m.handle_link(now, LinkEvent::Batch(checkpoint), &mut serving, &mut out);
+        assert_eq!(m.state(), MirrorState::Synced);
+        // Fenced off, the primary forgets everything and says so downstream.
+        let mut reset = Batch::default();
+        p.reset(&mut reset);
+        let s = m.handle_link(now, LinkEvent::Batch(reset), &mut serving, &mut out);
+        assert_eq!((s.changed, s.ended), (Some(MirrorState::Lost), true));
+        assert!(
+            m.holds(1),
+            "the mirror wiped the scene with its fenced primary"
+        );
+        // Nothing from that stream counts any more, not even a fresh checkpoint.
+        let mut empty = Batch::default();
+        p.checkpoint(&mut empty);
+        m.handle_link(now, LinkEvent::Up, &mut serving, &mut out);
+        m.handle_link(now, LinkEvent::Batch(empty), &mut serving, &mut out);
+        assert_eq!(m.state(), MirrorState::Lost);
+        let to = "127.0.0.1:9".parse().unwrap();
+        assert!(m.promote(&mut serving, 1, now, to, 5, &mut out));
+        assert!(serving.device(7).is_some());
     }
 
     #[test]

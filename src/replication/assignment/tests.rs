@@ -347,3 +347,40 @@ fn an_incoming_scene_waits_for_its_handover_and_a_split_pair_needs_its_fanout() 
     ));
     assert_eq!(split.take_notes(), vec![Note::FanoutBack]);
 }
+
+#[test]
+fn a_scene_handed_over_before_it_was_taken_is_promoted_then_its_sessions_forwarded() {
+    // A failover moved scene 1 here while the heartbeats went unanswered, then a drain moved it
+    // on: the first reply heard both takes the scene (from the mirror) and hands it over.
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let mut a = assignment(&[], &[(7, 1)]);
+    a.draining = true;
+    a.handovers = vec![HandoverOrder {
+        scene: 1,
+        pair: 4,
+        udp: "127.0.0.1:7202".into(),
+        epoch: 6,
+    }];
+    let cmds = heartbeat(
+        &mut t,
+        t0,
+        &Local::default(),
+        HeartbeatReply {
+            epoch: 6,
+            assignment: Some(a),
+        },
+    );
+    let to: SocketAddr = "127.0.0.1:7202".parse().unwrap();
+    assert!(
+        matches!(
+            cmds[..],
+            [
+                SessionCommand::Promote { scene: 1, to: p, epoch: 6 },
+                SessionCommand::Admit { device: 7, .. },
+                SessionCommand::Handover { scene: 1, to: h, epoch: 6 },
+            ] if p == to && h == to
+        ),
+        "the session is admitted before the hand-over, so it is forwarded: {cmds:?}"
+    );
+}
