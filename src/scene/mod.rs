@@ -18,6 +18,7 @@ mod events;
 mod mirror;
 mod object;
 mod replay;
+mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -34,8 +35,7 @@ pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 
 use crate::wire::{
     parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
-    RedirectBody, RejectBody, RejectReason, SessionKey, SnapshotHead, LEAVE_TIMED_OUT,
-    LEAVE_VOLUNTARY, MAX_BODY, MAX_DATAGRAM, SNAPSHOT_HEAD_LEN,
+    RedirectBody, RejectBody, RejectReason, SessionKey, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY,
 };
 
 /// Tunables of the scene rules.
@@ -460,61 +460,6 @@ impl Engine {
             }
         }
         Some(scene)
-    }
-
-    /// Queues the live objects of `scene` for `device`, in chunks that each fit a datagram.
-    fn push_snapshot(&mut self, scene: u32, device: u32, to: SocketAddr, out: &mut Batch) {
-        self.snapshots = self.snapshots.wrapping_add(1);
-        let snapshot_id = self.snapshots;
-        let objects = self.scenes.get(&scene).map(|s| &s.objects);
-        let live = || {
-            objects
-                .into_iter()
-                .flat_map(|m| m.iter())
-                .filter(|(_, o)| o.is_live())
-        };
-        // Pass 1 counts the chunks, pass 2 writes them with the count in every head.
-        let mut chunks = 1u16;
-        let mut used = SNAPSHOT_HEAD_LEN;
-        for (id, obj) in live() {
-            let len = obj.as_body(*id).len();
-            if used + len > MAX_BODY {
-                chunks = chunks.saturating_add(1);
-                used = SNAPSHOT_HEAD_LEN;
-            }
-            used += len;
-        }
-        let mut buf = [0u8; MAX_DATAGRAM];
-        let mut index = 0u16;
-        let mut count = 0u16;
-        used = SNAPSHOT_HEAD_LEN;
-        let mut flush = |buf: &mut [u8; MAX_DATAGRAM], index: u16, count: u16, used: usize| {
-            let head = SnapshotHead {
-                snapshot_id: snapshot_id.into(),
-                chunk_index: index.into(),
-                chunk_count: chunks.into(),
-                object_count: count.into(),
-                reserved: 0.into(),
-            };
-            buf[..SNAPSHOT_HEAD_LEN].copy_from_slice(head.as_bytes());
-            let kind = EventKind::Direct(Kind::Snapshot);
-            out.push(kind, scene, device, Some(to), &buf[..used]);
-        };
-        for (id, obj) in live() {
-            let body = obj.as_body(*id);
-            if used + body.len() > MAX_BODY {
-                flush(&mut buf, index, count, used);
-                index += 1;
-                count = 0;
-                used = SNAPSHOT_HEAD_LEN;
-            }
-            // Fits: every body is at most MAX_BODY - SNAPSHOT_HEAD_LEN (MAX_PAYLOAD bound).
-            if let Ok(n) = body.emit(&mut buf[used..MAX_BODY]) {
-                used += n;
-                count += 1;
-            }
-        }
-        flush(&mut buf, index, count, used);
     }
 }
 

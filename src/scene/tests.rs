@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::wire::{
     seal, Fields, HeaderFields, ObjectBody, SnapshotHead, HEADER_LEN, MASK_PAYLOAD,
-    MASK_TRANSLATION, MAX_PAYLOAD,
+    MASK_TRANSLATION, MAX_BODY, MAX_DATAGRAM, MAX_PAYLOAD,
 };
 
 /// A test device: its id, scene, key, address and next sequence number.

@@ -229,6 +229,17 @@ impl Net {
         );
     }
 
+    /// Deliveries to `to` that wait for time `held_until` (a frozen process's socket) are due
+    /// at `now` instead, in the order they arrived: the process runs again early.
+    pub fn release_held(&mut self, to: Node, held_until: u64, now: u64) {
+        let entries: Vec<(u64, u64, usize)> = self.queue.drain().map(|Reverse(e)| e).collect();
+        for (at, seq, slot) in entries {
+            let held = at == held_until && self.slots.get(&slot).is_some_and(|d| d.to == to);
+            let at = if held { now } else { at };
+            self.queue.push(Reverse((at, seq, slot)));
+        }
+    }
+
     /// Discards what is still in flight on `link` (a partition ate it).
     pub fn discard_link(&mut self, link: u64) {
         let doomed: Vec<usize> = self

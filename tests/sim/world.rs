@@ -451,8 +451,13 @@ impl World {
         self.net.profile = Profile::perfect();
         self.net.isolated.clear();
         self.net.cut.clear();
-        for p in self.pairs.iter_mut() {
-            p.frozen_until = 0;
+        // A frozen pair runs again now; what waited in its sockets comes first, in order
+        // (otherwise a stream's later frames would overtake them: found by seed 80959).
+        for inc in 0..self.pairs.len() {
+            let until = std::mem::take(&mut self.pairs[inc].frozen_until);
+            if until > self.now {
+                self.net.release_held(Node::Pair(inc), until, self.now);
+            }
         }
         for slot in 0..self.slots.len() {
             if !self.pairs[self.slots[slot]].alive {
