@@ -38,6 +38,14 @@ const DEVICES: [(u32, u32, u8); 3] = [(1, 1, 0x11), (2, 1, 0x22), (3, 2, 0x33)];
 /// The cluster token the control and stream targets use.
 pub const TOKEN: &str = "fuzz";
 
+/// The engines' settings: the defaults, with a fixed hash seed (runs replay exactly).
+fn engine_config() -> scene::Config {
+    scene::Config {
+        hash_seed: Some(7),
+        ..scene::Config::default()
+    }
+}
+
 /// Reads an input front to back; past its end every read is `None`.
 struct Input<'a>(&'a [u8]);
 
@@ -108,10 +116,7 @@ pub fn datagram(data: &[u8]) {
 
 /// [`datagram`], returning the engine at the end (to check how deep an input reaches).
 pub fn datagram_engine(data: &[u8]) -> Engine {
-    let config = scene::Config {
-        hash_seed: Some(7),
-        ..scene::Config::default()
-    };
+    let config = engine_config();
     let mut engine = Engine::new(config);
     let mut out = Batch::default();
     for (device, scene, key) in DEVICES {
@@ -341,10 +346,7 @@ struct Mirrored {
 
 impl Mirrored {
     fn new(now: Instant) -> Mirrored {
-        let config = scene::Config {
-            hash_seed: Some(7),
-            ..scene::Config::default()
-        };
+        let config = engine_config();
         let mut mirror = Mirror::new(config.clone());
         let mut serving = Engine::new(config);
         let mut out = Batch::default();

@@ -14,7 +14,7 @@ use crate::control::protocol::decode;
 use crate::control::{Config as ControlConfig, Controller};
 use crate::ipc_bus::codec;
 use crate::replication::peer::{LinkSession, Role};
-use crate::scene::{self, Batch, Engine};
+use crate::scene::{Batch, Engine};
 use crate::wire::bundle::BundleWriter;
 use crate::wire::{
     Fields, JoinBody, KeepaliveAckBody, Kind, ObjectBody, PeerLeftBody, RedirectBody, RejectBody,
@@ -213,10 +213,7 @@ fn stream() -> Vec<Vec<u8>> {
     hello.extend_from_slice(link.hello());
     hello.extend_from_slice(&[8, 2, 0, 0, 0, b'Z', b'K']);
     // A serving engine's checkpoint and then what it relays.
-    let mut engine = Engine::new(scene::Config {
-        hash_seed: Some(7),
-        ..scene::Config::default()
-    });
+    let mut engine = Engine::new(super::engine_config());
     let mut live = Batch::default();
     let mut data = Vec::new();
     for (device, scene, key) in DEVICES {
