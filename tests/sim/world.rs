@@ -187,8 +187,18 @@ impl World {
         for slot in 0..pairs {
             self.start_pair(slot);
         }
-        // Let the pairs register and get standbys.
+        // Let the pairs register and get standbys; on a lossy network that can take longer
+        // (seeds 53982, 65412 lost every early heartbeat of both pairs).
         self.run_until(300_000)?;
+        while !self.slots.iter().any(|i| {
+            let p = &self.pairs[*i];
+            p.id.is_some_and(|id| self.controller.is_alive(id))
+        }) {
+            if self.now > 5_000_000 {
+                return Err("setup: no pair registered and alive within 5 s".into());
+            }
+            self.run_until(self.now + 50_000)?;
+        }
         for s in 0..scenes {
             let reply = self
                 .operator(Request::SceneCreate {
