@@ -160,6 +160,21 @@ fn the_seeds_reach_deep() {
         engine.object(1, 6).is_some(),
         "the overwritten object is missing"
     );
+    // The device's seed decodes every event it carries: 6 datagrams, a bundle of 2.
+    assert_eq!(
+        fuzz::client_events_decoded(&seeds::seeds("client_events")[0]),
+        8
+    );
+    // The control seed is served whole (12 requests, a drain among them), and the replies the
+    // first pair heard make its tracker take the scene, admit both sessions and mirror the
+    // other pair (4 commands), then hand the scene over and stop mirroring (2).
+    let (served, commands) = fuzz::control_depth(&seeds::seeds("control")[0]);
+    assert_eq!((served, commands), (12, 6));
+    // The stream seeds: a hub greeted by a standby; a mirror synced from a checkpoint of the
+    // three sessions.
+    let stream = seeds::seeds("stream");
+    assert_eq!(fuzz::stream_depth(&stream[0]), 1);
+    assert_eq!(fuzz::stream_depth(&stream[1]), 3);
     // Its replay seed is one acceptance and one counted replay.
     let engine = fuzz::datagram_engine(&seeds::seeds("datagram")[1]);
     assert_eq!((engine.accepted(), engine.drops().total()), (1, 1));

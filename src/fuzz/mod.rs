@@ -187,26 +187,42 @@ fn assert_codec_round_trip(batch: &Batch) {
 }
 
 /// What a device makes of datagrams from its pair: byte 0 even, the rest raw; odd, sealed
-/// datagrams built from the rest (which must verify, then decode or be refused cleanly).
+/// datagrams built from the rest, each `op | kind | who | seq u16 | len u16 | body` as in
+/// [`datagram`] (which must verify, then decode or be refused cleanly).
 pub fn client_events(data: &[u8]) {
+    let _ = client_events_decoded(data);
+}
+
+/// [`client_events`], returning how many events were decoded (to check how deep an input
+/// reaches).
+pub fn client_events_decoded(data: &[u8]) -> usize {
     let mut input = Input(data);
-    let Some(mode) = input.byte() else { return };
-    let key = SessionKey::new([DEVICES[0].2; 32]);
+    let Some(mode) = input.byte() else { return 0 };
     let mut events = std::collections::VecDeque::new();
     if mode & 1 == 0 {
+        let key = SessionKey::new([DEVICES[0].2; 32]);
         if let Ok(dg) = Datagram::parse(input.0) {
             if dg.verify(&key, Direction::ToDevice).is_ok() {
                 let _ = DeviceEvent::decode_into(&dg, &mut events);
             }
         }
-        return;
+        return events.len();
     }
-    while let Some(bytes) = sealed(&mut input, Direction::ToDevice, false) {
+    let mut decoded = 0;
+    // Each datagram: an op byte (as in [`datagram`]; its value is not used), then its fields.
+    while input.byte().is_some() {
+        let Some(bytes) = sealed(&mut input, Direction::ToDevice, false) else {
+            break;
+        };
         let Ok(dg) = Datagram::parse(&bytes) else {
             continue;
         };
-        let key = SessionKey::new([DEVICES[dg.device() as usize % 3].2; 32]);
-        let authentic = dg.verify(&key, Direction::ToDevice).is_ok();
+        // A forged device id has no key here: it must not verify.
+        let key = DEVICES.iter().find(|d| d.0 == dg.device());
+        let authentic = key.is_some_and(|d| {
+            dg.verify(&SessionKey::new([d.2; 32]), Direction::ToDevice)
+                .is_ok()
+        });
         let before = events.len();
         if authentic && DeviceEvent::decode_into(&dg, &mut events).is_err() {
             assert_eq!(
@@ -215,8 +231,10 @@ pub fn client_events(data: &[u8]) {
                 "a refused datagram left events behind"
             );
         }
+        decoded += events.len();
         events.clear();
     }
+    decoded
 }
 
 /// Deterministic bytes for the controller's keys (splitmix64).
@@ -241,6 +259,12 @@ impl Random for Counter {
 /// the controller shows. After it, each line is a reply as the pair's agent decodes it, fed
 /// to a registered assignment tracker as the answer to its next call.
 pub fn control(data: &[u8]) {
+    let _ = control_depth(data);
+}
+
+/// [`control`], returning (requests the controller served, commands the tracker emitted).
+pub fn control_depth(data: &[u8]) -> (usize, usize) {
+    let (mut served, mut commands) = (0, 0);
     let t0 = Instant::now();
     let mut now = t0;
     let mut config = ControlConfig::new(TOKEN);
@@ -255,12 +279,13 @@ pub fn control(data: &[u8]) {
         let source = Source::V4([10, 0, 0, (i % 3) as u8]);
         let Ok(req) = decode(line) else { continue };
         let before = controller.epoch();
-        if controller.handle_from(now, source, req).is_err() {
-            assert_eq!(
+        match controller.handle_from(now, source, req) {
+            Ok(_) => served += 1,
+            Err(_) => assert_eq!(
                 controller.epoch(),
                 before,
                 "a refused request changed the epoch"
-            );
+            ),
         }
     }
     let mut tracker = Tracker::new(
@@ -291,8 +316,10 @@ pub fn control(data: &[u8]) {
         };
         let answer = decode_reply(line).and_then(|fields| Answer::from_fields(&call, fields));
         tracker.handle_answer(now, answer, &local);
-        let _ = (tracker.take_commands(), tracker.take_notes());
+        commands += tracker.take_commands().len();
+        let _ = tracker.take_notes();
     }
+    (served, commands)
 }
 
 /// The replication stream, both ends. Byte 0 selects: `0` a hub reading a subscriber (the
@@ -300,6 +327,12 @@ pub fn control(data: &[u8]) {
 /// hub and a standby's mirror applying each batch, `2` one bus payload decoded (round trip)
 /// and mirrored.
 pub fn stream(data: &[u8]) {
+    let _ = stream_depth(data);
+}
+
+/// [`stream`], returning how far it got: `1` for a hub that heard a hello, the sessions the
+/// mirror holds otherwise.
+pub fn stream_depth(data: &[u8]) -> usize {
     let t0 = Instant::now();
     let mut input = Input(data);
     match input.byte().map(|b| b % 3) {
@@ -309,10 +342,10 @@ pub fn stream(data: &[u8]) {
             while let Some(n) = input.byte() {
                 buffered.extend_from_slice(input.take(usize::from(n)));
                 if peer.handle_input(t0, &mut buffered, TOKEN).is_err() {
-                    return;
+                    return 0;
                 }
             }
-            let _ = (peer.role(), peer.wants_checkpoint());
+            usize::from(peer.role().is_some() && peer.wants_checkpoint())
         }
         Some(1) => {
             let link = LinkSession::new(Role::Standby, TOKEN, t0).expect("a short token");
@@ -321,18 +354,22 @@ pub fn stream(data: &[u8]) {
             while let Some(from_hub) = link.next_frame(&mut bytes) {
                 match from_hub {
                     FromHub::Batch(batch) => mirror.apply(batch),
-                    FromHub::Bye | FromHub::Malformed => return,
+                    FromHub::Bye | FromHub::Malformed => break,
                 }
             }
+            mirror.mirror.engine().sessions()
         }
         Some(_) => {
             let mut batch = Batch::default();
-            if codec::decode(input.0, &mut batch).is_ok() {
-                assert_codec_round_trip(&batch);
-                Mirrored::new(t0).apply(batch);
+            if codec::decode(input.0, &mut batch).is_err() {
+                return 0;
             }
+            assert_codec_round_trip(&batch);
+            let mut mirror = Mirrored::new(t0);
+            mirror.apply(batch);
+            mirror.mirror.engine().sessions()
         }
-        None => {}
+        None => 0,
     }
 }
 

@@ -162,47 +162,55 @@ fn client_events() -> Vec<Vec<u8>> {
     vec![run]
 }
 
-/// Requests that build a region with two pairs, a scene and devices, a heartbeat reply that
-/// assigns them, and a drain.
+/// Requests that build a region with two pairs standing by for each other, a scene and
+/// devices, then drain the first; replies: what the first pair heard (its assignment, then its
+/// hand-over), and a stale refusal.
 fn control() -> Vec<Vec<u8>> {
     let t = TOKEN;
+    let register = |port: u16| {
+        format!(
+            r#"{{"op":"pair.register","token":"{t}","region":"eu","udp":"127.0.0.1:{port}","capacity":100,"version":"f","bus":"tcp://127.0.0.1:{}"}}"#,
+            port + 1000
+        )
+    };
+    let heartbeat = |pair: u32, epoch: u64, mirrors: &str| {
+        format!(
+            r#"{{"op":"pair.heartbeat","token":"{t}","pair":{pair},"epoch":{epoch},"load":{{"joined":2,"objects":0,"datagrams_in_per_sec":0,"datagrams_out_per_sec":0,"dropped":0}},"mirrors":[{mirrors}]}}"#
+        )
+    };
     let requests = [
         format!(r#"{{"op":"scene.create","token":"{t}","name":"arena","region":"eu"}}"#),
-        format!(
-            r#"{{"op":"pair.register","token":"{t}","region":"eu","udp":"127.0.0.1:7000","capacity":100,"version":"f"}}"#
-        ),
-        format!(
-            r#"{{"op":"pair.register","token":"{t}","region":"eu","udp":"127.0.0.1:7001","capacity":100,"version":"f"}}"#
-        ),
+        register(7000),
+        register(7001),
         r#"{"op":"device.register","scene":1}"#.to_string(),
         r#"{"op":"device.register","scene":1,"name":"b"}"#.to_string(),
-        format!(
-            r#"{{"op":"pair.heartbeat","token":"{t}","pair":1,"epoch":0,"load":{{"devices":2,"objects":0,"updates_per_sec":0}},"mirrors":[]}}"#
-        ),
+        heartbeat(1, 0, r#"{"pair":2,"state":"synced"}"#),
+        heartbeat(2, 0, r#"{"pair":1,"state":"synced"}"#),
         r#"{"op":"device.locate","device":1}"#.to_string(),
         format!(r#"{{"op":"cluster.status","token":"{t}"}}"#),
         format!(r#"{{"op":"pair.drain","token":"{t}","pair":1}}"#),
+        heartbeat(1, 1, ""),
         format!(r#"{{"op":"scene.get","token":"{t}","scene":1}}"#),
     ];
-    // The reply the first pair gets to its heartbeat, as a pair would read it.
+    // What the first pair hears, as it would read it.
     let mut controller = Controller::with_random(ControlConfig::new(TOKEN), Box::new(Counter(1)));
     let now = Instant::now();
-    let mut heartbeat = String::new();
+    let mut replies = Vec::new();
     for r in &requests {
         let Ok(req) = decode(r.as_bytes()) else {
             continue;
         };
-        let is_heartbeat = r.contains("pair.heartbeat");
+        let first_pair = r.contains(r#""op":"pair.heartbeat","token":"fuzz","pair":1,"#);
         if let Ok(reply) = controller.handle(now, req) {
-            if is_heartbeat {
-                heartbeat = reply.to_json().to_string();
+            if first_pair {
+                replies.push(reply.to_json().to_string());
             }
         }
     }
+    replies.push(r#"{"ok":false,"error":"stale_epoch","message":"m"}"#.to_string());
     let mut run = requests.join("\n").into_bytes();
     run.extend_from_slice(b"\n#replies\n");
-    run.extend_from_slice(heartbeat.as_bytes());
-    run.extend_from_slice(b"\n{\"ok\":false,\"error\":\"stale_epoch\",\"message\":\"m\"}");
+    run.extend_from_slice(replies.join("\n").as_bytes());
     vec![run]
 }
 
