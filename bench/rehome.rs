@@ -142,7 +142,12 @@ fn run_mode(config: &Config, standby: bool, kills: usize, hz: f64) -> Histogram<
     let server = ControllerServer::start("tcp://127.0.0.1:0", config.clone(), Default::default())
         .expect("controller");
     let control = server.endpoint().to_string();
-    let mut client = ControlClient::new(&control).expect("client");
+    // Operator requests only (status, scene): patient, so a loaded host (CI shares 2 cores)
+    // slows the set-up down instead of aborting the run (one CI run lost 3 s of replies).
+    let mut client = ControlClient::new(&control)
+        .expect("client")
+        .with_timeout(Duration::from_secs(2))
+        .with_retries(10);
     let mut pairs: Vec<(Child, String)> =
         vec![start_pair(&control, standby), start_pair(&control, standby)];
     while live_pairs(&mut client) < 2 {
