@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::client::Event as DeviceEvent;
 use crate::control::client::decode_reply;
 use crate::control::limits::Source;
-use crate::control::protocol::decode;
+use crate::control::protocol::{decode, PairRegistered};
 use crate::control::random::Random;
 use crate::control::{Config as ControlConfig, Controller};
 use crate::ipc_bus::codec;
@@ -303,11 +303,14 @@ pub fn control_depth(data: &[u8]) -> (usize, usize) {
         now,
     );
     let local = Local::default();
-    if let Some(register) = tracker.poll_call(now, &local) {
-        let fields = serde_json::json!({"pair": 1, "epoch": 1, "heartbeat_ms": 50,
-            "dead_after_ms": 250});
-        let answer = Answer::from_fields(&register, fields).expect("a registration");
-        tracker.handle_answer(now, Ok(answer), &local);
+    if tracker.poll_call(now, &local).is_some() {
+        let registered = PairRegistered {
+            pair: 1,
+            epoch: 1,
+            heartbeat_ms: 50,
+            dead_after_ms: 250,
+        };
+        tracker.handle_answer(now, Ok(Answer::Registered(registered)), &local);
     }
     for line in lines {
         now += Duration::from_millis(60);

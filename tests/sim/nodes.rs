@@ -547,24 +547,7 @@ impl World {
     fn exit(&mut self, inc: usize) {
         self.log(|| format!("pair #{inc} drained and exits"));
         self.pairs[inc].alive = false;
-        for s in std::mem::take(&mut self.pairs[inc].subs) {
-            self.net.stream(
-                &mut self.rng,
-                self.now,
-                Node::Pair(inc),
-                Node::Pair(s.standby),
-                s.link,
-                LinkEvent::Bye,
-            );
-        }
-        let own: Vec<u64> = self.pairs[inc]
-            .mirrors
-            .values()
-            .filter_map(|m| m.link)
-            .collect();
-        for link in own {
-            self.drop_sub(link);
-        }
+        self.end_streams(inc, true);
     }
 
     /// `kill -9`: what the process held is gone; what it wrote into its streams still arrives,
@@ -572,14 +555,21 @@ impl World {
     pub fn crash(&mut self, inc: usize) {
         self.pairs[inc].alive = false;
         self.pairs[inc].crashed_at = Some(self.now);
+        self.end_streams(inc, false);
+    }
+
+    /// A pair that stopped: each of its streams ends (with a bye, or lost), and it leaves
+    /// the streams it followed.
+    fn end_streams(&mut self, inc: usize, bye: bool) {
         for s in std::mem::take(&mut self.pairs[inc].subs) {
+            let event = if bye { LinkEvent::Bye } else { LinkEvent::Lost };
             self.net.stream(
                 &mut self.rng,
                 self.now,
                 Node::Pair(inc),
                 Node::Pair(s.standby),
                 s.link,
-                LinkEvent::Lost,
+                event,
             );
         }
         let own: Vec<u64> = self.pairs[inc]
