@@ -11,7 +11,9 @@ mod state;
 pub mod stats;
 
 pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, MirrorState, Reply, Request};
-pub use state::{Change, Config, Controller};
+pub use state::{Change, Config, Controller, Entry, Image, LiveView};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod durable_tests;

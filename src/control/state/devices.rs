@@ -29,8 +29,8 @@ impl Controller {
         }
         // Refuse before creating anything if no live pair serves the scene.
         self.serving_pair(scene)?;
-        let id = self.next_device;
-        self.next_device += 1;
+        let id = self.meta.next_device;
+        self.meta.next_device += 1;
         let key = self.random.session_key().to_hex();
         self.devices.insert(
             id,
@@ -60,7 +60,7 @@ impl Controller {
         self.bump_scene(scene);
         Ok(DeviceDeregistered {
             device,
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
         })
     }
 
@@ -72,7 +72,7 @@ impl Controller {
             scene,
             pair,
             udp: rec.udp.to_string(),
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
             key: None,
         })
     }

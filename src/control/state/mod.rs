@@ -15,16 +15,23 @@
 //! go, `devices.rs` device sessions, `render.rs` the typed replies that show state.
 
 mod devices;
+mod durable;
 mod pairs;
 mod placement;
 mod render;
 mod standbys;
+mod table;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+pub use durable::{Entry, Image, LiveView};
+use durable::Meta;
+use table::Table;
 
 use super::limits::{RegisterLimiter, RegisterLimits, Source};
 use super::protocol::{
@@ -72,14 +79,13 @@ impl Config {
     }
 }
 
-#[derive(Clone, Debug)]
-struct PairRec {
+/// A pair as the controller remembers it across restarts (durable: in the log).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PairRec {
     region: String,
     udp: SocketAddr,
     capacity: u32,
     version: String,
-    last_heartbeat: Instant,
-    load: Load,
     alive: bool,
     /// Epoch of the last change to this pair's scenes or sessions.
     assigned_epoch: u64,
@@ -87,26 +93,36 @@ struct PairRec {
     bus: Option<String>,
     /// The stream's Noise public key (Z85), when it is encrypted.
     bus_key: Option<String>,
-    /// The pair mirroring this one, and its last word on the mirror.
+    /// The pair mirroring this one.
     standby: Option<u32>,
-    standby_state: Option<MirrorState>,
-    /// Its standby lost the stream without a goodbye: dead unless a heartbeat comes soon.
-    suspect: bool,
     /// Draining: takes no new scenes; hands its scenes over, then deregisters.
     draining: bool,
     /// Scenes this pair handed over in a drain: (scene, new pair, epoch of the move).
     handovers: Vec<(u32, u32, u64)>,
 }
 
-#[derive(Clone, Debug)]
-struct SceneRec {
+/// What a pair's heartbeats say (soft state: re-learned within one heartbeat interval, so it
+/// is not logged; a passive gets it with every follow answer).
+#[derive(Clone, Debug, Default)]
+struct PairLive {
+    /// `None`: not heard since this controller took over (its window starts then).
+    last_heartbeat: Option<Instant>,
+    load: Load,
+    /// The standby's last word on its mirror of this pair.
+    standby_state: Option<MirrorState>,
+    /// Its standby lost the stream without a goodbye: dead unless a heartbeat comes soon.
+    suspect: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SceneRec {
     name: String,
     region: String,
     pair: Option<u32>,
 }
 
-#[derive(Clone, Debug)]
-struct DeviceRec {
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DeviceRec {
     scene: u32,
     key: String,
     name: Option<String>,
@@ -124,16 +140,19 @@ pub enum Change {
     PairForgotten { pair: u32 },
 }
 
-/// The controller's whole state.
+/// The controller's whole state: durable records (tables and `meta`, written to the log by
+/// `commit`, see `durable.rs`) and soft state (heartbeats, rate limits).
 pub struct Controller {
     config: Config,
-    epoch: u64,
-    pairs: BTreeMap<u32, PairRec>,
-    scenes: BTreeMap<u32, SceneRec>,
-    devices: BTreeMap<u32, DeviceRec>,
-    next_pair: u32,
-    next_scene: u32,
-    next_device: u32,
+    meta: Meta,
+    /// `meta` as last committed.
+    committed: Meta,
+    pairs: Table<PairRec>,
+    scenes: Table<SceneRec>,
+    devices: Table<DeviceRec>,
+    live: BTreeMap<u32, PairLive>,
+    /// When this controller last became active: silent pairs' windows start here.
+    since: Instant,
     limiter: RegisterLimiter,
     random: Box<dyn Random>,
 }
@@ -150,22 +169,29 @@ impl Controller {
 
     /// A controller drawing its session keys from `random` (seeded in tests).
     pub fn with_random(config: Config, random: Box<dyn Random>) -> Controller {
-        Controller {
+        let meta = Meta {
+            term: 0,
             epoch: config.first_epoch.max(1),
-            limiter: RegisterLimiter::new(config.register),
-            config,
-            pairs: BTreeMap::new(),
-            scenes: BTreeMap::new(),
-            devices: BTreeMap::new(),
             next_pair: 1,
             next_scene: 1,
             next_device: 1,
+        };
+        Controller {
+            committed: meta.clone(),
+            meta,
+            limiter: RegisterLimiter::new(config.register),
+            config,
+            pairs: Table::default(),
+            scenes: Table::default(),
+            devices: Table::default(),
+            live: BTreeMap::new(),
+            since: Instant::now(),
             random,
         }
     }
 
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.meta.epoch
     }
 
     pub fn config(&self) -> &Config {
@@ -281,7 +307,7 @@ impl Controller {
             }
             Discovery {} => Ok(Reply::from(Discovered {
                 role: "active".into(),
-                epoch: self.epoch,
+                epoch: self.meta.epoch,
             })),
         }
     }
@@ -292,13 +318,14 @@ impl Controller {
         let dead: Vec<u32> = self
             .pairs
             .iter()
-            .filter(|(_, p)| {
-                let age = now.saturating_duration_since(p.last_heartbeat);
+            .filter(|(id, p)| {
+                let age = self.heartbeat_age(now, **id);
                 // A primary whose standby saw its stream break is dead once a heartbeat is
                 // overdue (two intervals), well before the full window: that is the fast path
                 // of a failover. A live primary heartbeats in time and is not moved.
                 let suspect_after = self.config.heartbeat_interval * 2;
-                p.alive && (age > self.config.dead_after || (p.suspect && age > suspect_after))
+                let suspect = self.live.get(id).is_some_and(|l| l.suspect);
+                p.alive && (age > self.config.dead_after || (suspect && age > suspect_after))
             })
             .map(|(id, _)| *id)
             .collect();
@@ -312,18 +339,28 @@ impl Controller {
         let forget: Vec<u32> = self
             .pairs
             .iter()
-            .filter(|(_, p)| {
-                !p.alive
-                    && now.saturating_duration_since(p.last_heartbeat) > self.config.forget_after
-            })
+            .filter(|(id, p)| !p.alive && self.heartbeat_age(now, **id) > self.config.forget_after)
             .map(|(id, _)| *id)
             .collect();
         for pair in forget {
             self.pairs.remove(&pair);
+            self.live.remove(&pair);
             changes.push(Change::PairForgotten { pair });
         }
         self.refresh_standbys();
         changes
+    }
+
+    /// How long `pair` has been silent (since this controller took over, if it has not
+    /// heard from it since).
+    fn heartbeat_age(&self, now: Instant, pair: u32) -> Duration {
+        let last = self.live.get(&pair).and_then(|l| l.last_heartbeat);
+        now.saturating_duration_since(last.unwrap_or(self.since))
+    }
+
+    /// What the heartbeats of `pair` said.
+    fn live(&mut self, pair: u32) -> &mut PairLive {
+        self.live.entry(pair).or_default()
     }
 
     fn operator(&self, token: &Option<String>) -> Result<(), ControlError> {
@@ -342,9 +379,9 @@ impl Controller {
 
     /// A new epoch for a change that concerns `pair`.
     fn bump(&mut self, pair: Option<u32>) {
-        self.epoch += 1;
+        self.meta.epoch += 1;
         if let Some(p) = pair.and_then(|id| self.pairs.get_mut(&id)) {
-            p.assigned_epoch = self.epoch;
+            p.assigned_epoch = self.meta.epoch;
         }
     }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{err, Controller, PairRec};
+use super::{err, Controller, PairLive, PairRec};
 use crate::control::protocol::{
     ControlError, ErrorCode, HeartbeatReply, Load, MirrorReport, MirrorState, Moved,
     PairDeregistered, PairRegistered,
@@ -92,8 +92,8 @@ impl Controller {
         if capacity == 0 {
             return Err(err(ErrorCode::InvalidValue, "capacity must be at least 1"));
         }
-        let id = self.next_pair;
-        self.next_pair += 1;
+        let id = self.meta.next_pair;
+        self.meta.next_pair += 1;
         self.pairs.insert(
             id,
             PairRec {
@@ -101,24 +101,27 @@ impl Controller {
                 udp,
                 capacity,
                 version,
-                last_heartbeat: now,
-                load: Load::default(),
                 alive: true,
                 assigned_epoch: 0,
                 bus: stream.bus,
                 bus_key: stream.key,
                 standby: None,
-                standby_state: None,
-                suspect: false,
                 draining: false,
                 handovers: Vec::new(),
+            },
+        );
+        self.live.insert(
+            id,
+            PairLive {
+                last_heartbeat: Some(now),
+                ..PairLive::default()
             },
         );
         self.assign_orphans(&region);
         self.refresh_standbys();
         Ok(PairRegistered {
             pair: id,
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
             heartbeat_ms: self.config.heartbeat_interval.as_millis() as u64,
             dead_after_ms: self.config.dead_after.as_millis() as u64,
         })
@@ -133,25 +136,25 @@ impl Controller {
         mirrors: &[MirrorReport],
     ) -> Result<HeartbeatReply, ControlError> {
         for m in mirrors {
-            if let Some(primary) = self.pairs.get_mut(&m.pair) {
-                if primary.standby == Some(pair) {
-                    primary.standby_state = Some(m.state);
-                    primary.suspect |= m.state == MirrorState::Lost;
-                }
+            if self.pairs.get(&m.pair).is_some_and(|p| p.standby == Some(pair)) {
+                let primary = self.live(m.pair);
+                primary.standby_state = Some(m.state);
+                primary.suspect |= m.state == MirrorState::Lost;
             }
         }
         let p = self
             .pairs
-            .get_mut(&pair)
+            .get(&pair)
             .ok_or_else(|| err(ErrorCode::UnknownPair, format!("no pair {pair}: register")))?;
         if !p.alive {
             let msg = format!("pair {pair} was declared dead; its scenes moved: register again");
             return Err(err(ErrorCode::StaleEpoch, msg));
         }
-        p.last_heartbeat = now;
-        p.load = load;
-        p.suspect = false;
         let assigned = p.assigned_epoch;
+        let live = self.live(pair);
+        live.last_heartbeat = Some(now);
+        live.load = load;
+        live.suspect = false;
         let assignment = (epoch != assigned).then(|| self.assignment(pair));
         Ok(HeartbeatReply {
             epoch: assigned,
@@ -168,6 +171,7 @@ impl Controller {
         }
         let moved = self.move_scenes_off(pair);
         let standby = self.pairs.remove(&pair).and_then(|p| p.standby);
+        self.live.remove(&pair);
         self.bump(standby);
         self.refresh_standbys();
         Ok(PairDeregistered {
@@ -176,7 +180,7 @@ impl Controller {
                 .into_iter()
                 .map(|(scene, pair)| Moved { scene, pair })
                 .collect(),
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
         })
     }
 }

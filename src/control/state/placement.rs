@@ -27,15 +27,15 @@ impl Controller {
                 format!("a scene named `{name}` exists"),
             ));
         }
-        let id = self.next_scene;
-        self.next_scene += 1;
+        let id = self.meta.next_scene;
+        self.meta.next_scene += 1;
         let pair = self.least_loaded(&region, None);
         self.scenes.insert(id, SceneRec { name, region, pair });
         self.bump(pair);
         let scene = self.scene_info(id).ok_or_else(|| unknown_scene(id))?;
         Ok(SceneCreated {
             scene,
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
         })
     }
 
@@ -46,7 +46,7 @@ impl Controller {
         self.bump(rec.pair);
         Ok(SceneDeleted {
             scene,
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
         })
     }
 
@@ -102,13 +102,14 @@ impl Controller {
                 let fill = |id: &u32, p: &PairRec| {
                     devices.get(id).copied().unwrap_or(0) as f64 / f64::from(p.capacity)
                 };
+                let rate = |id: &u32| {
+                    self.live
+                        .get(id)
+                        .map_or(0.0, |l| l.load.datagrams_in_per_sec)
+                };
                 fill(a, pa)
                     .total_cmp(&fill(b, pb))
-                    .then(
-                        pa.load
-                            .datagrams_in_per_sec
-                            .total_cmp(&pb.load.datagrams_in_per_sec),
-                    )
+                    .then(rate(a).total_cmp(&rate(b)))
                     .then(a.cmp(b))
             })
             .map(|(id, _)| *id)

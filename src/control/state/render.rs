@@ -110,6 +110,7 @@ impl Controller {
             .pairs
             .iter()
             .map(|(id, p)| {
+                let live = self.live.get(id);
                 let scenes = self.scenes_of(*id);
                 let devices = self
                     .devices
@@ -123,21 +124,20 @@ impl Controller {
                     capacity: p.capacity,
                     version: p.version.clone(),
                     alive: p.alive,
-                    heartbeat_age_ms: now.saturating_duration_since(p.last_heartbeat).as_millis()
-                        as u64,
-                    load: p.load.clone(),
+                    heartbeat_age_ms: self.heartbeat_age(now, *id).as_millis() as u64,
+                    load: live.map(|l| l.load.clone()).unwrap_or_default(),
                     scenes,
                     devices,
                     bus: p.bus.clone(),
                     bus_key: p.bus_key.clone(),
                     standby: p.standby,
-                    standby_state: p.standby_state,
+                    standby_state: live.and_then(|l| l.standby_state),
                     draining: p.draining,
                 }
             })
             .collect();
         ClusterStatus {
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
             regions,
             pairs,
             scenes: self

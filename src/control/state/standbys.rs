@@ -42,7 +42,7 @@ impl Controller {
                         s.pair = Some(target);
                     }
                     self.bump(Some(target));
-                    let epoch = self.epoch;
+                    let epoch = self.meta.epoch;
                     if let Some(p) = self.pairs.get_mut(&pair) {
                         p.handovers.push((scene, target, epoch));
                     }
@@ -67,7 +67,7 @@ impl Controller {
             pair,
             draining: true,
             moved,
-            epoch: self.epoch,
+            epoch: self.meta.epoch,
         })
     }
 
@@ -77,10 +77,8 @@ impl Controller {
         let s = p.standby?;
         let sp = self.pairs.get(&s)?;
         // `lost`: it was in sync when the stream broke, so it holds everything the primary sent.
-        let in_sync = matches!(
-            p.standby_state,
-            Some(MirrorState::Synced | MirrorState::Lost)
-        );
+        let state = self.live.get(&pair).and_then(|l| l.standby_state);
+        let in_sync = matches!(state, Some(MirrorState::Synced | MirrorState::Lost));
         (sp.alive && !sp.draining && in_sync).then_some(s)
     }
 
@@ -120,9 +118,10 @@ impl Controller {
             if wanted != old {
                 if let Some(p) = self.pairs.get_mut(&id) {
                     p.standby = wanted;
-                    p.standby_state = None;
-                    p.suspect = false;
                 }
+                let live = self.live(id);
+                live.standby_state = None;
+                live.suspect = false;
                 self.bump(old);
                 self.bump(wanted);
             }
