@@ -7,6 +7,7 @@ pub mod limits;
 pub mod protocol;
 pub mod random;
 pub mod server;
+pub mod store;
 mod state;
 pub mod stats;
 
