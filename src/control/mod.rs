@@ -6,6 +6,7 @@ pub mod client;
 pub mod limits;
 pub mod protocol;
 pub mod random;
+pub mod replica;
 pub mod server;
 pub mod store;
 mod state;

@@ -15,7 +15,7 @@ pub use request::{Load, MirrorReport, MirrorState, Request};
 pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// Every op, as sent in the `op` field.
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 15] = [
     "scene.create",
     "scene.list",
     "scene.get",
@@ -29,6 +29,8 @@ pub const OPS: [&str; 13] = [
     "device.deregister",
     "cluster.status",
     "discovery",
+    "replica.follow",
+    "controller.step_down",
 ];
 
 /// Error codes of the control plane; stable strings clients can match on.
@@ -56,10 +58,13 @@ pub enum ErrorCode {
     RateLimited,
     /// The scene holds as many devices as the controller allows.
     SceneFull,
+    /// This controller is a passive replica (or is handing over): writes go to the active,
+    /// named in the error's `active` field when known.
+    NotActive,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::UnknownOp,
         ErrorCode::Unauthorized,
@@ -73,6 +78,7 @@ impl ErrorCode {
         ErrorCode::InvalidValue,
         ErrorCode::RateLimited,
         ErrorCode::SceneFull,
+        ErrorCode::NotActive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +96,7 @@ impl ErrorCode {
             ErrorCode::InvalidValue => "invalid_value",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::SceneFull => "scene_full",
+            ErrorCode::NotActive => "not_active",
         }
     }
 
@@ -104,6 +111,8 @@ impl ErrorCode {
 pub struct ControlError {
     pub code: ErrorCode,
     pub message: String,
+    /// With `not_active`: the active controller's endpoint, when this one knows it.
+    pub active: Option<String>,
 }
 
 impl ControlError {
@@ -111,11 +120,24 @@ impl ControlError {
         ControlError {
             code,
             message: message.into(),
+            active: None,
+        }
+    }
+
+    /// `not_active`, naming the active controller if known.
+    pub fn not_active(active: Option<String>, message: impl Into<String>) -> ControlError {
+        ControlError {
+            active,
+            ..ControlError::new(ErrorCode::NotActive, message)
         }
     }
 
     pub fn to_json(&self) -> Value {
-        json!({"ok": false, "error": {"code": self.code.as_str(), "message": self.message}})
+        let mut error = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(a) = &self.active {
+            error["active"] = Value::String(a.clone());
+        }
+        json!({"ok": false, "error": error})
     }
 }
 
@@ -180,5 +202,12 @@ pub fn into_result(reply: Value) -> Result<Value, ControlError> {
         .and_then(Value::as_str)
         .unwrap_or("reply without ok or error")
         .to_string();
-    Err(ControlError::new(code, message))
+    let active = err
+        .and_then(|e| e.get("active"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    Err(ControlError {
+        active,
+        ..ControlError::new(code, message)
+    })
 }

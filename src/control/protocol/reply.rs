@@ -103,6 +103,10 @@ pub struct Assignment {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub epoch: u64,
+    /// The leadership term of the controller answering: a pair that has seen a higher one
+    /// ignores this answer (it comes from a fenced old active).
+    #[serde(default)]
+    pub term: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignment: Option<Assignment>,
 }
@@ -192,14 +196,62 @@ pub struct ClusterStatus {
     pub scenes: Vec<SceneInfo>,
     pub devices: usize,
     pub named_devices: usize,
+    /// The controller replicas, as the answering one knows them.
+    #[serde(default)]
+    pub controllers: Vec<ControllerStatus>,
 }
 
 /// `discovery`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Discovered {
-    /// `active` (replicated controllers will answer `passive` too).
+    /// This controller's role: `active`, `passive` or `leaving` (handing over).
     pub role: String,
     pub epoch: u64,
+    /// The leadership term this controller knows.
+    #[serde(default)]
+    pub term: u64,
+    /// The active controller's endpoint, if known (this one's, when it is active).
+    #[serde(default)]
+    pub active: Option<String>,
+}
+
+/// One controller replica in `cluster.status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerStatus {
+    /// Its control endpoint.
+    pub endpoint: String,
+    /// `active`, `passive` or `leaving`.
+    pub role: String,
+    pub term: u64,
+    /// The last batch of state changes it holds.
+    pub seq: u64,
+    /// Batches it is behind the active (as the answering controller sees it).
+    pub lag: u64,
+    /// Milliseconds since the answering controller heard from it (0 for itself).
+    pub seen_ms: u64,
+}
+
+/// `replica.follow`: what the passive is missing, and the active's view of the pairs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FollowAnswer {
+    /// The active's term.
+    pub term: u64,
+    /// The active's last batch.
+    pub seq: u64,
+    /// The whole state, when the passive's history does not match the active's (a new
+    /// passive, one too far behind, or one that holds batches the active never had).
+    pub snapshot: Option<crate::control::store::Snapshot>,
+    /// The batches after the passive's `after` (or after the snapshot), in order.
+    pub batches: Vec<crate::control::store::Batch>,
+    pub live: crate::control::LiveView,
+}
+
+/// `controller.step_down`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SteppingDown {
+    pub term: u64,
+    /// The last batch the passives are to acknowledge before the lock is released.
+    pub seq: u64,
 }
 
 /// Any successful reply.
@@ -218,6 +270,8 @@ pub enum Reply {
     DeviceDeregistered(DeviceDeregistered),
     Status(Box<ClusterStatus>),
     Discovered(Discovered),
+    Followed(Box<FollowAnswer>),
+    SteppingDown(SteppingDown),
 }
 
 impl Reply {
@@ -255,4 +309,6 @@ into_reply!(
     DeviceDeregistered => DeviceDeregistered,
     ClusterStatus => Status,
     Discovered => Discovered,
+    FollowAnswer => Followed,
+    SteppingDown => SteppingDown,
 );

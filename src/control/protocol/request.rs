@@ -150,6 +150,28 @@ pub enum Request {
     /// "Who is the controller?": answered by any controller, no token.
     #[serde(rename = "discovery")]
     Discovery {},
+    /// A passive controller asks the active for what followed `after` (long poll: answered
+    /// when there is something new, or after a short wait with nothing). Asking again is the
+    /// acknowledgement that everything up to `after` is durable on the passive.
+    #[serde(rename = "replica.follow")]
+    ReplicaFollow {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+        /// The passive's own control endpoint (how status and discovery name it).
+        name: String,
+        /// The last batch the passive holds, and the term it was written under.
+        after: u64,
+        after_term: u64,
+        /// The highest term the passive has seen: an active below it is refused.
+        term: u64,
+    },
+    /// Graceful hand-over: the active stops deciding, lets its passives catch up, releases
+    /// the lock (a passive takes it) and follows the new active.
+    #[serde(rename = "controller.step_down")]
+    ControllerStepDown {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
 }
 
 impl Request {
@@ -169,6 +191,8 @@ impl Request {
             Request::DeviceDeregister { .. } => "device.deregister",
             Request::ClusterStatus { .. } => "cluster.status",
             Request::Discovery {} => "discovery",
+            Request::ReplicaFollow { .. } => "replica.follow",
+            Request::ControllerStepDown { .. } => "controller.step_down",
         }
     }
 }

@@ -77,12 +77,20 @@ impl Controller {
     /// A controller resuming from `image` (a snapshot with the log replayed over it).
     pub fn from_image(config: Config, random: Box<dyn Random>, image: Image) -> Controller {
         let mut c = Controller::with_random(config, random);
-        c.meta = image.meta.clone();
-        c.committed = image.meta;
-        c.pairs = Table::from_rows(image.pairs);
-        c.scenes = Table::from_rows(image.scenes);
-        c.devices = Table::from_rows(image.devices);
+        c.restore(image);
         c
+    }
+
+    /// Replaces the durable state with `image` (a passive's full sync); soft state about
+    /// pairs the image no longer has is dropped.
+    pub fn restore(&mut self, image: Image) {
+        self.meta = image.meta.clone();
+        self.committed = image.meta;
+        self.pairs = Table::from_rows(image.pairs);
+        self.scenes = Table::from_rows(image.scenes);
+        self.devices = Table::from_rows(image.devices);
+        let pairs = &self.pairs;
+        self.live.retain(|id, _| pairs.contains_key(id));
     }
 
     /// The whole durable state.

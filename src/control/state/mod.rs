@@ -308,7 +308,14 @@ impl Controller {
             Discovery {} => Ok(Reply::from(Discovered {
                 role: "active".into(),
                 epoch: self.meta.epoch,
+                term: self.meta.term,
+                active: None,
             })),
+            // Replication is the replica node's business (`control::replica`), not the state's.
+            ReplicaFollow { .. } | ControllerStepDown { .. } => Err(err(
+                ErrorCode::UnknownOp,
+                "this controller is not replicated",
+            )),
         }
     }
 
@@ -363,7 +370,8 @@ impl Controller {
         self.live.entry(pair).or_default()
     }
 
-    fn operator(&self, token: &Option<String>) -> Result<(), ControlError> {
+    /// Checks an operator (cluster) token.
+    pub fn operator(&self, token: &Option<String>) -> Result<(), ControlError> {
         check_token(&self.config.token, token)
     }
 

@@ -158,6 +158,7 @@ impl Controller {
         let assignment = (epoch != assigned).then(|| self.assignment(pair));
         Ok(HeartbeatReply {
             epoch: assigned,
+            term: self.meta.term,
             assignment,
         })
     }

@@ -147,6 +147,7 @@ impl Controller {
                 .collect(),
             devices: self.devices.len(),
             named_devices: self.devices.values().filter(|d| d.name.is_some()).count(),
+            controllers: Vec::new(),
         }
     }
 }

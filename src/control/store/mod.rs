@@ -37,7 +37,7 @@ pub struct Batch {
 }
 
 /// A snapshot file's body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// The last batch it includes.
     pub seq: u64,

@@ -77,6 +77,7 @@ fn a_pair_registers_then_applies_its_assignment_in_order() {
     let mut t = registered(t0);
     let local = Local::default();
     let reply = HeartbeatReply {
+        term: 0,
         epoch: 9,
         assignment: Some(assignment(&[1], &[(7, 1), (8, 1)])),
     };
@@ -109,12 +110,14 @@ fn a_pair_registers_then_applies_its_assignment_in_order() {
         .poll_call(t0 + Duration::from_millis(49), &local)
         .is_none());
     let same = HeartbeatReply {
+        term: 0,
         epoch: 9,
         assignment: None,
     };
     assert!(heartbeat(&mut t, t0 + Duration::from_millis(50), &local, same).is_empty());
     // A device leaves: only it is revoked.
     let reply = HeartbeatReply {
+        term: 0,
         epoch: 10,
         assignment: Some(assignment(&[1], &[(7, 1)])),
     };
@@ -134,6 +137,7 @@ fn a_stale_pair_drops_everything_and_registers_again_at_once() {
         key: None,
     }];
     let reply = HeartbeatReply {
+        term: 0,
         epoch: 5,
         assignment: Some(a),
     };
@@ -165,6 +169,7 @@ fn an_outage_keeps_the_assignment_and_is_noted_once() {
         t0,
         &local,
         HeartbeatReply {
+            term: 0,
             epoch: 5,
             assignment: Some(assignment(&[1], &[(7, 1)])),
         },
@@ -183,6 +188,7 @@ fn an_outage_keeps_the_assignment_and_is_noted_once() {
     assert!(matches!(t.take_notes()[..], [Note::Unreachable(_)]));
     now += Duration::from_millis(50);
     let ok = HeartbeatReply {
+        term: 0,
         epoch: 5,
         assignment: None,
     };
@@ -199,6 +205,7 @@ fn a_lost_primary_makes_the_standby_poll_five_times_as_often() {
         ..Local::default()
     };
     let reply = HeartbeatReply {
+        term: 0,
         epoch: 1,
         assignment: None,
     };
@@ -221,6 +228,7 @@ fn a_drain_hands_over_waits_out_its_grace_then_deregisters() {
         t0,
         &local,
         HeartbeatReply {
+            term: 0,
             epoch: 5,
             assignment: Some(assignment(&[1], &[(7, 1)])),
         },
@@ -239,6 +247,7 @@ fn a_drain_hands_over_waits_out_its_grace_then_deregisters() {
         at,
         &local,
         HeartbeatReply {
+            term: 0,
             epoch: 6,
             assignment: Some(drained),
         },
@@ -263,6 +272,7 @@ fn a_drain_hands_over_waits_out_its_grace_then_deregisters() {
         match t.poll_call(now, &local).unwrap() {
             Call::Heartbeat(_) => {
                 let same = HeartbeatReply {
+                    term: 0,
                     epoch: 6,
                     assignment: None,
                 };
@@ -290,6 +300,7 @@ fn an_incoming_scene_waits_for_its_handover_and_a_split_pair_needs_its_fanout() 
         t0,
         &Local::default(),
         HeartbeatReply {
+            term: 0,
             epoch: 3,
             assignment: Some(a),
         },
@@ -311,6 +322,7 @@ fn an_incoming_scene_waits_for_its_handover_and_a_split_pair_needs_its_fanout() 
         t0 + Duration::from_millis(50),
         &Local::default(),
         HeartbeatReply {
+            term: 0,
             epoch: 4,
             assignment: Some(a),
         },
@@ -367,6 +379,7 @@ fn a_scene_handed_over_before_it_was_taken_is_promoted_then_its_sessions_forward
         t0,
         &Local::default(),
         HeartbeatReply {
+            term: 0,
             epoch: 6,
             assignment: Some(a),
         },

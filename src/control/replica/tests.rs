@@ -1,0 +1,157 @@
+//! Replicas without sockets: a passive follows the active batch by batch and holds the same
+//! state; it serves reads and refuses writes naming the active; replies wait for a passive's
+//! acknowledgement in `Replica` mode; a take-over needs a higher term, and an old active or
+//! its answers are fenced by it; a passive whose history diverged is sent a snapshot.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::control::protocol::ErrorCode;
+use crate::control::Config;
+
+const TOKEN: &str = "t";
+
+fn node(name: &str, ack: AckMode) -> Node {
+    Node::new(Controller::new(Config::new(TOKEN)), name, 0, ack)
+}
+
+fn tok() -> Option<String> {
+    Some(TOKEN.into())
+}
+
+fn reply(n: &mut Node, now: Instant, req: Request) -> Result<Reply, ControlError> {
+    match n.serve(now, Source::Local, req) {
+        Served::Reply(r) => r,
+        Served::Park { .. } => panic!("parked"),
+    }
+}
+
+fn scene(name: &str) -> Request {
+    Request::SceneCreate {
+        token: tok(),
+        name: name.into(),
+        region: "r".into(),
+    }
+}
+
+/// One follow round trip from `passive` to `active`; whether it was parked.
+fn follow(active: &mut Node, passive: &mut Node, now: Instant) -> bool {
+    let answer = match active.serve(now, Source::Local, passive.follow_request(tok())) {
+        Served::Park { after } => {
+            let _ = active.follow_answer(now, after, true);
+            return true;
+        }
+        Served::Reply(Ok(Reply::Followed(a))) => *a,
+        other => panic!("follow: {other:?}"),
+    };
+    passive.on_follow(now, *Box::new(answer)).expect("applies");
+    false
+}
+
+#[test]
+fn a_passive_follows_serves_reads_and_names_the_active_for_writes() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Local);
+    let mut p = node("tcp://p", AckMode::Local);
+    assert!(a.take_over(now, 1).is_some());
+    p.learn_active(1, Some("tcp://a".into()));
+    for i in 0..5 {
+        reply(&mut a, now, scene(&format!("s{i}"))).unwrap();
+        a.commit().expect("a batch");
+        assert!(!follow(&mut a, &mut p, now), "something new: answered at once");
+    }
+    assert!(follow(&mut a, &mut p, now), "nothing new: parked");
+    assert_eq!(p.controller().image(), a.controller().image());
+    assert_eq!(p.seq(), a.seq());
+    let listed = reply(&mut p, now, Request::SceneList { token: tok() }).unwrap();
+    assert_eq!(listed.to_json()["scenes"].as_array().unwrap().len(), 5);
+    let e = reply(&mut p, now, scene("w")).unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotActive);
+    assert_eq!(e.active.as_deref(), Some("tcp://a"));
+    let status = reply(&mut a, now, Request::ClusterStatus { token: tok() }).unwrap();
+    let controllers = &status.to_json()["controllers"];
+    assert_eq!(controllers[1]["endpoint"], "tcp://p");
+    assert_eq!(controllers[1]["lag"], 0);
+}
+
+#[test]
+fn with_replica_acks_a_reply_waits_for_a_live_passive() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Replica);
+    let mut p = node("tcp://p", AckMode::Replica);
+    a.take_over(now, 1).unwrap();
+    assert_eq!(a.released(now), a.seq(), "no passive yet: local durability");
+    follow(&mut a, &mut p, now);
+    follow(&mut a, &mut p, now);
+    reply(&mut a, now, scene("s")).unwrap();
+    a.commit().unwrap();
+    assert!(a.released(now) < a.seq(), "the passive has not acknowledged it");
+    follow(&mut a, &mut p, now); // brings the batch
+    assert!(a.released(now) < a.seq(), "brought, not yet acknowledged");
+    follow(&mut a, &mut p, now); // asks after it: acknowledged
+    assert_eq!(a.released(now), a.seq());
+    reply(&mut a, now, scene("t")).unwrap();
+    a.commit().unwrap();
+    let later = now + FOLLOWER_TIMEOUT + Duration::from_millis(1);
+    assert_eq!(a.released(later), a.seq(), "the passive went silent: local again");
+}
+
+#[test]
+fn terms_fence_an_old_active_and_its_answers() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Local);
+    let mut b = node("tcp://b", AckMode::Local);
+    a.take_over(now, 1).unwrap();
+    follow(&mut a, &mut b, now);
+    reply(&mut a, now, scene("s")).unwrap();
+    a.commit().unwrap();
+    let stale = a.follow_answer(now, 0, false);
+    // b takes over under term 2 (a lost the lock without knowing it yet).
+    assert!(b.take_over(now, 2).is_some());
+    assert!(b.take_over(now, 2).is_none(), "not the same term twice");
+    // a's late answer is refused by anyone who saw term 2.
+    let mut c = node("tcp://c", AckMode::Local);
+    c.learn_active(2, Some("tcp://b".into()));
+    assert!(c.on_follow(now, stale).is_err());
+    // A follower that saw term 2 asking a turns it passive: it decides nothing any more.
+    let ask = c.follow_request(tok());
+    match a.serve(now, Source::Local, ask) {
+        Served::Reply(Err(e)) => assert_eq!(e.code, ErrorCode::NotActive),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(a.role(), Role::Passive);
+    assert!(a.commit().is_none());
+    assert_eq!(
+        reply(&mut a, now, scene("late")).unwrap_err().code,
+        ErrorCode::NotActive
+    );
+    // a rejoins as b's passive: its batch from term 1 (never on b) diverges, so b sends the
+    // whole state and a ends up with b's.
+    follow(&mut b, &mut a, now);
+    assert_eq!(a.controller().image(), b.controller().image());
+    assert_eq!(a.term(), 2);
+}
+
+#[test]
+fn a_leaving_active_refuses_writes_until_its_passives_caught_up() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Local);
+    let mut p = node("tcp://p", AckMode::Local);
+    a.take_over(now, 1).unwrap();
+    follow(&mut a, &mut p, now);
+    reply(&mut a, now, scene("s")).unwrap();
+    a.commit().unwrap();
+    let r = reply(&mut a, now, Request::ControllerStepDown { token: tok() }).unwrap();
+    assert_eq!(r.to_json()["seq"], a.seq());
+    assert_eq!(a.role(), Role::Leaving);
+    assert_eq!(
+        reply(&mut a, now, scene("t")).unwrap_err().code,
+        ErrorCode::NotActive
+    );
+    assert!(!a.caught_up(now));
+    follow(&mut a, &mut p, now);
+    follow(&mut a, &mut p, now);
+    assert!(a.caught_up(now));
+    assert!(p.take_over(now, 2).is_some());
+    assert_eq!(p.controller().image().counts().1, 1, "the scene is there");
+}
