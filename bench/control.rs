@@ -96,6 +96,7 @@ fn controller(encrypted: bool) -> Target {
     config.encrypted = encrypted;
     let options = ServerOptions {
         curve: key.map_or(Curve::Off, Curve::Server),
+        ..ServerOptions::default()
     };
     let server = ControllerServer::start("tcp://127.0.0.1:0", config, options).expect("start");
     let endpoint = server.endpoint().to_string();

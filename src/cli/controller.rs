@@ -6,8 +6,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+use clap::{Args, Subcommand, ValueEnum};
+use zonecast::control::client::ControlClient;
+use zonecast::control::protocol::Request;
+use zonecast::control::replica::lock::{FileLock, Lock};
+use zonecast::control::replica::AckMode;
 use zonecast::control::server::{ControllerServer, ServerOptions};
+use zonecast::control::store::{self, Snapshot, Store};
 use zonecast::control::Config;
 use zonecast::net::metrics::{MetricsServer, Render};
 use zonecast::net::zeromq::{leaves_host, Curve};
@@ -17,11 +25,38 @@ use zonecast::wire::SessionKey;
 /// Default control endpoint.
 pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:7100";
 
+/// Default data directory of `zonecast controller`.
+pub const DEFAULT_DATA_DIR: &str = "zonecast-data/controller";
+
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ControllerArgs {
+    #[command(subcommand)]
+    action: Option<ControllerAction>,
     /// Endpoint to bind: tcp://HOST:PORT or ipc://PATH.
     #[arg(long, default_value = DEFAULT_CONTROL)]
     control: String,
+    /// Where the state (scenes, pairs, devices with their session keys) is kept: an
+    /// append-only log and a snapshot, mode 0600 in a 0700 directory. A restarted controller
+    /// resumes from it.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// Keep the state in memory only (a restart forgets everything: tests and demos).
+    #[arg(long, conflicts_with = "restore")]
+    memory: bool,
+    /// The lock that makes one replica of several active: a file (flock; every replica on
+    /// the host names the same one) or `none` for a lone controller. Default: the file
+    /// `controller.lock` next to the data directory.
+    #[arg(long)]
+    lock: Option<String>,
+    /// When a write is acknowledged: `replica` (default) once a passive replica holds it too
+    /// (or, with no live passive, once the local log does); `local` once the local log does.
+    #[arg(long, value_enum, default_value = "replica")]
+    ack: Ack,
+    /// Replace the data directory's state with this snapshot file (`zonecast controller
+    /// snapshot --out FILE`) before starting: disaster recovery, see the README's runbook.
+    #[arg(long)]
+    restore: Option<PathBuf>,
     /// Cluster token for operator and pair ops (generated and printed when absent).
     #[arg(long, env = "ZONECAST_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -53,6 +88,31 @@ pub struct ControllerArgs {
     max_devices_per_scene: usize,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Ack {
+    Replica,
+    Local,
+}
+
+#[derive(Subcommand)]
+enum ControllerAction {
+    /// Save the whole state of a running replica (any of them) to a file (mode 0600: it
+    /// holds session keys).
+    Snapshot {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+        /// Control endpoint(s) of the replica(s), comma-separated.
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: String,
+        #[arg(long, env = "ZONECAST_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The controller's public key (Z85), when it runs CURVE.
+        #[arg(long, value_parser = crate::cli::keygen::public_key)]
+        controller_key: Option<zonecast::security::PublicKey>,
+    },
+}
+
 /// The controller settings for `token`, with the heartbeat and death windows given.
 pub fn controller_config(token: String, heartbeat_ms: u64, dead_after_ms: u64) -> Config {
     let mut config = Config::new(token);
@@ -64,8 +124,22 @@ pub fn controller_config(token: String, heartbeat_ms: u64, dead_after_ms: u64) -
 }
 
 pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
-    let (token, generated) = match a.token {
-        Some(t) if !t.is_empty() => (t, false),
+    if let Some(ControllerAction::Snapshot {
+        out,
+        control,
+        token,
+        controller_key,
+    }) = a.action
+    {
+        return save_snapshot(&out, &control, token, controller_key);
+    }
+    let data_dir = (!a.memory).then_some(a.data_dir.clone());
+    if let (Some(file), Some(dir)) = (&a.restore, &data_dir) {
+        restore(file, dir)?;
+    }
+    let (token, generated) = match (a.token, &data_dir) {
+        (Some(t), _) if !t.is_empty() => (t, false),
+        (_, Some(dir)) => kept_token(dir)?,
         _ => (SessionKey::random().to_hex(), true),
     };
     let mut config = controller_config(token.clone(), a.heartbeat_ms, a.dead_after_ms);
@@ -80,8 +154,19 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         .transpose()
         .map_err(|e| e.to_string())?;
     config.encrypted = key.is_some();
+    let lock: Option<Box<dyn Lock>> = match (a.lock.as_deref(), &data_dir) {
+        (Some("none"), _) | (None, None) => None,
+        (Some(path), _) => Some(Box::new(FileLock::new(Path::new(path)))),
+        (None, Some(dir)) => Some(Box::new(FileLock::new(&default_lock(dir)))),
+    };
     let options = ServerOptions {
         curve: key.clone().map_or(Curve::Off, Curve::Server),
+        data_dir,
+        lock,
+        ack: Some(match a.ack {
+            Ack::Replica => AckMode::Replica,
+            Ack::Local => AckMode::Local,
+        }),
     };
     let server = ControllerServer::start(&a.control, config, options)?;
     let metrics = match a.metrics {
@@ -120,8 +205,96 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         );
     }
     let _ = std::io::stdout().flush();
-    while server.is_running() {
-        std::thread::sleep(Duration::from_millis(200));
+    let signalled = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, signalled.clone())
+            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
+    }
+    while server.is_running() && !signalled.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if signalled.load(Relaxed) {
+        // Graceful: stop deciding, let the passives catch up, release the lock.
+        server.leave();
+        eprintln!("zonecast controller: stopped");
+        return Ok(());
     }
     Err("the controller stopped".into())
+}
+
+/// The lock file next to a data directory (replicas on one host share it).
+pub fn default_lock(data_dir: &Path) -> PathBuf {
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join("controller.lock")
+}
+
+/// The cluster token generated on a first start and kept in the data directory (mode 0600),
+/// so a restarted controller accepts the pairs and operators it had.
+fn kept_token(dir: &Path) -> Result<(String, bool), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok((t.trim().to_string(), false));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let token = SessionKey::random().to_hex();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(token.as_bytes()).and_then(|_| f.sync_all()))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((token, true))
+}
+
+/// `zonecast controller snapshot --out FILE`.
+fn save_snapshot(
+    out: &Path,
+    control: &str,
+    token: String,
+    key: Option<zonecast::security::PublicKey>,
+) -> Result<(), String> {
+    let mut client = ControlClient::new(control)
+        .map_err(|e| e.to_string())?
+        .with_server_key(key)
+        .with_timeout(Duration::from_secs(10));
+    let snapshot: Snapshot = client
+        .call(&Request::ControllerSnapshot { token: Some(token) })
+        .map_err(|e| e.to_string())?;
+    store::write_snapshot(out, &snapshot.image, snapshot.seq).map_err(|e| e.to_string())?;
+    let (pairs, scenes, devices) = snapshot.image.counts();
+    println!(
+        "zonecast controller: saved batch {} (term {}): {pairs} pairs, {scenes} scenes, {devices} devices to {}",
+        snapshot.seq,
+        snapshot.image.term(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `--restore FILE`: the data directory's state becomes the file's.
+fn restore(file: &Path, dir: &Path) -> Result<(), String> {
+    let snapshot = store::read_snapshot(file)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: no such snapshot", file.display()))?;
+    let (mut store, _) = Store::open(dir).map_err(|e| e.to_string())?;
+    // Numbered after whatever the directory held, so no replica mistakes it for old history.
+    let seq = store.seq().max(snapshot.seq) + 1;
+    store
+        .replace(&snapshot.image, seq)
+        .map_err(|e| e.to_string())?;
+    let (pairs, scenes, devices) = snapshot.image.counts();
+    eprintln!(
+        "zonecast controller: restored {pairs} pairs, {scenes} scenes, {devices} devices from {} into {}",
+        file.display(),
+        dir.display()
+    );
+    Ok(())
 }

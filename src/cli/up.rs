@@ -1,5 +1,6 @@
-//! `zonecast up`: a whole local cluster in one process, for newcomers and demos: a controller,
-//! two pairs registered in region `local`, a demo scene, and simulated devices registered
+//! `zonecast up`: a whole local cluster in one process, for newcomers and demos: two
+//! controller replicas (an active and a passive behind a file lock, their state in a fresh
+//! directory under the system's temporary directory), two pairs registered in region `local`, a demo scene, and simulated devices registered
 //! through the control plane, moving objects on circles. Prints what runs where, then live
 //! rates every second.
 
@@ -10,7 +11,9 @@ use clap::Args;
 use hdrhistogram::Histogram;
 use zonecast::client::{Device, Event, Poller, Roaming, Session};
 use zonecast::control::client::ControlClient;
-use zonecast::control::protocol::{Request, SceneCreated};
+use zonecast::control::protocol::{Discovered, Request, SceneCreated};
+use zonecast::control::replica::lock::FileLock;
+use zonecast::control::replica::AckMode;
 use zonecast::control::server::{ControllerServer, ServerOptions};
 use zonecast::net::unix_ns;
 use zonecast::net::zeromq::Curve;
@@ -52,6 +55,32 @@ pub struct UpArgs {
     secure: bool,
 }
 
+/// `tcp://HOST:PORT` with port 0 (any free port); other endpoints unchanged.
+fn any_port(endpoint: &str) -> String {
+    match endpoint.rsplit_once(':') {
+        Some((host, _)) if endpoint.starts_with("tcp://") => format!("{host}:0"),
+        _ => format!("{endpoint}-2"),
+    }
+}
+
+/// Waits until the controller at `endpoint` is active (it takes the lock within milliseconds).
+fn wait_active(endpoint: &str, key: Option<zonecast::security::PublicKey>) -> Result<(), String> {
+    let mut client = ControlClient::new(endpoint)
+        .map_err(|e| e.to_string())?
+        .with_server_key(key);
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let found: Result<Discovered, _> = client.call(&Request::Discovery {});
+        if found.is_ok_and(|d| d.role == "active") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(format!(
+        "the controller at {endpoint} did not become active"
+    ))
+}
+
 /// The address after `a` (same address when the port is 0: any free port).
 fn next_port(a: SocketAddr) -> SocketAddr {
     let mut b = a;
@@ -67,11 +96,29 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     let public = controller_key.as_ref().map(KeyPair::public);
     let mut config = controller_config(token.clone(), 50, 250);
     config.encrypted = a.secure;
-    let options = ServerOptions {
-        curve: controller_key.map_or(Curve::Off, Curve::Server),
-    };
-    let controller = ControllerServer::start(&a.control, config, options)?;
-    let control = controller.endpoint().to_string();
+    let data = std::env::temp_dir().join(format!("zonecast-up-{}", std::process::id()));
+    let mut controllers = Vec::new();
+    // The first replica takes the lock (it starts first); the second follows it, on any port.
+    for (i, endpoint) in [a.control.as_str(), &any_port(&a.control)]
+        .into_iter()
+        .enumerate()
+    {
+        let options = ServerOptions {
+            curve: controller_key.clone().map_or(Curve::Off, Curve::Server),
+            data_dir: Some(data.join(format!("controller-{}", i + 1))),
+            lock: Some(Box::new(FileLock::new(&data.join("controller.lock")))),
+            ack: Some(AckMode::Replica),
+        };
+        controllers.push(ControllerServer::start(endpoint, config.clone(), options)?);
+        if i == 0 {
+            wait_active(controllers[0].endpoint(), public)?;
+        }
+    }
+    let control = controllers
+        .iter()
+        .map(|c| c.endpoint().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     let connect = || {
         ControlClient::new(&control)
             .map(|c| c.with_server_key(public))
@@ -135,7 +182,10 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     let scene = created.scene.id;
 
     println!("zonecast up: a local cluster in one process");
-    println!("  controller  {control}   token {token}");
+    println!(
+        "  controllers {control}   (active, passive; state in {})   token {token}",
+        data.display()
+    );
     let key_arg = match public {
         Some(k) => {
             println!("  encrypted   CurveZMQ (controller key {k}), Noise on replication streams");
@@ -182,7 +232,7 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     }
     let pairs: Vec<Pair> = pairs.into_iter().map(|(p, _)| p).collect();
     simulate(
-        &controller,
+        &controllers,
         &pairs,
         &mut devices,
         &mut roaming,
@@ -193,7 +243,7 @@ pub fn run(a: UpArgs) -> Result<(), String> {
 
 /// Drives the simulated devices and prints one line per second until the duration ends.
 fn simulate(
-    controller: &ControllerServer,
+    controllers: &[ControllerServer],
     pairs: &[Pair],
     devices: &mut [Device],
     roaming: &mut [Roaming],
@@ -214,7 +264,7 @@ fn simulate(
         if duration_secs > 0 && now >= start + Duration::from_secs(duration_secs) {
             return Ok(());
         }
-        if !controller.is_running() || pairs.iter().any(|p| !p.is_running()) {
+        if !controllers.iter().any(|c| c.is_running()) || pairs.iter().any(|p| !p.is_running()) {
             return Err("a part of the cluster stopped".into());
         }
         for (d, r) in devices.iter_mut().zip(roaming.iter_mut()) {

@@ -5,6 +5,11 @@
 //! controller is authenticated by its key and the channel is encrypted, so tokens and session
 //! keys never cross the network in clear.
 //!
+//! The endpoint may be a comma-separated list of controller replicas: a request goes to the
+//! one that answered last; on silence the client moves to the next, and a `not_active` answer
+//! from a passive sends it straight to the active the passive names (if it is in the list).
+//! Reads a passive can answer (`device.locate`, `scene.get`, ...) are served where they land.
+//!
 //! A retried request may reach the controller twice if only its reply was lost; heartbeats,
 //! reads and locates are idempotent, and a duplicated `device.register` only leaves an unused
 //! session behind.
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::protocol::{into_result, ControlError, DeviceLocation, Request};
+use super::protocol::{into_result, ControlError, DeviceLocation, ErrorCode, Request};
 use crate::net::zeromq::{self, Curve, Limits};
 use crate::security::PublicKey;
 use crate::wire::SessionKey;
@@ -79,7 +84,9 @@ pub struct Registration {
 
 /// A synchronous lazy-pirate REQ client.
 pub struct ControlClient {
-    endpoint: String,
+    endpoints: Vec<String>,
+    /// The one in use.
+    current: usize,
     timeout: Duration,
     retries: u32,
     curve: Curve,
@@ -87,10 +94,24 @@ pub struct ControlClient {
 }
 
 impl ControlClient {
-    /// A client for `endpoint`; nothing connects until the first request.
+    /// A client for `endpoint` (or a comma-separated list of replicas); nothing connects
+    /// until the first request.
     pub fn new(endpoint: &str) -> std::io::Result<ControlClient> {
+        let endpoints: Vec<String> = endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no controller endpoint",
+            ));
+        }
         Ok(ControlClient {
-            endpoint: endpoint.to_string(),
+            endpoints,
+            current: 0,
             timeout: Duration::from_millis(1000),
             retries: 3,
             curve: Curve::Off,
@@ -117,41 +138,70 @@ impl ControlClient {
         self
     }
 
+    /// The endpoint in use.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.endpoints[self.current]
     }
 
-    /// Sends `req` and returns the reply's fields, retrying with a fresh socket on silence.
+    /// Sends `req` and returns the reply's fields, retrying with a fresh socket on silence
+    /// (on the next replica, if there are several) and following `not_active` to the active.
     pub fn request(&mut self, req: &Value) -> Result<Value, RequestError> {
         let body = req.to_string();
         let mut last = String::new();
-        for attempt in 0..self.retries {
-            if attempt > 0 {
+        let attempts = self.retries as usize + self.endpoints.len() - 1;
+        let mut wait = false;
+        for _ in 0..attempts {
+            if std::mem::take(&mut wait) {
                 let backoff = (self.timeout / 4).min(Duration::from_millis(200));
                 std::thread::sleep(backoff);
             }
-            match self.attempt(body.as_bytes()) {
-                Ok(reply) => return decode_reply(&reply),
+            match self.attempt(body.as_bytes()).map(|r| decode_reply(&r)) {
                 Err(e) => {
                     last = e;
-                    self.socket = None;
+                    self.switch(None);
+                    wait = true;
                 }
+                Ok(Err(RequestError::Refused(e)))
+                    if e.code == ErrorCode::NotActive && self.endpoints.len() > 1 =>
+                {
+                    // Straight to the active it names; with none named (a hand-over under
+                    // way), the next replica after a pause.
+                    wait = !self.switch(e.active.as_deref());
+                    last = e.to_string();
+                }
+                Ok(reply) => return reply,
             }
         }
         Err(RequestError::Unavailable(format!(
-            "{} after {} attempts: {last}",
-            self.endpoint, self.retries
+            "{} after {attempts} attempts: {last}",
+            self.endpoints.join(",")
         )))
+    }
+
+    /// Moves to `to` if it is one of the endpoints (returns true), else to the next one.
+    fn switch(&mut self, to: Option<&str>) -> bool {
+        self.socket = None;
+        match to.and_then(|a| self.endpoints.iter().position(|e| e == a)) {
+            Some(i) if i != self.current => {
+                self.current = i;
+                true
+            }
+            _ => {
+                self.current = (self.current + 1) % self.endpoints.len();
+                false
+            }
+        }
     }
 
     fn attempt(&mut self, body: &[u8]) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + self.timeout;
         if self.socket.is_none() {
-            let s = zeromq::socket(zmq::REQ, &LIMITS, &self.curve, &self.endpoint)?;
+            let endpoint = &self.endpoints[self.current];
+            let s = zeromq::socket(zmq::REQ, &LIMITS, &self.curve, endpoint)?;
             s.set_sndtimeo(self.timeout.as_millis().clamp(1, i32::MAX as u128) as i32)
                 .map_err(|e| format!("ZeroMQ option sndtimeo: {e}"))?;
-            s.connect(&self.endpoint)
-                .map_err(|e| format!("connect {}: {e}", self.endpoint))?;
+            s.connect(endpoint)
+                .map_err(|e| format!("connect {endpoint}: {e}"))?;
             self.socket = Some(s);
         }
         let socket = self.socket.as_ref().ok_or("no socket")?;

@@ -8,14 +8,14 @@ pub mod protocol;
 pub mod random;
 pub mod replica;
 pub mod server;
-pub mod store;
 mod state;
 pub mod stats;
+pub mod store;
 
 pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, MirrorState, Reply, Request};
 pub use state::{Change, Config, Controller, Entry, Image, LiveView};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod durable_tests;
+#[cfg(test)]
+mod tests;

@@ -66,6 +66,16 @@ impl Curve {
     pub fn is_on(&self) -> bool {
         !matches!(self, Curve::Off)
     }
+
+    /// How a peer of the same cluster talks to this end: a CURVE server's replicas share its
+    /// key pair, so a replica following another is that key's client.
+    pub fn as_client(&self) -> Curve {
+        match self {
+            Curve::Off => Curve::Off,
+            Curve::Server(k) => Curve::Client(k.public()),
+            Curve::Client(p) => Curve::Client(*p),
+        }
+    }
 }
 
 /// A socket of `kind` with `limits` and `curve` applied, ready to bind or connect to

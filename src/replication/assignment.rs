@@ -144,6 +144,9 @@ pub struct Tracker {
     pair: Option<u32>,
     /// The assignment epoch applied last (0: none yet).
     epoch: u64,
+    /// The highest controller term seen: answers from a lower one (a fenced old active)
+    /// are ignored.
+    term: u64,
     interval: Duration,
     /// Sessions admitted on the controller's word: device -> (scene, key hex).
     admitted: BTreeMap<u32, (u32, String)>,
@@ -173,6 +176,7 @@ impl Tracker {
             config,
             pair: None,
             epoch: 0,
+            term: 0,
             interval: DEFAULT_INTERVAL,
             admitted: BTreeMap::new(),
             scenes: BTreeSet::new(),
@@ -298,7 +302,15 @@ impl Tracker {
                 // Heartbeat at once: that is where the assignment comes from.
                 self.next = now;
             }
+            Ok(Answer::Heartbeat(r)) if r.term < self.term => {
+                self.notes.push(Note::Failed(format!(
+                    "ignored an answer from controller term {} (term {} was seen): a fenced old active",
+                    r.term, self.term
+                )));
+                self.next = now + self.interval;
+            }
             Ok(Answer::Heartbeat(r)) => {
+                self.term = r.term;
                 if let Some(a) = r.assignment {
                     if let Err(e) = self.apply(now, &a, r.epoch) {
                         self.notes.push(Note::Failed(e));
@@ -322,6 +334,14 @@ impl Tracker {
                 self.notes.push(Note::Stale(e.to_string()));
                 self.reset();
                 self.next = now;
+            }
+            // No active controller right now (a hand-over): like an outage, retry soon.
+            Err(RequestError::Refused(e)) if e.code == ErrorCode::NotActive => {
+                if !self.outage {
+                    self.outage = true;
+                    self.notes.push(Note::Unreachable(e.to_string()));
+                }
+                self.next = now + self.interval;
             }
             Err(RequestError::Unavailable(e)) => {
                 if !self.outage {

@@ -15,7 +15,7 @@ pub use request::{Load, MirrorReport, MirrorState, Request};
 pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// Every op, as sent in the `op` field.
-pub const OPS: [&str; 15] = [
+pub const OPS: [&str; 16] = [
     "scene.create",
     "scene.list",
     "scene.get",
@@ -31,6 +31,7 @@ pub const OPS: [&str; 15] = [
     "discovery",
     "replica.follow",
     "controller.step_down",
+    "controller.snapshot",
 ];
 
 /// Error codes of the control plane; stable strings clients can match on.

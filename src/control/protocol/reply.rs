@@ -272,6 +272,7 @@ pub enum Reply {
     Discovered(Discovered),
     Followed(Box<FollowAnswer>),
     SteppingDown(SteppingDown),
+    Snapshot(Box<crate::control::store::Snapshot>),
 }
 
 impl Reply {
@@ -311,4 +312,5 @@ into_reply!(
     Discovered => Discovered,
     FollowAnswer => Followed,
     SteppingDown => SteppingDown,
+    crate::control::store::Snapshot => Snapshot,
 );

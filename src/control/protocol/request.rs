@@ -172,6 +172,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
     },
+    /// The whole durable state of the answering replica (disaster recovery: keep the answer
+    /// as a file, start a controller with `--restore FILE`). It holds session keys.
+    #[serde(rename = "controller.snapshot")]
+    ControllerSnapshot {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
 }
 
 impl Request {
@@ -193,6 +200,7 @@ impl Request {
             Request::Discovery {} => "discovery",
             Request::ReplicaFollow { .. } => "replica.follow",
             Request::ControllerStepDown { .. } => "controller.step_down",
+            Request::ControllerSnapshot { .. } => "controller.snapshot",
         }
     }
 }

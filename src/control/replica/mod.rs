@@ -11,6 +11,7 @@
 //! before anything depends on them, and releases each reply once `released` covers the batch
 //! it depends on (with [`AckMode::Replica`], once a passive holds that batch too).
 
+pub mod lock;
 #[cfg(test)]
 mod tests;
 
@@ -64,7 +65,9 @@ impl Role {
 pub enum Served {
     Reply(Result<Reply, ControlError>),
     /// A follow with nothing new yet: answer it when a batch comes (or, empty, after a while).
-    Park { after: u64 },
+    Park {
+        after: u64,
+    },
 }
 
 /// What a passive must write down from a follow answer, in order, before acknowledging it.
@@ -207,14 +210,15 @@ impl Node {
         let writable = self.role == Role::Active;
         let result = match req {
             Discovery {} => Ok(Reply::from(self.discovered())),
-            ClusterStatus { ref token } => self.controller.operator(token).and_then(|_| {
-                match self.controller.handle(now, req)? {
-                    Reply::Status(mut s) => {
-                        s.controllers = self.controllers(now);
-                        Ok(Reply::Status(s))
-                    }
-                    other => Ok(other),
+            ClusterStatus { ref token } => self.controller.operator(token).and_then(|_| match self
+                .controller
+                .handle(now, req)?
+            {
+                Reply::Status(mut s) => {
+                    s.controllers = self.controllers(now);
+                    Ok(Reply::Status(s))
                 }
+                other => Ok(other),
             }),
             ReplicaFollow {
                 token,
@@ -237,6 +241,12 @@ impl Node {
                     term: self.term(),
                     seq: self.seq,
                 }))
+            }),
+            ControllerSnapshot { token } => self.controller.operator(&token).map(|_| {
+                Reply::from(Snapshot {
+                    seq: self.seq,
+                    image: self.controller.image(),
+                })
             }),
             SceneList { .. } | SceneGet { .. } | DeviceLocate { .. } => {
                 self.controller.handle_from(now, source, req)
@@ -312,7 +322,14 @@ impl Node {
         self.history.get(i).map(|b| b.term)
     }
 
-    fn follow(&mut self, now: Instant, name: String, after: u64, after_term: u64, term: u64) -> Served {
+    fn follow(
+        &mut self,
+        now: Instant,
+        name: String,
+        after: u64,
+        after_term: u64,
+        term: u64,
+    ) -> Served {
         if term > self.known_term {
             // Someone saw a newer term: this replica is an old active and must not lead.
             self.known_term = term;
@@ -380,7 +397,11 @@ impl Node {
 
     /// Takes a follow answer (on a passive): what to persist, in order, or why it is refused
     /// (an answer from an older term than one seen; batches that do not follow ours).
-    pub fn on_follow(&mut self, now: Instant, answer: FollowAnswer) -> Result<Vec<Persist>, String> {
+    pub fn on_follow(
+        &mut self,
+        now: Instant,
+        answer: FollowAnswer,
+    ) -> Result<Vec<Persist>, String> {
         if self.role != Role::Passive {
             return Err("not following: this replica is not passive".into());
         }

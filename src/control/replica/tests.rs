@@ -58,7 +58,10 @@ fn a_passive_follows_serves_reads_and_names_the_active_for_writes() {
     for i in 0..5 {
         reply(&mut a, now, scene(&format!("s{i}"))).unwrap();
         a.commit().expect("a batch");
-        assert!(!follow(&mut a, &mut p, now), "something new: answered at once");
+        assert!(
+            !follow(&mut a, &mut p, now),
+            "something new: answered at once"
+        );
     }
     assert!(follow(&mut a, &mut p, now), "nothing new: parked");
     assert_eq!(p.controller().image(), a.controller().image());
@@ -85,7 +88,10 @@ fn with_replica_acks_a_reply_waits_for_a_live_passive() {
     follow(&mut a, &mut p, now);
     reply(&mut a, now, scene("s")).unwrap();
     a.commit().unwrap();
-    assert!(a.released(now) < a.seq(), "the passive has not acknowledged it");
+    assert!(
+        a.released(now) < a.seq(),
+        "the passive has not acknowledged it"
+    );
     follow(&mut a, &mut p, now); // brings the batch
     assert!(a.released(now) < a.seq(), "brought, not yet acknowledged");
     follow(&mut a, &mut p, now); // asks after it: acknowledged
@@ -93,7 +99,11 @@ fn with_replica_acks_a_reply_waits_for_a_live_passive() {
     reply(&mut a, now, scene("t")).unwrap();
     a.commit().unwrap();
     let later = now + FOLLOWER_TIMEOUT + Duration::from_millis(1);
-    assert_eq!(a.released(later), a.seq(), "the passive went silent: local again");
+    assert_eq!(
+        a.released(later),
+        a.seq(),
+        "the passive went silent: local again"
+    );
 }
 
 #[test]

@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-pub use durable::{Entry, Image, LiveView};
 use durable::Meta;
+pub use durable::{Entry, Image, LiveView};
 use table::Table;
 
 use super::limits::{RegisterLimiter, RegisterLimits, Source};
@@ -312,10 +312,9 @@ impl Controller {
                 active: None,
             })),
             // Replication is the replica node's business (`control::replica`), not the state's.
-            ReplicaFollow { .. } | ControllerStepDown { .. } => Err(err(
-                ErrorCode::UnknownOp,
-                "this controller is not replicated",
-            )),
+            ReplicaFollow { .. } | ControllerStepDown { .. } | ControllerSnapshot { .. } => Err(
+                err(ErrorCode::UnknownOp, "this controller is not replicated"),
+            ),
         }
     }
 

@@ -136,7 +136,11 @@ impl Controller {
         mirrors: &[MirrorReport],
     ) -> Result<HeartbeatReply, ControlError> {
         for m in mirrors {
-            if self.pairs.get(&m.pair).is_some_and(|p| p.standby == Some(pair)) {
+            if self
+                .pairs
+                .get(&m.pair)
+                .is_some_and(|p| p.standby == Some(pair))
+            {
                 let primary = self.live(m.pair);
                 primary.standby_state = Some(m.state);
                 primary.suspect |= m.state == MirrorState::Lost;

@@ -263,7 +263,10 @@ pub fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StoreError> {
     };
     let (body, used) = frame::decode(&bytes).map_err(corrupt)?;
     if used != bytes.len() {
-        return Err(corrupt(format!("{} bytes after its record", bytes.len() - used)));
+        return Err(corrupt(format!(
+            "{} bytes after its record",
+            bytes.len() - used
+        )));
     }
     serde_json::from_slice(body)
         .map(Some)

@@ -60,13 +60,22 @@ fn what_is_synced_comes_back_and_the_files_are_secret() {
         }
         store.sync().unwrap();
         assert_eq!(store.seq(), 5);
-        assert!(Store::open(dir.path()).is_err(), "a second process on the same directory");
+        assert!(
+            Store::open(dir.path()).is_err(),
+            "a second process on the same directory"
+        );
     }
     let (store, r) = Store::open(dir.path()).unwrap();
     assert_eq!(store.seq(), 5);
     assert_eq!(r.batches.len(), 5);
     assert_eq!(replay(&r).image(), c.image());
-    let mode = |p: &str| fs::metadata(dir.path().join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        fs::metadata(dir.path().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("log"), 0o600);
     assert_eq!(mode(""), 0o700);
 }

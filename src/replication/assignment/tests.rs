@@ -397,3 +397,34 @@ fn a_scene_handed_over_before_it_was_taken_is_promoted_then_its_sessions_forward
         "the session is admitted before the hand-over, so it is forwarded: {cmds:?}"
     );
 }
+
+#[test]
+fn an_answer_from_an_older_controller_term_is_ignored() {
+    let now = Instant::now();
+    let mut t = registered(now);
+    let local = Local::default();
+    let new = HeartbeatReply {
+        term: 5,
+        epoch: 2,
+        assignment: Some(assignment(&[1], &[(10, 1)])),
+    };
+    assert!(!heartbeat(&mut t, now, &local, new).is_empty());
+    // A partitioned old active (term 4) would take the scene away: ignored.
+    let later = now + Duration::from_millis(50);
+    let old = HeartbeatReply {
+        term: 4,
+        epoch: 3,
+        assignment: Some(assignment(&[], &[])),
+    };
+    assert!(heartbeat(&mut t, later, &local, old).is_empty());
+    assert_eq!(t.epoch(), 2);
+    assert!(t.scenes().contains(&1));
+    assert!(matches!(t.take_notes()[..], [Note::Failed(_)]));
+    // A hand-over in progress (`not_active`) is an outage, retried at the heartbeat pace.
+    let again = later + Duration::from_millis(50);
+    t.poll_call(again, &local).expect("due");
+    let refused = ControlError::not_active(None, "handing over");
+    t.handle_answer(again, Err(RequestError::Refused(refused)), &local);
+    assert!(t.take_commands().is_empty(), "nothing dropped");
+    assert!(t.poll_timeout() <= again + Duration::from_millis(50));
+}
