@@ -107,6 +107,7 @@ fn plain_endpoints_other_hosts_can_reach_are_warned_about() {
     assert!(stderr_mentions(
         &[
             "controller",
+            "--memory",
             "--control",
             "tcp://0.0.0.0:0",
             "--token",

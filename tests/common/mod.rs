@@ -216,6 +216,9 @@ impl ControllerProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonecast"));
         cmd.args(["controller", "--token", TOKEN, "--metrics", "127.0.0.1:0"])
             .args(args);
+        if !args.iter().any(|a| *a == "--data-dir" || *a == "--memory") {
+            cmd.arg("--data-dir").arg(dir.path().join("data"));
+        }
         if mode == Mode::Encrypted {
             let base = dir.path().join("controller");
             zonecast_ok(&["keygen", "--out", base.to_str().unwrap()]);

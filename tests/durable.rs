@@ -1,0 +1,289 @@
+//! The controller never forgets and never stops, with real processes: a lone controller
+//! killed (SIGKILL, then SIGTERM) and restarted on its data directory resumes with every
+//! scene, pair, device and key while devices keep relaying; two replicas behind the file lock
+//! hand over when the active is killed (the passive takes over, writes go on) or stopped
+//! gracefully (no acknowledged write lost); a torn log tail is cut and reported.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use zonecast::control::client::ControlClient;
+
+/// A pair of `control` (one or several replicas) that keeps relaying to devices that only
+/// listen for as long as the test runs (they send no keepalives between checks).
+fn patient_pair(control: &str) -> PairProcess {
+    PairProcess::start(
+        0,
+        &[
+            "--control",
+            control,
+            "--region",
+            "r",
+            "--token",
+            TOKEN,
+            "--quiet-after-ms",
+            "600000",
+            "--evict-after-ms",
+            "600000",
+        ],
+    )
+}
+
+fn free_endpoint() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("tcp://{}", l.local_addr().unwrap())
+}
+
+fn signal(ctl: &mut ControllerProcess, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(ctl.child.id() as i32, sig) };
+}
+
+fn wait_exit(ctl: &mut ControllerProcess) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(s) = ctl.child.try_wait().unwrap() {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the controller did not exit");
+}
+
+fn replica(endpoint: &str, data: &std::path::Path, extra: &[&str]) -> ControllerProcess {
+    let data = data.to_str().unwrap();
+    let mut args = vec!["--control", endpoint, "--data-dir", data];
+    args.extend_from_slice(extra);
+    ControllerProcess::launch(&args, Mode::Plain)
+}
+
+/// A patient client of every replica in `endpoints` (comma-separated).
+fn client(endpoints: &str) -> ControlClient {
+    ControlClient::new(endpoints)
+        .unwrap()
+        .with_timeout(Duration::from_secs(2))
+        .with_retries(10)
+}
+
+/// Waits until the controller at `endpoint` says it is active.
+fn wait_active(endpoint: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c = ControlClient::new(endpoint)
+        .unwrap()
+        .with_timeout(Duration::from_millis(500))
+        .with_retries(1);
+    while Instant::now() < deadline {
+        if let Ok(d) = c.request(&json!({"op": "discovery"})) {
+            if d["role"] == "active" {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{endpoint} never became active");
+}
+
+/// The durable facts of a status: pairs (id, alive), scenes (id, pair), device count.
+fn facts(st: &Value) -> (Vec<(u64, bool)>, Vec<(u64, Value)>, u64) {
+    let pairs = st["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_u64().unwrap(), p["alive"].as_bool().unwrap()))
+        .collect();
+    let scenes = st["scenes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_u64().unwrap(), s["pair"].clone()))
+        .collect();
+    (pairs, scenes, st["devices"].as_u64().unwrap())
+}
+
+/// `a` sends `n` updates (of an object of its own) while `b` receives them all.
+#[track_caller]
+fn relays(a: &mut zonecast::client::Device, b: &mut zonecast::client::Device, n: usize, x: f32) {
+    let object = u64::from(a.session().device);
+    for i in 0..n {
+        move_to(a, object, x + i as f32);
+    }
+    let got = collect_updates(b, n, Duration::from_secs(10));
+    assert_eq!(got.len(), n, "updates relayed");
+}
+
+#[test]
+fn a_lone_controller_killed_or_stopped_resumes_from_its_data_dir_and_no_device_goes_dark() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let endpoint = free_endpoint();
+    let mut ctl = replica(&endpoint, &data, &["--lock", "none"]);
+    let scene = ctl.scene("lobby", "r");
+    let _pair = patient_pair(&endpoint);
+    ctl.wait_live_pairs("r", 1);
+    let mut a = ctl.device(scene);
+    let mut b = ctl.device(scene);
+    let before = facts(&ctl.status());
+    let a_id = a.session().device;
+    for (round, sig) in [libc::SIGKILL, libc::SIGTERM].into_iter().enumerate() {
+        signal(&mut ctl, sig);
+        wait_exit(&mut ctl);
+        // The controller is gone: the data plane goes on.
+        relays(&mut a, &mut b, 20, round as f32 * 100.0);
+        ctl = replica(&endpoint, &data, &["--lock", "none"]);
+        // Same pair (not re-registered, not dead), same scenes, same devices.
+        assert_eq!(facts(&ctl.status()), before, "after signal {sig}");
+        relays(&mut a, &mut b, 20, round as f32 * 100.0 + 50.0);
+        // Devices need not register again: the restarted controller knows them.
+        let located = ctl.client().locate(a_id).expect("locate after the restart");
+        assert_eq!(located.scene, scene);
+    }
+    // The pair still takes orders: a device registered now is served.
+    let mut c = ctl.device(scene);
+    relays(&mut c, &mut b, 5, 900.0);
+}
+
+#[test]
+fn the_passive_takes_over_when_the_active_is_killed_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, e2) = (free_endpoint(), free_endpoint());
+    let mut c1 = replica(&e1, &dir.path().join("c1"), &[]);
+    wait_active(&e1);
+    let c2 = replica(&e2, &dir.path().join("c2"), &[]);
+    let both = format!("{e1},{e2}");
+    let scene = c1.scene("arena", "r");
+    let _pair = patient_pair(&both);
+    c1.wait_live_pairs("r", 1);
+    let mut a = c1.device(scene);
+    let mut b = c1.device(scene);
+    let before = facts(&c1.status());
+    signal(&mut c1, libc::SIGKILL);
+    wait_exit(&mut c1);
+    relays(&mut a, &mut b, 20, 0.0);
+    wait_active(&e2);
+    let mut writes = client(&both);
+    writes
+        .request(&json!({"op": "scene.create", "token": TOKEN, "name": "after", "region": "r"}))
+        .expect("a write to the new active");
+    let st = c2.status();
+    let (pairs, scenes, devices) = facts(&st);
+    assert_eq!(pairs, before.0, "the pair kept its identity: {st}");
+    assert_eq!(devices, before.2);
+    assert_eq!(scenes.len(), before.1.len() + 1);
+    assert!(st["controllers"][0]["term"].as_u64().unwrap() >= 2, "{st}");
+    relays(&mut a, &mut b, 20, 100.0);
+    // A device registered through the new active is served by the same pair.
+    let mut c = c2.device(scene);
+    relays(&mut c, &mut b, 5, 500.0);
+}
+
+#[test]
+fn a_graceful_hand_over_under_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, e2) = (free_endpoint(), free_endpoint());
+    let mut c1 = replica(&e1, &dir.path().join("c1"), &[]);
+    wait_active(&e1);
+    let c2 = replica(&e2, &dir.path().join("c2"), &[]);
+    let both = format!("{e1},{e2}");
+    let scene = c1.scene("hall", "r");
+    let _pair = patient_pair(&both);
+    c1.wait_live_pairs("r", 1);
+    let mut a = c1.device(scene);
+    let mut b = c1.device(scene);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, both) = (stop.clone(), both.clone());
+        std::thread::spawn(move || {
+            let mut c = client(&both);
+            let mut acknowledged = Vec::new();
+            while !stop.load(Relaxed) {
+                match c.register_device(scene, None, None) {
+                    Ok(r) => acknowledged.push(r.location.device),
+                    Err(e) => panic!("a write failed during the hand-over: {e}"),
+                }
+            }
+            acknowledged
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&mut c1, libc::SIGTERM);
+    let status = wait_exit(&mut c1);
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    relays(&mut a, &mut b, 20, 0.0);
+    wait_active(&e2);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Relaxed);
+    let acknowledged = writer.join().unwrap();
+    assert!(
+        acknowledged.len() > 2,
+        "writes went on: {}",
+        acknowledged.len()
+    );
+    let mut check = ControlClient::new(&e2).unwrap();
+    let unique: BTreeSet<u32> = acknowledged.iter().copied().collect();
+    for d in &unique {
+        check
+            .locate(*d)
+            .unwrap_or_else(|e| panic!("acknowledged device {d} was lost: {e}"));
+    }
+    relays(&mut a, &mut b, 20, 100.0);
+}
+
+#[test]
+fn a_torn_log_tail_is_cut_and_reported_and_the_rest_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let endpoint = free_endpoint();
+    let mut ctl = replica(&endpoint, &data, &["--lock", "none"]);
+    for i in 0..3 {
+        ctl.scene(&format!("s{i}"), "r");
+    }
+    signal(&mut ctl, libc::SIGKILL);
+    wait_exit(&mut ctl);
+    let log = data.join("log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 1, 2, 3, 4, b'{']);
+    std::fs::write(&log, &bytes).unwrap();
+    let stderr = dir.path().join("stderr");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
+        .args([
+            "controller",
+            "--token",
+            TOKEN,
+            "--lock",
+            "none",
+            "--control",
+        ])
+        .arg(&endpoint)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut ctl2 = ControllerProcessGuard(out);
+    let mut c = client(&endpoint);
+    let st = c
+        .request(&json!({"op": "scene.list", "token": TOKEN}))
+        .unwrap();
+    assert_eq!(st["scenes"].as_array().unwrap().len(), 3, "{st}");
+    let said = std::fs::read_to_string(&stderr).unwrap();
+    assert!(said.contains("torn or corrupt"), "{said}");
+    assert!(said.contains("cut 9 bytes"), "{said}");
+    let _ = ctl2.0.kill();
+}
+
+/// Kills a raw child on drop.
+struct ControllerProcessGuard(std::process::Child);
+
+impl Drop for ControllerProcessGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
