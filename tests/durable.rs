@@ -90,7 +90,9 @@ fn wait_active(endpoint: &str) {
 }
 
 /// The durable facts of a status: pairs (id, alive), scenes (id, pair), device count.
-fn facts(st: &Value) -> (Vec<(u64, bool)>, Vec<(u64, Value)>, u64) {
+type Facts = (Vec<(u64, bool)>, Vec<(u64, Value)>, u64);
+
+fn facts(st: &Value) -> Facts {
     let pairs = st["pairs"]
         .as_array()
         .unwrap()
@@ -188,7 +190,7 @@ fn a_graceful_hand_over_under_writes_loses_no_acknowledged_write() {
     let (e1, e2) = (free_endpoint(), free_endpoint());
     let mut c1 = replica(&e1, &dir.path().join("c1"), &[]);
     wait_active(&e1);
-    let c2 = replica(&e2, &dir.path().join("c2"), &[]);
+    let _c2 = replica(&e2, &dir.path().join("c2"), &[]);
     let both = format!("{e1},{e2}");
     let scene = c1.scene("hall", "r");
     let _pair = patient_pair(&both);
