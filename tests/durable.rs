@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,15 +45,22 @@ fn signal(ctl: &mut ControllerProcess, sig: i32) {
     unsafe { libc::kill(ctl.child.id() as i32, sig) };
 }
 
-fn wait_exit(ctl: &mut ControllerProcess) -> std::process::ExitStatus {
+/// Waits until `done` holds (20 s at most).
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(s) = ctl.child.try_wait().unwrap() {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
     }
-    panic!("the controller did not exit");
+}
+
+fn wait_exit(ctl: &mut ControllerProcess) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the controller exits", || {
+        status = ctl.child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 fn replica(endpoint: &str, data: &std::path::Path, extra: &[&str]) -> ControllerProcess {
@@ -73,20 +80,14 @@ fn client(endpoints: &str) -> ControlClient {
 
 /// Waits until the controller at `endpoint` says it is active.
 fn wait_active(endpoint: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let mut c = ControlClient::new(endpoint)
         .unwrap()
         .with_timeout(Duration::from_millis(500))
         .with_retries(1);
-    while Instant::now() < deadline {
-        if let Ok(d) = c.request(&json!({"op": "discovery"})) {
-            if d["role"] == "active" {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{endpoint} never became active");
+    wait_until(&format!("{endpoint} is active"), || {
+        c.request(&json!({"op": "discovery"}))
+            .is_ok_and(|d| d["role"] == "active")
+    });
 }
 
 /// The durable facts of a status: pairs (id, alive), scenes (id, pair), device count.
@@ -150,19 +151,59 @@ fn a_lone_controller_killed_or_stopped_resumes_from_its_data_dir_and_no_device_g
     relays(&mut c, &mut b, 5, 900.0);
 }
 
-#[test]
-fn the_passive_takes_over_when_the_active_is_killed_and_writes_go_on() {
+/// Two replicas behind the file lock (`c1` active, `c2` following), a scene, a pair of both
+/// and two devices in the scene. Destructure it whole, without `..`: a field left out would be
+/// dropped at once (the directory deleted, the process killed).
+struct Replicas {
+    _dir: tempfile::TempDir,
+    c1: ControllerProcess,
+    c2: ControllerProcess,
+    e2: String,
+    both: String,
+    scene: u32,
+    _pair: PairProcess,
+    a: zonecast::client::Device,
+    b: zonecast::client::Device,
+}
+
+fn two_replicas() -> Replicas {
     let dir = tempfile::tempdir().unwrap();
     let (e1, e2) = (free_endpoint(), free_endpoint());
-    let mut c1 = replica(&e1, &dir.path().join("c1"), &[]);
+    let c1 = replica(&e1, &dir.path().join("c1"), &[]);
     wait_active(&e1);
     let c2 = replica(&e2, &dir.path().join("c2"), &[]);
     let both = format!("{e1},{e2}");
     let scene = c1.scene("arena", "r");
-    let _pair = patient_pair(&both);
+    let pair = patient_pair(&both);
     c1.wait_live_pairs("r", 1);
-    let mut a = c1.device(scene);
-    let mut b = c1.device(scene);
+    let a = c1.device(scene);
+    let b = c1.device(scene);
+    Replicas {
+        _dir: dir,
+        c1,
+        c2,
+        e2,
+        both,
+        scene,
+        _pair: pair,
+        a,
+        b,
+    }
+}
+
+#[test]
+fn the_passive_takes_over_when_the_active_is_killed_and_writes_go_on() {
+    let Replicas {
+        mut c1,
+        c2,
+        e2,
+        both,
+        scene,
+        mut a,
+        mut b,
+        _dir,
+        _pair,
+    } = two_replicas();
     let before = facts(&c1.status());
     signal(&mut c1, libc::SIGKILL);
     wait_exit(&mut c1);
@@ -186,20 +227,21 @@ fn the_passive_takes_over_when_the_active_is_killed_and_writes_go_on() {
 
 #[test]
 fn a_graceful_hand_over_under_writes_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let (e1, e2) = (free_endpoint(), free_endpoint());
-    let mut c1 = replica(&e1, &dir.path().join("c1"), &[]);
-    wait_active(&e1);
-    let _c2 = replica(&e2, &dir.path().join("c2"), &[]);
-    let both = format!("{e1},{e2}");
-    let scene = c1.scene("hall", "r");
-    let _pair = patient_pair(&both);
-    c1.wait_live_pairs("r", 1);
-    let mut a = c1.device(scene);
-    let mut b = c1.device(scene);
+    let Replicas {
+        mut c1,
+        c2: _c2,
+        e2,
+        both,
+        scene,
+        mut a,
+        mut b,
+        _dir,
+        _pair,
+    } = two_replicas();
     let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (stop, both) = (stop.clone(), both.clone());
+        let (stop, written, both) = (stop.clone(), written.clone(), both.clone());
         std::thread::spawn(move || {
             let mut c = client(&both);
             let mut acknowledged = Vec::new();
@@ -208,17 +250,21 @@ fn a_graceful_hand_over_under_writes_loses_no_acknowledged_write() {
                     Ok(r) => acknowledged.push(r.location.device),
                     Err(e) => panic!("a write failed during the hand-over: {e}"),
                 }
+                written.store(acknowledged.len(), Relaxed);
             }
             acknowledged
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until("writes before the hand-over", || written.load(Relaxed) >= 3);
     signal(&mut c1, libc::SIGTERM);
     let status = wait_exit(&mut c1);
     assert!(status.success(), "SIGTERM is a clean stop: {status}");
     relays(&mut a, &mut b, 20, 0.0);
     wait_active(&e2);
-    std::thread::sleep(Duration::from_millis(200));
+    let after = written.load(Relaxed);
+    wait_until("writes to the new active", || {
+        written.load(Relaxed) >= after + 3
+    });
     stop.store(true, Relaxed);
     let acknowledged = writer.join().unwrap();
     assert!(
@@ -268,7 +314,7 @@ fn a_torn_log_tail_is_cut_and_reported_and_the_rest_is_kept() {
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
-    let mut ctl2 = ControllerProcessGuard(out);
+    let _ctl2 = ControllerProcessGuard(out);
     let mut c = client(&endpoint);
     let st = c
         .request(&json!({"op": "scene.list", "token": TOKEN}))
@@ -277,7 +323,6 @@ fn a_torn_log_tail_is_cut_and_reported_and_the_rest_is_kept() {
     let said = std::fs::read_to_string(&stderr).unwrap();
     assert!(said.contains("torn or corrupt"), "{said}");
     assert!(said.contains("cut 9 bytes"), "{said}");
-    let _ = ctl2.0.kill();
 }
 
 /// Kills a raw child on drop.

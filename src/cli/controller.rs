@@ -163,10 +163,10 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         curve: key.clone().map_or(Curve::Off, Curve::Server),
         data_dir,
         lock,
-        ack: Some(match a.ack {
+        ack: match a.ack {
             Ack::Replica => AckMode::Replica,
             Ack::Local => AckMode::Local,
-        }),
+        },
     };
     let server = ControllerServer::start(&a.control, config, options)?;
     let metrics = match a.metrics {
@@ -234,7 +234,6 @@ pub fn default_lock(data_dir: &Path) -> PathBuf {
 /// The cluster token generated on a first start and kept in the data directory (mode 0600),
 /// so a restarted controller accepts the pairs and operators it had.
 fn kept_token(dir: &Path) -> Result<(String, bool), String> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("token");
     if let Ok(t) = std::fs::read_to_string(&path) {
         if !t.trim().is_empty() {
@@ -243,13 +242,9 @@ fn kept_token(dir: &Path) -> Result<(String, bool), String> {
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let token = SessionKey::random().to_hex();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| f.write_all(token.as_bytes()).and_then(|_| f.sync_all()))
+    let mut f = store::secret_file(&path, true).map_err(|e| e.to_string())?;
+    f.write_all(token.as_bytes())
+        .and_then(|_| f.sync_all())
         .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((token, true))
 }

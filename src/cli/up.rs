@@ -1,8 +1,8 @@
 //! `zonecast up`: a whole local cluster in one process, for newcomers and demos: two
 //! controller replicas (an active and a passive behind a file lock, their state in a fresh
-//! directory under the system's temporary directory), two pairs registered in region `local`, a demo scene, and simulated devices registered
-//! through the control plane, moving objects on circles. Prints what runs where, then live
-//! rates every second.
+//! directory under the system's temporary directory), two pairs registered in region
+//! `local`, a demo scene, and simulated devices registered through the control plane, moving
+//! objects on circles. Prints what runs where, then live rates every second.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ pub fn run(a: UpArgs) -> Result<(), String> {
             curve: controller_key.clone().map_or(Curve::Off, Curve::Server),
             data_dir: Some(data.join(format!("controller-{}", i + 1))),
             lock: Some(Box::new(FileLock::new(&data.join("controller.lock")))),
-            ack: Some(AckMode::Replica),
+            ack: AckMode::Replica,
         };
         controllers.push(ControllerServer::start(endpoint, config.clone(), options)?);
         if i == 0 {

@@ -137,10 +137,8 @@ fn a_follower_applying_the_committed_entries_holds_the_same_state() {
     }
 }
 
-#[test]
-fn heartbeats_that_change_nothing_durable_commit_nothing() {
-    let mut c = controller(1);
-    let now = Instant::now();
+/// Registers pair 1 (region `a`, no stream).
+fn register_pair(c: &mut Controller, now: Instant) {
     c.handle(
         now,
         Request::PairRegister {
@@ -154,6 +152,13 @@ fn heartbeats_that_change_nothing_durable_commit_nothing() {
         },
     )
     .unwrap();
+}
+
+#[test]
+fn heartbeats_that_change_nothing_durable_commit_nothing() {
+    let mut c = controller(1);
+    let now = Instant::now();
+    register_pair(&mut c, now);
     assert!(!c.commit().is_empty());
     for i in 1..100u64 {
         c.handle(
@@ -182,19 +187,7 @@ fn a_take_over_needs_a_higher_term_and_restarts_every_window() {
     assert_eq!(c.commit().len(), 1, "the new term is logged");
     assert!(!c.take_over(t0, 3), "the same term again");
     assert!(!c.take_over(t0, 2), "an older term");
-    c.handle(
-        t0,
-        Request::PairRegister {
-            token: tok(),
-            region: "a".into(),
-            udp: "127.0.0.1:9000".into(),
-            capacity: 10,
-            version: "v".into(),
-            bus: None,
-            bus_key: None,
-        },
-    )
-    .unwrap();
+    register_pair(&mut c, t0);
     let window = c.config().dead_after;
     // Silent for longer than its window, but the controller took over meanwhile: not dead.
     let later = t0 + window * 3;

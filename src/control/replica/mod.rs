@@ -33,9 +33,10 @@ const MAX_BATCHES: usize = 4096;
 pub const FOLLOWER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// When a write's reply may go out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AckMode {
     /// Once the active's own log holds it (fsynced).
+    #[default]
     Local,
     /// Once the active's log and at least one live passive's log hold it. With no live
     /// passive, as `Local` (the active keeps serving; `cluster.status` shows no follower).
@@ -210,15 +211,13 @@ impl Node {
         let writable = self.role == Role::Active;
         let result = match req {
             Discovery {} => Ok(Reply::from(self.discovered())),
-            ClusterStatus { ref token } => self.controller.operator(token).and_then(|_| match self
-                .controller
-                .handle(now, req)?
-            {
+            // The state checks the token.
+            ClusterStatus { .. } => self.controller.handle(now, req).map(|r| match r {
                 Reply::Status(mut s) => {
                     s.controllers = self.controllers(now);
-                    Ok(Reply::Status(s))
+                    Reply::Status(s)
                 }
-                other => Ok(other),
+                other => other,
             }),
             ReplicaFollow {
                 token,
@@ -356,9 +355,10 @@ impl Node {
     }
 
     /// What a passive that holds batch `after` is missing (everything, as a snapshot, if its
-    /// history does not match ours).
+    /// history does not match ours). `matches` was decided when the ask came; a parked ask's
+    /// `after` may have fallen below the history kept since, and then it gets a snapshot too.
     pub fn follow_answer(&self, now: Instant, after: u64, matches: bool) -> FollowAnswer {
-        let incremental = matches && (after >= self.base.0);
+        let incremental = matches && after >= self.base.0;
         let (snapshot, from) = if incremental {
             (None, after)
         } else {

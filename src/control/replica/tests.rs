@@ -44,7 +44,7 @@ fn follow(active: &mut Node, passive: &mut Node, now: Instant) -> bool {
         Served::Reply(Ok(Reply::Followed(a))) => *a,
         other => panic!("follow: {other:?}"),
     };
-    passive.on_follow(now, *Box::new(answer)).expect("applies");
+    passive.on_follow(now, answer).expect("applies");
     false
 }
 
@@ -106,22 +106,29 @@ fn with_replica_acks_a_reply_waits_for_a_live_passive() {
     );
 }
 
+/// An active under term 1 and a passive that followed it, then one more write on the active
+/// (not yet followed).
+fn active_and_passive(now: Instant) -> (Node, Node) {
+    let mut a = node("tcp://a", AckMode::Local);
+    let mut p = node("tcp://p", AckMode::Local);
+    a.take_over(now, 1).unwrap();
+    follow(&mut a, &mut p, now);
+    reply(&mut a, now, scene("s")).unwrap();
+    a.commit().unwrap();
+    (a, p)
+}
+
 #[test]
 fn terms_fence_an_old_active_and_its_answers() {
     let now = Instant::now();
-    let mut a = node("tcp://a", AckMode::Local);
-    let mut b = node("tcp://b", AckMode::Local);
-    a.take_over(now, 1).unwrap();
-    follow(&mut a, &mut b, now);
-    reply(&mut a, now, scene("s")).unwrap();
-    a.commit().unwrap();
+    let (mut a, mut b) = active_and_passive(now);
     let stale = a.follow_answer(now, 0, false);
     // b takes over under term 2 (a lost the lock without knowing it yet).
     assert!(b.take_over(now, 2).is_some());
     assert!(b.take_over(now, 2).is_none(), "not the same term twice");
     // a's late answer is refused by anyone who saw term 2.
     let mut c = node("tcp://c", AckMode::Local);
-    c.learn_active(2, Some("tcp://b".into()));
+    c.learn_active(2, Some("tcp://p".into()));
     assert!(c.on_follow(now, stale).is_err());
     // A follower that saw term 2 asking a turns it passive: it decides nothing any more.
     let ask = c.follow_request(tok());
@@ -145,12 +152,7 @@ fn terms_fence_an_old_active_and_its_answers() {
 #[test]
 fn a_leaving_active_refuses_writes_until_its_passives_caught_up() {
     let now = Instant::now();
-    let mut a = node("tcp://a", AckMode::Local);
-    let mut p = node("tcp://p", AckMode::Local);
-    a.take_over(now, 1).unwrap();
-    follow(&mut a, &mut p, now);
-    reply(&mut a, now, scene("s")).unwrap();
-    a.commit().unwrap();
+    let (mut a, mut p) = active_and_passive(now);
     let r = reply(&mut a, now, Request::ControllerStepDown { token: tok() }).unwrap();
     assert_eq!(r.to_json()["seq"], a.seq());
     assert_eq!(a.role(), Role::Leaving);

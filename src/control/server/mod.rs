@@ -64,7 +64,7 @@ pub struct ServerOptions {
     /// The replicas' lock (`None`: this controller is the only one, always active).
     pub lock: Option<Box<dyn Lock>>,
     /// When a write's reply may go out (see `AckMode`).
-    pub ack: Option<AckMode>,
+    pub ack: AckMode,
 }
 
 /// A running controller.
@@ -180,7 +180,7 @@ fn recover(
     endpoint: &str,
     options: &ServerOptions,
 ) -> Result<(Node, Option<Store>), String> {
-    let ack = options.ack.unwrap_or(AckMode::Local);
+    let ack = options.ack;
     let Some(dir) = &options.data_dir else {
         return Ok((Node::new(Controller::new(config), endpoint, 0, ack), None));
     };

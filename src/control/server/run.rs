@@ -297,13 +297,12 @@ impl Server {
         };
         let answer = match answer {
             Ok(a) => a,
-            Err(RequestError::Refused(e)) => {
+            Err(RequestError::Refused(_)) => {
                 // Not (or no longer) the active: wait for the lock to say who is.
                 if self.node.role() == Role::Passive {
                     self.follow.drop_socket();
                 }
                 self.next_follow = now + Duration::from_millis(50);
-                let _ = e;
                 return Ok(());
             }
             Err(e) => {

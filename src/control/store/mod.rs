@@ -211,8 +211,8 @@ impl Store {
     }
 }
 
-/// A file only its owner may read or write.
-fn secret_file(path: &Path, truncate: bool) -> Result<File, StoreError> {
+/// A file only its owner may read or write (created if missing, emptied if `truncate`).
+pub fn secret_file(path: &Path, truncate: bool) -> Result<File, StoreError> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
