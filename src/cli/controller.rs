@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use clap::{Args, Subcommand, ValueEnum};
 use zonecast::control::client::ControlClient;
 use zonecast::control::protocol::Request;
-use zonecast::control::replica::lock::{FileLock, Lock};
+use zonecast::control::replica::lock::{self, FileLock, Lock};
 use zonecast::control::replica::AckMode;
 use zonecast::control::server::{ControllerServer, ServerOptions};
 use zonecast::control::store::{self, Snapshot, Store};
@@ -45,8 +45,9 @@ pub struct ControllerArgs {
     #[arg(long, conflicts_with = "restore")]
     memory: bool,
     /// The lock that makes one replica of several active: a file (flock; every replica on
-    /// the host names the same one) or `none` for a lone controller. Default: the file
-    /// `controller.lock` next to the data directory.
+    /// the host names the same one), `etcd://HOST:2379[,HOST:2379...]/PREFIX[?ttl=SECONDS]`
+    /// (an etcd lease and election across hosts; build with `--features etcd`), or `none`
+    /// for a lone controller. Default: the file `controller.lock` next to the data directory.
     #[arg(long)]
     lock: Option<String>,
     /// When a write is acknowledged: `replica` (default) once a passive replica holds it too
@@ -155,8 +156,8 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     config.encrypted = key.is_some();
     let lock: Option<Box<dyn Lock>> = match (a.lock.as_deref(), &data_dir) {
-        (Some("none"), _) | (None, None) => None,
-        (Some(path), _) => Some(Box::new(FileLock::new(Path::new(path)))),
+        (Some(spec), _) => lock::from_spec(spec)?,
+        (None, None) => None,
         (None, Some(dir)) => Some(Box::new(FileLock::new(&default_lock(dir)))),
     };
     let options = ServerOptions {

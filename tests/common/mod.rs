@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod replicas;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -212,8 +215,13 @@ impl ControllerProcess {
     /// `zonecast controller --token TOKEN --metrics 127.0.0.1:0 args...`; in encrypted mode
     /// with a key pair made by `zonecast keygen`.
     pub fn launch(args: &[&str], mode: Mode) -> ControllerProcess {
+        ControllerProcess::launch_with(Command::new(env!("CARGO_BIN_EXE_zonecast")), args, mode)
+    }
+
+    /// The same, with `cmd` as the way to run `zonecast` (e.g. inside a network namespace:
+    /// `ip netns exec NS zonecast`).
+    pub fn launch_with(mut cmd: Command, args: &[&str], mode: Mode) -> ControllerProcess {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_zonecast"));
         cmd.args(["controller", "--token", TOKEN, "--metrics", "127.0.0.1:0"])
             .args(args);
         if !args.iter().any(|a| *a == "--data-dir" || *a == "--memory") {

@@ -6,6 +6,8 @@
 //! The kernel releases it the moment the holder's process dies, so an ungraceful hand-over
 //! starts at once; the file's content, `TERM ENDPOINT`, is rewritten and fsynced by each new
 //! holder (`TERM -` after a graceful release: no active).
+//!
+//! Across hosts: `super::etcd::EtcdLock` (cargo feature `etcd`), an etcd lease and election.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -16,7 +18,7 @@ pub trait Lock: Send {
     /// Tries to become the holder: the new term (above `min_term` and every term the lock
     /// recorded), or `None` while someone else holds it.
     fn try_acquire(&mut self, endpoint: &str, min_term: u64) -> Result<Option<u64>, String>;
-    /// The last recorded term and the holder's endpoint (`None`: released, no holder).
+    /// The last recorded term and the holder's endpoint (`None`: nobody holds it now).
     fn holder(&mut self) -> Result<(u64, Option<String>), String>;
     /// Whether this replica still holds it (a lease can expire under a partition).
     fn held(&mut self) -> bool;
@@ -24,6 +26,31 @@ pub trait Lock: Send {
     fn release(&mut self);
     /// For log lines.
     fn describe(&self) -> String;
+    /// How long after its holder dies the lock may still count as held (see
+    /// `Node::set_lock_lapse`).
+    fn lapse(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+/// The lock a `--lock` argument names: `none` (a lone controller), `etcd://...` (an etcd lease
+/// and election; needs the cargo feature `etcd`) or the path of a lock file.
+pub fn from_spec(spec: &str) -> Result<Option<Box<dyn Lock>>, String> {
+    if spec == "none" {
+        return Ok(None);
+    }
+    if spec.starts_with("etcd://") {
+        #[cfg(feature = "etcd")]
+        {
+            let url = super::etcd::EtcdUrl::parse(spec)?;
+            return Ok(Some(Box::new(super::etcd::EtcdLock::start(url)?)));
+        }
+        #[cfg(not(feature = "etcd"))]
+        return Err(format!(
+            "--lock {spec}: this zonecast was built without etcd support; build it with `cargo build --release --features etcd` (needs protoc)"
+        ));
+    }
+    Ok(Some(Box::new(FileLock::new(Path::new(spec)))))
 }
 
 /// `flock` on a file.
@@ -52,7 +79,7 @@ impl FileLock {
 }
 
 /// `TERM ENDPOINT` (or `TERM -`).
-fn parse(text: &str) -> (u64, Option<String>) {
+pub fn parse_record(text: &str) -> (u64, Option<String>) {
     let mut words = text.split_whitespace();
     let term = words.next().and_then(|t| t.parse().ok()).unwrap_or(0);
     let endpoint = words.next().filter(|e| *e != "-").map(str::to_string);
@@ -78,7 +105,7 @@ impl Lock for FileLock {
         }
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
-        let term = parse(&text).0.max(min_term) + 1;
+        let term = parse_record(&text).0.max(min_term) + 1;
         record(&mut file, term, endpoint)
             .map_err(|e| format!("lock {}: {e}", self.path.display()))?;
         self.held = Some(file);
@@ -87,7 +114,22 @@ impl Lock for FileLock {
 
     fn holder(&mut self) -> Result<(u64, Option<String>), String> {
         let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-        Ok(parse(&text))
+        let (term, endpoint) = parse_record(&text);
+        if self.held.is_some() {
+            return Ok((term, endpoint));
+        }
+        // The record outlives a holder killed by a signal: a probe of the lock tells.
+        let file = self.open()?;
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                Ok((term, None))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok((term, endpoint)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("lock {}: {e}", self.path.display()))
+            }
+        }
     }
 
     fn held(&mut self) -> bool {
@@ -99,7 +141,7 @@ impl Lock for FileLock {
             let mut text = String::new();
             let _ = file.seek(SeekFrom::Start(0));
             let _ = file.read_to_string(&mut text);
-            let _ = record(&mut file, parse(&text).0, "-");
+            let _ = record(&mut file, parse_record(&text).0, "-");
             let _ = file.unlock();
         }
     }
@@ -127,8 +169,10 @@ mod tests {
         // A replica that saw term 7 gets a term above it.
         assert_eq!(b.try_acquire("tcp://b", 7).unwrap(), Some(8));
         assert_eq!(a.try_acquire("tcp://a", 0).unwrap(), None);
-        // Dropping the holder (its process dying) frees the lock.
+        // Dropping the holder (its process dying) frees the lock; the record still names it.
+        assert_eq!(a.holder().unwrap(), (8, Some("tcp://b".into())));
         drop(b);
+        assert_eq!(a.holder().unwrap(), (8, None));
         assert_eq!(a.try_acquire("tcp://a", 0).unwrap(), Some(9));
     }
 }

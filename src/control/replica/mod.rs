@@ -11,6 +11,8 @@
 //! before anything depends on them, and releases each reply once `released` covers the batch
 //! it depends on (with [`AckMode::Replica`], once a passive holds that batch too).
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod lock;
 #[cfg(test)]
 mod tests;
@@ -29,8 +31,14 @@ use super::{Change, Controller};
 pub const HISTORY: usize = 16_384;
 /// Batches one follow answer carries at most.
 const MAX_BATCHES: usize = 4096;
-/// A passive not heard from for this long no longer counts for acknowledgements or status.
+/// A passive not heard from for this long no longer counts for acknowledgements or status
+/// (plus the lock's lapse, see [`Node::set_lock_lapse`]).
 pub const FOLLOWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest a follow ask is held (the server's `PARK`): a passive in sync hears from the
+/// active at least this often.
+const PARK_BOUND: Duration = Duration::from_millis(200);
+/// Margin between a passive's own idea of being in sync and the active's idea of it.
+const SYNC_MARGIN: Duration = Duration::from_millis(100);
 
 /// When a write's reply may go out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,8 +46,9 @@ pub enum AckMode {
     /// Once the active's own log holds it (fsynced).
     #[default]
     Local,
-    /// Once the active's log and at least one live passive's log hold it. With no live
-    /// passive, as `Local` (the active keeps serving; `cluster.status` shows no follower).
+    /// Once the active's log and the log of every live passive (heard from within the
+    /// follower timeout) hold it. With no live passive, as `Local` (the active keeps
+    /// serving; `cluster.status` shows no follower).
     Replica,
 }
 
@@ -101,6 +110,12 @@ pub struct Node {
     active: Option<String>,
     /// The highest term seen from anyone.
     known_term: u64,
+    /// How long a silent passive still counts as live (for acknowledgements).
+    follower_timeout: Duration,
+    /// When this replica (a passive) last applied an answer from the active.
+    synced_at: Option<Instant>,
+    /// Since when this replica has wanted the lock while out of sync.
+    stale_since: Option<Instant>,
 }
 
 impl Node {
@@ -120,7 +135,48 @@ impl Node {
             followers: BTreeMap::new(),
             active: None,
             known_term: term,
+            follower_timeout: FOLLOWER_TIMEOUT,
+            synced_at: None,
+            stale_since: None,
         }
+    }
+
+    /// How long after its holder dies the lock can be free (a file lock: at once; an etcd
+    /// lease: its TTL, twice over, as a new etcd leader renews every lease once). A passive
+    /// counts as live for that long more, so one that was in sync when the active died is
+    /// still in sync, by the active's reckoning, when the lock comes free.
+    pub fn set_lock_lapse(&mut self, lapse: Duration) {
+        self.follower_timeout = FOLLOWER_TIMEOUT + lapse;
+    }
+
+    /// Whether this passive may try the lock now (`lock_term`: the last term the lock
+    /// recorded; `free`: nobody holds it). Acknowledged writes are on the active and on every passive it counted as
+    /// live (`released`), and a passive whose last answer from the active is more recent than
+    /// `follower_timeout - PARK - margin` was counted live by then: such a passive, taking
+    /// over, holds every acknowledged write, so it campaigns at once. So does any replica of
+    /// a set whose lock was never held (nothing to lose). Any other (restarted, or cut off
+    /// from the active for a while) waits `2 * follower_timeout` first, giving one in sync the
+    /// lock; after that it takes over with what it has (availability after a disaster:
+    /// writes acknowledged while it was away are then on the old active's disk only, see
+    /// the README's runbook).
+    pub fn may_campaign(&mut self, now: Instant, lock_term: u64, free: bool) -> bool {
+        if self.role != Role::Passive || !free {
+            // Only time with the lock free counts as waiting.
+            self.stale_since = None;
+            return false;
+        }
+        let window = self
+            .follower_timeout
+            .saturating_sub(PARK_BOUND + SYNC_MARGIN);
+        let in_sync = self
+            .synced_at
+            .is_some_and(|t| now.saturating_duration_since(t) < window);
+        if lock_term == 0 || in_sync {
+            self.stale_since = None;
+            return true;
+        }
+        let since = *self.stale_since.get_or_insert(now);
+        now.saturating_duration_since(since) >= 2 * self.follower_timeout
     }
 
     pub fn role(&self) -> Role {
@@ -171,6 +227,8 @@ impl Node {
         self.role = Role::Active;
         self.active = Some(self.endpoint.clone());
         self.followers.clear();
+        self.synced_at = None;
+        self.stale_since = None;
         self.commit()
     }
 
@@ -200,9 +258,10 @@ impl Node {
     }
 
     fn live_followers(&self, now: Instant) -> impl Iterator<Item = &Follower> {
+        let timeout = self.follower_timeout;
         self.followers
             .values()
-            .filter(move |f| now.saturating_duration_since(f.seen) < FOLLOWER_TIMEOUT)
+            .filter(move |f| now.saturating_duration_since(f.seen) < timeout)
     }
 
     /// Serves one request.
@@ -433,6 +492,7 @@ impl Node {
             out.push(Persist::Append(b));
         }
         self.controller.apply_live(now, &answer.live);
+        self.synced_at = Some(now);
         Ok(out)
     }
 
@@ -475,15 +535,16 @@ impl Node {
     }
 
     /// Replies depending on batches up to this one may go out (given they are in our own
-    /// log): all of ours with `AckMode::Local` or no live passive, else the most any live
-    /// passive acknowledged.
+    /// log): all of ours with `AckMode::Local` or no live passive, else what every live
+    /// passive acknowledged (so whichever passive in sync takes over holds it, see
+    /// `may_campaign`).
     pub fn released(&self, now: Instant) -> u64 {
         match self.ack {
             AckMode::Local => self.seq,
             AckMode::Replica => self
                 .live_followers(now)
                 .map(|f| f.acked)
-                .max()
+                .min()
                 .unwrap_or(self.seq),
         }
     }

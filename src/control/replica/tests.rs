@@ -1,6 +1,7 @@
 //! Replicas without sockets: a passive follows the active batch by batch and holds the same
 //! state; it serves reads and refuses writes naming the active; replies wait for a passive's
-//! acknowledgement in `Replica` mode; a take-over needs a higher term, and an old active or
+//! acknowledgement in `Replica` mode (every live passive's); only a passive in sync campaigns
+//! at once; a take-over needs a higher term, and an old active or
 //! its answers are fenced by it; a passive whose history diverged is sent a snapshot.
 
 use std::time::{Duration, Instant};
@@ -104,6 +105,69 @@ fn with_replica_acks_a_reply_waits_for_a_live_passive() {
         a.seq(),
         "the passive went silent: local again"
     );
+}
+
+#[test]
+fn with_replica_acks_a_reply_waits_for_every_live_passive() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Replica);
+    let mut p = node("tcp://p", AckMode::Replica);
+    let mut q = node("tcp://q", AckMode::Replica);
+    a.take_over(now, 1).unwrap();
+    for _ in 0..2 {
+        follow(&mut a, &mut p, now);
+        follow(&mut a, &mut q, now);
+    }
+    reply(&mut a, now, scene("s")).unwrap();
+    a.commit().unwrap();
+    follow(&mut a, &mut p, now);
+    follow(&mut a, &mut p, now);
+    assert!(
+        a.released(now) < a.seq(),
+        "p holds it, q does not yet: whichever takes over must hold it"
+    );
+    follow(&mut a, &mut q, now);
+    follow(&mut a, &mut q, now);
+    assert_eq!(a.released(now), a.seq());
+}
+
+#[test]
+fn only_a_passive_in_sync_campaigns_at_once_and_a_stale_one_waits_while_the_lock_is_free() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Local);
+    let mut p = node("tcp://p", AckMode::Local);
+    let mut fresh = node("tcp://f", AckMode::Local);
+    assert!(
+        p.may_campaign(now, 0, true),
+        "a lock never held: nothing to lose"
+    );
+    assert!(!p.may_campaign(now, 0, false), "held by someone else");
+    a.take_over(now, 1).unwrap();
+    follow(&mut a, &mut fresh, now);
+    // The active dies; `fresh` followed it until then, `p` never did (restarted, or cut off).
+    let freed = now + Duration::from_millis(300);
+    assert!(fresh.may_campaign(freed, 1, true), "in sync: at once");
+    assert!(!p.may_campaign(freed, 1, true), "out of sync: waits");
+    let wait = 2 * FOLLOWER_TIMEOUT;
+    assert!(!p.may_campaign(freed + wait / 2, 1, true));
+    // Time with the lock held by someone does not count as waiting.
+    assert!(!p.may_campaign(freed + wait / 2, 1, false));
+    assert!(
+        !p.may_campaign(freed + wait, 1, true),
+        "the wait starts again"
+    );
+    assert!(
+        p.may_campaign(freed + 2 * wait, 1, true),
+        "then it takes what it has"
+    );
+    // The in-sync window ends before the active would stop counting it live.
+    let late = now + FOLLOWER_TIMEOUT;
+    assert!(!fresh.may_campaign(late, 1, true));
+    // An etcd lease outlives its holder: the windows grow with the lock's lapse.
+    let mut slow = node("tcp://s", AckMode::Local);
+    slow.set_lock_lapse(Duration::from_secs(4));
+    follow(&mut a, &mut slow, now);
+    assert!(slow.may_campaign(now + Duration::from_secs(4), 1, true));
 }
 
 /// An active under term 1 and a passive that followed it, then one more write on the active

@@ -66,6 +66,10 @@ impl Server {
         stop: Arc<AtomicBool>,
         leave: Arc<AtomicBool>,
     ) -> Server {
+        let mut node = node;
+        if let Some(lock) = &options.lock {
+            node.set_lock_lapse(lock.lapse());
+        }
         let config = node.controller().config();
         let now = Instant::now();
         Server {
@@ -373,29 +377,51 @@ impl Server {
                 }
             }
             Role::Passive if leaving => return true,
-            Role::Passive => match lock.try_acquire(self.node.endpoint(), self.node.known_term()) {
-                Ok(Some(term)) => {
-                    self.follow.drop_socket();
-                    let batch = self.node.take_over(now, term);
-                    if batch.is_none() {
-                        lock.release();
+            Role::Passive => {
+                let (term, holder) = match lock.holder() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("zonecast controller: {e}");
                         return false;
                     }
-                    if let Err(e) = self.persist(batch) {
-                        eprintln!("zonecast controller: stopping: {e}");
-                        return true;
-                    }
-                    eprintln!(
-                        "zonecast controller: active under term {term} (batch {})",
-                        self.node.seq()
-                    );
+                };
+                // Ours: won by the lock's own thread (etcd), not yet taken.
+                let free = holder.as_deref().is_none_or(|h| h == self.node.endpoint());
+                if self.node.may_campaign(now, term, free) {
+                    return self.campaign(now);
+                } else {
+                    self.node.learn_active(term, holder);
                 }
-                Ok(None) => match lock.holder() {
-                    Ok((term, endpoint)) => self.node.learn_active(term, endpoint),
-                    Err(e) => eprintln!("zonecast controller: {e}"),
-                },
-                Err(e) => eprintln!("zonecast controller: {e}"),
-            },
+            }
+        }
+        false
+    }
+
+    /// Tries the lock (a passive allowed to) and takes over if it gets it. Returns true when
+    /// the server is to stop.
+    fn campaign(&mut self, now: Instant) -> bool {
+        let Some(lock) = self.lock.as_mut() else {
+            return false;
+        };
+        match lock.try_acquire(self.node.endpoint(), self.node.known_term()) {
+            Ok(Some(term)) => {
+                self.follow.drop_socket();
+                let batch = self.node.take_over(now, term);
+                if batch.is_none() {
+                    lock.release();
+                    return false;
+                }
+                if let Err(e) = self.persist(batch) {
+                    eprintln!("zonecast controller: stopping: {e}");
+                    return true;
+                }
+                eprintln!(
+                    "zonecast controller: active under term {term} (batch {})",
+                    self.node.seq()
+                );
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("zonecast controller: {e}"),
         }
         false
     }
