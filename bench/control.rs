@@ -3,7 +3,11 @@
 //! cluster sends most (`pair.heartbeat`, 20 per second per pair), through the lazy-pirate REQ
 //! client pairs use. Three servers on loopback, each measured the same way:
 //! **echo**: a bare libzmq ROUTER that answers every request with a fixed reply (the floor:
-//! ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ.
+//! ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ;
+//! **durable**: the controller with a data directory (heartbeats write nothing: the same cost
+//! as plain is expected). Then writes (`device.register`, one new device with its session key
+//! each) from the same clients, in memory against fsynced to a data directory (group commit:
+//! one fsync per burst of requests), in the same run.
 //!
 //! Usage: cargo bench --bench control -- [--requests 5000] [--clients 4] [--secs 3] [--report]
 //!   (`--report` also writes docs/bench/control.md, included in docs/BENCHMARKS.md)
@@ -88,14 +92,24 @@ fn echo() -> Target {
 
 /// The controller with one registered pair, whose heartbeat is the request.
 fn controller(encrypted: bool) -> Target {
+    controller_in(encrypted, None)
+}
+
+/// A controller (CURVE or plain), its state in `data_dir` or in memory.
+fn controller_in(encrypted: bool, data_dir: Option<std::path::PathBuf>) -> Target {
     let key = encrypted.then(KeyPair::generate);
     let public = key.as_ref().map(KeyPair::public);
     let mut config = Config::new(TOKEN);
     // Heartbeats from several threads at full speed: no pair is declared dead meanwhile.
     config.dead_after = Duration::from_secs(60);
     config.encrypted = encrypted;
+    // Registrations at full speed from one address, into one scene.
+    config.register.per_sec = 1e9;
+    config.register.burst = u32::MAX;
+    config.max_devices_per_scene = usize::MAX;
     let options = ServerOptions {
         curve: key.map_or(Curve::Off, Curve::Server),
+        data_dir,
         ..ServerOptions::default()
     };
     let server = ControllerServer::start("tcp://127.0.0.1:0", config, options).expect("start");
@@ -123,6 +137,18 @@ fn controller(encrypted: bool) -> Target {
         _controller: Some(server),
         _echo: None,
     }
+}
+
+/// The same controller, measured with `device.register` instead of heartbeats.
+fn registrations(mut t: Target) -> Target {
+    let mut c = client(&t);
+    let scene = c
+        .request(&json!({"op": "scene.create", "token": TOKEN, "name": "bench", "region": "r"}))
+        .expect("scene")["scene"]["id"]
+        .as_u64()
+        .expect("scene id");
+    t.request = json!({"op": "device.register", "scene": scene});
+    t
 }
 
 fn client(t: &Target) -> ControlClient {
@@ -176,23 +202,39 @@ fn throughput(t: &Target, clients: usize, secs: f64) -> f64 {
     done as f64 / secs
 }
 
+/// How one row's server is made.
+type Make<'a> = Box<dyn Fn() -> Target + 'a>;
+
 fn main() {
     let n = arg("--requests", 5000.0) as u64;
     let clients = arg("--clients", 4.0) as usize;
     let secs = arg("--secs", 3.0);
     println!("control plane: {n} round trips from one client; {clients} clients for {secs} s");
     let mut rows = Vec::new();
-    for (name, make) in [
-        ("echo", echo as fn() -> Target),
-        ("plain", || controller(false)),
-        ("curve", || controller(true)),
-    ] {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = |name: &str| Some(dir.path().join(name));
+    let targets: [(&str, Make); 6] = [
+        ("echo", Box::new(echo)),
+        ("plain", Box::new(|| controller(false))),
+        ("curve", Box::new(|| controller(true))),
+        ("durable", Box::new(|| controller_in(false, data("hb")))),
+        (
+            "register, memory",
+            Box::new(|| registrations(controller(false))),
+        ),
+        (
+            "register, fsync",
+            Box::new(|| registrations(controller_in(false, data("reg")))),
+        ),
+    ];
+    for (name, make) in &targets {
+        let name = *name;
         let t = make();
         let h = latency(&t, n);
         let rps = throughput(&t, clients, secs);
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "  {name:>6}: p50 {:>7.1}us  p99 {:>7.1}us  p99.9 {:>8.1}us  {rps:>8.0} req/s ({clients} clients)",
+            "  {name:>16}: p50 {:>7.1}us  p99 {:>7.1}us  p99.9 {:>8.1}us  {rps:>8.0} req/s ({clients} clients)",
             us(0.5),
             us(0.99),
             us(0.999)
@@ -201,6 +243,13 @@ fn main() {
     }
     let plain = rows[1];
     let curve = rows[2];
+    let (memory, fsync) = (rows[4], rows[5]);
+    println!(
+        "  registrations fsynced vs in memory: p50 x{:.2}, p99 x{:.2}, throughput x{:.2}",
+        fsync.1 / memory.1,
+        fsync.2 / memory.2,
+        fsync.4 / memory.4
+    );
     println!(
         "  curve vs plain: p50 x{:.2}, p99 x{:.2}, throughput x{:.2}",
         curve.1 / plain.1,
@@ -208,7 +257,7 @@ fn main() {
         curve.4 / plain.4
     );
     let mut md = format!(
-        "## Control plane\n\n`cargo bench --bench control -- --requests {n} --clients {clients} --secs {secs} --report`: `pair.heartbeat` round trips through the lazy-pirate REQ client pairs use, on loopback, all servers in the same run. **echo**: a bare libzmq ROUTER with a fixed reply (ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ. Latency: one client, back to back; throughput: {clients} clients in parallel (client and controller threads share the machine's cores).\n\n| server | p50 | p99 | p99.9 | requests/s |\n|--------|----:|----:|------:|-----------:|\n"
+        "## Control plane\n\n`cargo bench --bench control -- --requests {n} --clients {clients} --secs {secs} --report`: `pair.heartbeat` round trips through the lazy-pirate REQ client pairs use, on loopback, all servers in the same run. **echo**: a bare libzmq ROUTER with a fixed reply (ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ; **durable**: the controller with a data directory. **register** rows: `device.register` (a write: a new device and session key each) in memory and fsynced to a data directory (group commit). Latency: one client, back to back; throughput: {clients} clients in parallel (client and controller threads share the machine's cores).\n\n| server | p50 | p99 | p99.9 | requests/s |\n|--------|----:|----:|------:|-----------:|\n"
     );
     for (name, p50, p99, p999, rps) in &rows {
         md += &format!("| {name} | {p50:.1} µs | {p99:.1} µs | {p999:.1} µs | {rps:.0} |\n");
@@ -218,6 +267,14 @@ fn main() {
         curve.1 / plain.1,
         curve.2 / plain.2,
         curve.4 / plain.4
+    );
+    md += &format!(
+        "Registrations fsynced to the data directory cost x{:.2} at p50, x{:.2} at p99 and x{:.2} in throughput against memory only; {:.0} heartbeats/s with a data directory, the controller's one thread serving {clients} clients on this 2-core machine ({:.0} pairs at 20 Hz).\n",
+        fsync.1 / memory.1,
+        fsync.2 / memory.2,
+        fsync.4 / memory.4,
+        rows[3].4,
+        rows[3].4 / 20.0
     );
     if std::env::args().any(|a| a == "--report") {
         std::fs::create_dir_all("docs/bench").expect("docs/bench");

@@ -10,12 +10,14 @@
 //!   cargo test --test sim                           # the default seeds (also in scripts/test)
 //!   cargo test --test sim -- --seed 42 --verbose    # replay one seed, every step printed
 //!   cargo test --release --test sim -- --seeds 100000 --first 1   # a long run
+//!   cargo test --test sim -- --seeds 200 --replicas  # also the controller replica set
 
 mod check;
 mod device;
 mod net;
 mod nodes;
 mod pair;
+mod replicas;
 mod world;
 
 use std::time::Instant;
@@ -41,6 +43,9 @@ fn main() {
         return;
     }
     let verbose = args.iter().any(|a| a == "--verbose");
+    // The controller replica set (replicas.rs): not yet in the default run, as it still
+    // finds acknowledged writes lost by a stale replica's fallback take-over (see its doc).
+    let with_replicas = args.iter().any(|a| a == "--replicas");
     let (first, count) = match value("--seed") {
         Some(seed) => (seed, 1),
         None => (
@@ -52,6 +57,7 @@ fn main() {
     let started = Instant::now();
     let mut failed = Vec::new();
     let mut total = world::Outcome::default();
+    let mut replica_total = replicas::Outcome::default();
     for seed in first..first + count {
         match world::run(seed, &options) {
             Ok(o) => {
@@ -65,6 +71,21 @@ fn main() {
             }
             Err(violation) => {
                 println!("seed {seed}: VIOLATION: {violation}");
+                println!("  replay: cargo test --test sim -- --seed {seed} --verbose");
+                failed.push(seed);
+            }
+        }
+        if !with_replicas {
+            continue;
+        }
+        match replicas::run(seed, verbose) {
+            Ok(o) => {
+                replica_total.takeovers += o.takeovers;
+                replica_total.acked += o.acked;
+                replica_total.faults += o.faults;
+            }
+            Err(violation) => {
+                println!("seed {seed}: controller replicas: VIOLATION: {violation}");
                 println!("  replay: cargo test --test sim -- --seed {seed} --verbose");
                 failed.push(seed);
             }
@@ -83,6 +104,12 @@ fn main() {
         total.handovers,
         total.rehome_checks,
     );
+    if with_replicas {
+        println!(
+            "sim: controller replicas: {} take-overs, {} acknowledged writes, {} faults (kill -9, isolation, step-down)",
+            replica_total.takeovers, replica_total.acked, replica_total.faults
+        );
+    }
     if !failed.is_empty() {
         std::process::exit(1);
     }

@@ -398,7 +398,7 @@ impl Worker {
             return Ok(());
         };
         let still = self.shared.lock().map(|s| s.valid_until).unwrap_or(None);
-        if !still.is_some_and(|u| now < u) {
+        if still.is_none_or(|u| now >= u) {
             // Expired here (or released): never revive it; etcd lets it go on its own.
             let id = held.id;
             self.lease = None;

@@ -239,6 +239,14 @@ impl Node {
         }
     }
 
+    /// A leaving active lets go: it follows whoever takes the lock next, and it holds
+    /// everything it wrote, so it counts as in sync (it may take the lock back if no other
+    /// replica in sync does).
+    pub fn release_lead(&mut self, now: Instant) {
+        self.become_passive();
+        self.synced_at = Some(now);
+    }
+
     /// Follows whoever holds the lock next (after a hand-over, or when fenced).
     pub fn become_passive(&mut self) {
         self.role = Role::Passive;

@@ -10,7 +10,7 @@ use crate::control::protocol::{FollowAnswer, Request};
 use crate::net::zeromq::{self, Curve, Limits};
 
 /// An ask with no answer for this long is given up.
-pub const FOLLOW_TIMEOUT: Duration = Duration::from_secs(2);
+pub const FOLLOW_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A follow answer may carry the whole state (a snapshot).
 const LIMITS: Limits = Limits {

@@ -360,10 +360,11 @@ impl Server {
                 if self.node.caught_up(now) || now >= by {
                     lock.release();
                     self.leave_by = None;
-                    self.node.become_passive();
+                    self.node.release_lead(now);
                     eprintln!("zonecast controller: released the lock; now passive");
-                    // Give the others the first go at the lock.
-                    self.next_lock = now + Duration::from_secs(1);
+                    // Give the others the first go at the lock (while this one still
+                    // counts as in sync, so it can take it back if nobody in sync does).
+                    self.next_lock = now + Duration::from_millis(300);
                     return leaving;
                 }
             }
