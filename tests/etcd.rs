@@ -115,6 +115,44 @@ fn create_scene(c: &mut ControlClient, name: &str) -> Result<Value, RequestError
     c.request(&json!({"op": "scene.create", "token": TOKEN, "name": name, "region": "r"}))
 }
 
+/// What a test's replica set serves once one of them is active: a scene, a pair of every
+/// replica and two devices in the scene (their relaying is what the tests watch). Destructure it whole, without `..`: a field left out
+/// would be dropped at once (the pair process killed).
+struct Serving {
+    active: usize,
+    term: u64,
+    writes: ControlClient,
+    _pair: PairProcess,
+    a: zonecast::client::Device,
+    b: zonecast::client::Device,
+    before: Facts,
+}
+
+/// Waits for the active among `ctl` (bound at `endpoints`), then sets up what it serves.
+fn serving(ctl: &[ControllerProcess], endpoints: &[String]) -> Serving {
+    let (active, term) = wait_one_active(endpoints);
+    let all = endpoints.join(",");
+    let mut writes = client(&all);
+    let scene = create_scene(&mut writes, "arena").unwrap()["scene"]["id"]
+        .as_u64()
+        .unwrap() as u32;
+    // The pair and devices live in the test's namespace and reach every replica.
+    let pair = patient_pair(&all);
+    ctl[active].wait_live_pairs("r", 1);
+    let a = ctl[active].device(scene);
+    let b = ctl[active].device(scene);
+    let before = facts(&ctl[active].status());
+    Serving {
+        active,
+        term,
+        writes,
+        _pair: pair,
+        a,
+        b,
+        before,
+    }
+}
+
 #[test]
 fn the_etcd_lease_hands_over_on_kill_and_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -136,17 +174,15 @@ fn the_etcd_lease_hands_over_on_kill_and_on_sigterm() {
         replica(&endpoints[i], &data, &["--lock", &lock])
     };
     let mut ctl = [start(0), start(1)];
-    let (first, term) = wait_one_active(&endpoints);
-    let both = endpoints.join(",");
-    let mut writes = client(&both);
-    let scene = create_scene(&mut writes, "arena").unwrap()["scene"]["id"]
-        .as_u64()
-        .unwrap() as u32;
-    let _pair = patient_pair(&both);
-    ctl[first].wait_live_pairs("r", 1);
-    let mut a = ctl[first].device(scene);
-    let mut b = ctl[first].device(scene);
-    let before = facts(&ctl[first].status());
+    let Serving {
+        active: first,
+        term,
+        mut writes,
+        _pair,
+        mut a,
+        mut b,
+        before,
+    } = serving(&ctl, &endpoints);
 
     // kill -9: the lease lapses (2 s), the other replica takes over under a higher term.
     signal(&mut ctl[first], libc::SIGKILL);
@@ -229,18 +265,15 @@ fn a_partitioned_active_stops_deciding_and_another_host_takes_over() {
             ControllerProcess::launch_with(zonecast, &args, Mode::Plain)
         })
         .collect();
-    let (old, term) = wait_one_active(&endpoints);
-    let all = endpoints.join(",");
-    let mut writes = client(&all);
-    let scene = create_scene(&mut writes, "arena").unwrap()["scene"]["id"]
-        .as_u64()
-        .unwrap() as u32;
-    // The pair and devices live in the test's namespace and reach every replica.
-    let _pair = patient_pair(&all);
-    ctl[old].wait_live_pairs("r", 1);
-    let mut a = ctl[old].device(scene);
-    let mut b = ctl[old].device(scene);
-    let before = facts(&ctl[old].status());
+    let Serving {
+        active: old,
+        term,
+        mut writes,
+        _pair,
+        mut a,
+        mut b,
+        before,
+    } = serving(&ctl, &endpoints);
 
     hosts.isolate(old);
     // Cut off from etcd's quorum, the old active cannot renew its lease: it stops deciding.

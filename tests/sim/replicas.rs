@@ -35,10 +35,11 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zonecast::control::limits::Source;
 use zonecast::control::protocol::{ErrorCode, FollowAnswer};
-use zonecast::control::random::Random;
 use zonecast::control::replica::{AckMode, Node, Persist, Role, Served};
 use zonecast::control::store::{Batch, Snapshot};
 use zonecast::control::{Config, ControlError, Controller, Load, Reply, Request};
+
+use crate::world::SeededRandom;
 
 const N: usize = 3;
 const TOKEN: &str = "sim";
@@ -58,14 +59,6 @@ pub struct Outcome {
     pub takeovers: u64,
     pub acked: u64,
     pub faults: u64,
-}
-
-struct SeededRandom(ChaCha8Rng);
-
-impl Random for SeededRandom {
-    fn fill(&mut self, out: &mut [u8]) {
-        self.0.fill_bytes(out);
-    }
 }
 
 #[derive(Default, Clone)]

@@ -50,7 +50,7 @@ pub struct Outcome {
 }
 
 /// The controller's randomness, from the seed.
-struct SeededRandom(ChaCha8Rng);
+pub struct SeededRandom(pub ChaCha8Rng);
 
 impl Random for SeededRandom {
     fn fill(&mut self, out: &mut [u8]) {

@@ -135,7 +135,7 @@ impl EtcdLock {
             client: None,
             endpoint: 0,
             lease: None,
-            logged: String::new(),
+            outage: false,
         };
         std::thread::Builder::new()
             .name("zc-etcd-lock".into())
@@ -201,11 +201,11 @@ impl Drop for EtcdLock {
     }
 }
 
-/// A lease this replica holds, and its keep-alive stream.
+/// A lease this replica holds, and its keep-alive stream (opened on the current client when
+/// first needed, and again after an error: the client may have moved to another member).
 struct Held {
     id: i64,
-    keeper: LeaseKeeper,
-    stream: LeaseKeepAliveStream,
+    stream: Option<(LeaseKeeper, LeaseKeepAliveStream)>,
     next_keepalive: Instant,
 }
 
@@ -218,8 +218,8 @@ struct Worker {
     /// The etcd member the client talks to (the next one after an error).
     endpoint: usize,
     lease: Option<Held>,
-    /// The error that started the current outage (empty: none).
-    logged: String,
+    /// In an outage: its first error was logged, the rest are not until it is over.
+    outage: bool,
 }
 
 impl Worker {
@@ -238,16 +238,15 @@ impl Worker {
             let result = self.step().await;
             match result {
                 Ok(()) => {
-                    if !self.logged.is_empty() {
+                    if self.outage {
                         eprintln!("zonecast controller: etcd lock: reachable again");
-                        self.logged.clear();
+                        self.outage = false;
                     }
                 }
                 Err(e) => {
-                    // The first error of an outage is logged; the rest until it is over.
-                    if self.logged.is_empty() {
+                    if !self.outage {
                         eprintln!("zonecast controller: etcd lock: {e}");
-                        self.logged = e;
+                        self.outage = true;
                     }
                     // Next time, a new connection to the next member.
                     self.client = None;
@@ -367,20 +366,11 @@ impl Worker {
             self.revoke(id).await;
             return Ok(());
         }
-        let client = self.client().await?;
-        let (keeper, stream) = match within(deadline, client.lease_keep_alive(id)).await {
-            Ok(k) => k,
-            Err(e) => {
-                self.revoke(id).await;
-                return Err(e);
-            }
-        };
         // etcd may raise a short TTL to its floor, never lower it: count on the smaller.
         let granted = Duration::from_secs(grant.ttl().max(1) as u64).min(ttl);
         self.lease = Some(Held {
             id,
-            keeper,
-            stream,
+            stream: None,
             next_keepalive: sent + ttl / 3,
         });
         let mut s = self.shared();
@@ -391,28 +381,46 @@ impl Worker {
     }
 
     async fn keep_alive(&mut self) -> Result<(), String> {
-        let ttl = self.url.ttl;
-        let deadline = self.deadline;
         let now = Instant::now();
-        let Some(held) = self.lease.as_mut() else {
+        let still = self.shared().valid_until;
+        let Some(mut held) = self.lease.take() else {
             return Ok(());
         };
-        let still = self.shared.lock().map(|s| s.valid_until).unwrap_or(None);
         if still.is_none_or(|u| now >= u) {
             // Expired here (or released): never revive it; etcd lets it go on its own.
-            let id = held.id;
-            self.lease = None;
             self.shared().valid_until = None;
-            self.revoke(id).await;
+            self.revoke(held.id).await;
             return Ok(());
         }
-        if now < held.next_keepalive {
-            return Ok(());
+        let result = if now < held.next_keepalive {
+            Ok(())
+        } else {
+            self.renew(&mut held).await
+        };
+        if result.is_ok() || held.stream.is_none() {
+            // Kept (or to be retried next round with a fresh stream).
+            self.lease = Some(held);
         }
+        result
+    }
+
+    /// One keep-alive round trip. On success the holder's validity moves on; on TTL 0 the
+    /// lease is gone (the caller drops it); on an error the stream is dropped, to be opened
+    /// again next round.
+    async fn renew(&mut self, held: &mut Held) -> Result<(), String> {
+        let ttl = self.url.ttl;
+        let deadline = self.deadline;
+        if held.stream.is_none() {
+            let client = self.client().await?;
+            held.stream = Some(within(deadline, client.lease_keep_alive(held.id)).await?);
+        }
+        let Some((keeper, stream)) = held.stream.as_mut() else {
+            return Err("no keep-alive stream".into());
+        };
         let sent = Instant::now();
         let answer = within(deadline, async {
-            held.keeper.keep_alive().await?;
-            held.stream.message().await
+            keeper.keep_alive().await?;
+            stream.message().await
         })
         .await;
         match answer {
@@ -427,20 +435,11 @@ impl Worker {
             }
             Ok(_) => {
                 // TTL 0 or the stream closed: the lease is gone.
-                self.lease = None;
                 self.shared().valid_until = None;
                 Err("the lease expired".into())
             }
             Err(e) => {
-                // The stream may be broken: open a new one for the same lease next time.
-                if let Some(client) = self.client.as_mut() {
-                    if let Ok(Ok((k, s))) =
-                        tokio::time::timeout(deadline, client.lease_keep_alive(held.id)).await
-                    {
-                        held.keeper = k;
-                        held.stream = s;
-                    }
-                }
+                held.stream = None;
                 Err(format!("keep-alive: {e}"))
             }
         }

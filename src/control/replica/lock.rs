@@ -76,6 +76,18 @@ impl FileLock {
             .open(&self.path)
             .map_err(|e| format!("lock {}: {e}", self.path.display()))
     }
+
+    /// The lock file, locked by us, or `None` while another process holds it.
+    fn try_lock(&self) -> Result<Option<File>, String> {
+        let file = self.open()?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(format!("lock {}: {e}", self.path.display()))
+            }
+        }
+    }
 }
 
 /// `TERM ENDPOINT` (or `TERM -`).
@@ -95,14 +107,9 @@ fn record(file: &mut File, term: u64, endpoint: &str) -> std::io::Result<()> {
 
 impl Lock for FileLock {
     fn try_acquire(&mut self, endpoint: &str, min_term: u64) -> Result<Option<u64>, String> {
-        let mut file = self.open()?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("lock {}: {e}", self.path.display()))
-            }
-        }
+        let Some(mut file) = self.try_lock()? else {
+            return Ok(None);
+        };
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
         let term = parse_record(&text).0.max(min_term) + 1;
@@ -118,17 +125,14 @@ impl Lock for FileLock {
         if self.held.is_some() {
             return Ok((term, endpoint));
         }
-        // The record outlives a holder killed by a signal: a probe of the lock tells.
-        let file = self.open()?;
-        match file.try_lock() {
-            Ok(()) => {
+        // The record outlives a holder killed by a signal: a probe of the lock tells (held
+        // for an instant; a replica trying the lock meanwhile tries again on its next round).
+        match self.try_lock()? {
+            Some(file) => {
                 let _ = file.unlock();
                 Ok((term, None))
             }
-            Err(std::fs::TryLockError::WouldBlock) => Ok((term, endpoint)),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(format!("lock {}: {e}", self.path.display()))
-            }
+            None => Ok((term, endpoint)),
         }
     }
 

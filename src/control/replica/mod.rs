@@ -34,9 +34,10 @@ const MAX_BATCHES: usize = 4096;
 /// A passive not heard from for this long no longer counts for acknowledgements or status
 /// (plus the lock's lapse, see [`Node::set_lock_lapse`]).
 pub const FOLLOWER_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest a follow ask is held (the server's `PARK`): a passive in sync hears from the
-/// active at least this often.
-const PARK_BOUND: Duration = Duration::from_millis(200);
+/// A follow ask the active holds this long at most when it has nothing new (the passive
+/// learns the active is alive, and gets the pairs' soft state): a passive in sync hears
+/// from the active at least this often.
+pub const PARK: Duration = Duration::from_millis(200);
 /// Margin between a passive's own idea of being in sync and the active's idea of it.
 const SYNC_MARGIN: Duration = Duration::from_millis(100);
 
@@ -150,10 +151,11 @@ impl Node {
     }
 
     /// Whether this passive may try the lock now (`lock_term`: the last term the lock
-    /// recorded; `free`: nobody holds it). Acknowledged writes are on the active and on every passive it counted as
-    /// live (`released`), and a passive whose last answer from the active is more recent than
-    /// `follower_timeout - PARK - margin` was counted live by then: such a passive, taking
-    /// over, holds every acknowledged write, so it campaigns at once. So does any replica of
+    /// recorded; `free`: nobody holds it). Acknowledged writes are on the active and on
+    /// every passive it counted as live (`released`), and a passive whose last answer from
+    /// the active is more recent than `follower_timeout - PARK - margin` was counted live by
+    /// then: such a passive, taking over, holds every acknowledged write, so it campaigns at
+    /// once. So does any replica of
     /// a set whose lock was never held (nothing to lose). Any other (restarted, or cut off
     /// from the active for a while) waits `2 * follower_timeout` first, giving one in sync the
     /// lock; after that it takes over with what it has (availability after a disaster:
@@ -165,9 +167,7 @@ impl Node {
             self.stale_since = None;
             return false;
         }
-        let window = self
-            .follower_timeout
-            .saturating_sub(PARK_BOUND + SYNC_MARGIN);
+        let window = self.follower_timeout.saturating_sub(PARK + SYNC_MARGIN);
         let in_sync = self
             .synced_at
             .is_some_and(|t| now.saturating_duration_since(t) < window);

@@ -46,9 +46,7 @@ pub const MAX_ENVELOPE_BYTES: usize = 256;
 /// Messages served between two looks at the clock, so ticks stay on time under a flood.
 const BURST: usize = 256;
 
-/// A follow ask the active holds this long at most when it has nothing new (the passive
-/// learns the active is alive, and gets the pairs' soft state).
-pub const PARK: Duration = Duration::from_millis(200);
+pub use super::replica::PARK;
 /// How often a passive tries the lock (and an active checks it still holds it).
 const LOCK_EVERY: Duration = Duration::from_millis(20);
 /// How long a leaving active waits for its passives to catch up before it lets go anyway.
