@@ -10,7 +10,7 @@
 //!   cargo test --test sim                           # the default seeds (also in scripts/test)
 //!   cargo test --test sim -- --seed 42 --verbose    # replay one seed, every step printed
 //!   cargo test --release --test sim -- --seeds 100000 --first 1   # a long run
-//!   cargo test --test sim -- --seeds 200 --replicas  # also the controller replica set
+//!   cargo test --test sim -- --seeds 200 --no-replicas  # without the controller replica set
 
 mod check;
 mod device;
@@ -43,9 +43,8 @@ fn main() {
         return;
     }
     let verbose = args.iter().any(|a| a == "--verbose");
-    // The controller replica set (replicas.rs): not yet in the default run, as it still
-    // finds acknowledged writes lost by a stale replica's fallback take-over (see its doc).
-    let with_replicas = args.iter().any(|a| a == "--replicas");
+    // The controller replica set (replicas.rs) runs with every seed unless left out.
+    let with_replicas = !args.iter().any(|a| a == "--no-replicas");
     let (first, count) = match value("--seed") {
         Some(seed) => (seed, 1),
         None => (

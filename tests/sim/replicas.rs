@@ -19,13 +19,14 @@
 //! - the pair keeps its identity and its scene across every hand-over;
 //! - at the end, with no faults for a while, one active and every passive caught up.
 //!
-//! Run with `--replicas` (not yet in scripts/test's default run). What it still finds, about
-//! 6 seeds in 40: (1) when no passive is in sync (one was cut off, another missed a follow
-//! answer), the stale fallback of `Node::may_campaign` lets the *least* advanced replica take
-//! the lock after its wait, and writes acknowledged by the others are lost; the fix is for a
-//! stale replica to ask its peers' (seq, term) and leave the lock to the most advanced;
-//! (2) the pair's client, bounced between replicas with no known active, can miss its death
-//! window right after a take-over.
+//! Runs with every seed (`--no-replicas` leaves it out). What it found and what changed for
+//! it: an active that lost the lock released replies held for its passives (they are now
+//! answered `not_active`, `Node::take_demotion`); a fresh active with no passive following
+//! yet acknowledged writes it alone held (it now waits up to the follower timeout for one);
+//! a passive in sync with an older term campaigned at once (in sync now means with the
+//! lock's last term); a replica holding nothing took over a set that was led, forgetting
+//! the region (it never does now), and a stale replica without the last term's batches
+//! went before one with them (it now waits twice as long).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -516,7 +517,20 @@ impl Sim {
         Ok(())
     }
 
+    /// As the server's `fail_unconfirmed`: replies waiting on batches the passives may not
+    /// hold when replica `i` stopped leading are answered `not_active`.
+    fn fail_unconfirmed(&mut self, i: usize) {
+        let r = &mut self.replicas[i];
+        let Some(held) = r.node.as_mut().and_then(Node::take_demotion) else {
+            return;
+        };
+        for p in r.pending.iter_mut().filter(|p| p.0 > held) {
+            p.4 = Err(Node::unconfirmed());
+        }
+    }
+
     fn release(&mut self, i: usize) {
+        self.fail_unconfirmed(i);
         let now = self.instant();
         let r = &mut self.replicas[i];
         let Some(node) = r.node.as_ref() else {
@@ -634,6 +648,7 @@ impl Sim {
                 let node = self.replicas[i].node.as_mut().expect("up");
                 if node.caught_up(now) || t >= by {
                     node.release_lead(now);
+                    self.fail_unconfirmed(i);
                     self.replicas[i].leave_by = None;
                     if self.lock.holder == Some(i) {
                         self.lock.holder = None;
@@ -645,7 +660,10 @@ impl Sim {
             Role::Active => {
                 if !self.held(i) {
                     self.log(|| format!("{i} lost the lock"));
-                    self.replicas[i].node.as_mut().expect("up").become_passive();
+                    let node = self.replicas[i].node.as_mut().expect("up");
+                    node.become_passive(now);
+                    self.commit(i)?;
+                    self.fail_unconfirmed(i);
                 }
             }
             Role::Passive => {

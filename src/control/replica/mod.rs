@@ -49,7 +49,8 @@ pub enum AckMode {
     Local,
     /// Once the active's log and the log of every live passive (heard from within the
     /// follower timeout) hold it. With no live passive, as `Local` (the active keeps
-    /// serving; `cluster.status` shows no follower).
+    /// serving; `cluster.status` shows no follower), except right after a take-over from a
+    /// running set (see [`Node::released`]).
     Replica,
 }
 
@@ -113,10 +114,20 @@ pub struct Node {
     known_term: u64,
     /// How long a silent passive still counts as live (for acknowledgements).
     follower_timeout: Duration,
-    /// When this replica (a passive) last applied an answer from the active.
+    /// When this replica (a passive) last applied an answer from the active, and that
+    /// active's term.
     synced_at: Option<Instant>,
+    synced_term: u64,
+    /// When this replica last took over (the active), and the batch recording it.
+    took_over: Option<(Instant, u64)>,
     /// Since when this replica has wanted the lock while out of sync.
     stale_since: Option<Instant>,
+    /// Set when this replica stops leading: the last batch every live passive held then.
+    /// Replies waiting on later batches must not claim success (see [`Node::take_demotion`]).
+    demoted: Option<u64>,
+    /// What this replica decided as the active but had not committed when it stopped
+    /// leading: its own last batch, still to persist (the next `commit` returns it).
+    tail: Option<Batch>,
 }
 
 impl Node {
@@ -138,7 +149,11 @@ impl Node {
             known_term: term,
             follower_timeout: FOLLOWER_TIMEOUT,
             synced_at: None,
+            synced_term: 0,
+            took_over: None,
             stale_since: None,
+            demoted: None,
+            tail: None,
         }
     }
 
@@ -160,7 +175,10 @@ impl Node {
     /// from the active for a while) waits `2 * follower_timeout` first, giving one in sync the
     /// lock; after that it takes over with what it has (availability after a disaster:
     /// writes acknowledged while it was away are then on the old active's disk only, see
-    /// the README's runbook).
+    /// the README's runbook). One holding batches of the lock's last term waits only
+    /// `follower_timeout`, so it goes before those that hold none; one holding nothing at
+    /// all never takes over a set that was led. Stale replicas do not compare their
+    /// progress with each other's beyond that (they do not know each other).
     pub fn may_campaign(&mut self, now: Instant, lock_term: u64, free: bool) -> bool {
         if self.role != Role::Passive || !free {
             // Only time with the lock free counts as waiting.
@@ -168,15 +186,28 @@ impl Node {
             return false;
         }
         let window = self.follower_timeout.saturating_sub(PARK + SYNC_MARGIN);
-        let in_sync = self
-            .synced_at
-            .is_some_and(|t| now.saturating_duration_since(t) < window);
+        let in_sync = self.synced_term == lock_term
+            && self
+                .synced_at
+                .is_some_and(|t| now.saturating_duration_since(t) < window);
+        if lock_term > 0 && self.seq == 0 {
+            // It holds nothing of a set that was led: taking over would forget the region.
+            // It waits for a replica that holds state (or an operator's `--restore`).
+            return false;
+        }
         if lock_term == 0 || in_sync {
             self.stale_since = None;
             return true;
         }
+        // One holding batches of the lock's last term (it led then, or followed who did)
+        // has what acknowledged writes of that term have and the others lack: it goes first.
+        let wait = if self.seq_term == lock_term {
+            self.follower_timeout
+        } else {
+            2 * self.follower_timeout
+        };
         let since = *self.stale_since.get_or_insert(now);
-        now.saturating_duration_since(since) >= 2 * self.follower_timeout
+        now.saturating_duration_since(since) >= wait
     }
 
     pub fn role(&self) -> Role {
@@ -227,9 +258,14 @@ impl Node {
         self.role = Role::Active;
         self.active = Some(self.endpoint.clone());
         self.followers.clear();
+        // One that followed an active before is one of a set: its passives get a moment to
+        // follow it before a write counts as acknowledged by it alone (see `released`).
+        let in_a_set = self.synced_at.is_some();
         self.synced_at = None;
         self.stale_since = None;
-        self.commit()
+        let batch = self.commit();
+        self.took_over = in_a_set.then_some((now, self.seq));
+        batch
     }
 
     /// Stops deciding (graceful hand-over): writes are refused from now on.
@@ -243,15 +279,35 @@ impl Node {
     /// everything it wrote, so it counts as in sync (it may take the lock back if no other
     /// replica in sync does).
     pub fn release_lead(&mut self, now: Instant) {
-        self.become_passive();
+        let term = self.term();
+        self.become_passive(now);
         self.synced_at = Some(now);
+        self.synced_term = term;
     }
 
     /// Follows whoever holds the lock next (after a hand-over, or when fenced).
-    pub fn become_passive(&mut self) {
+    pub fn become_passive(&mut self, now: Instant) {
+        if self.role != Role::Passive {
+            // Changes decided in the current burst still go to this replica's own log (its
+            // history then differs from the next active's, which sends it a snapshot).
+            if let Some(b) = self.commit() {
+                self.tail = Some(b);
+            }
+            let released = self.released(now);
+            self.demoted = Some(self.demoted.map_or(released, |d| d.min(released)));
+        }
         self.role = Role::Passive;
         self.active = None;
         self.followers.clear();
+    }
+
+    /// After this replica stopped leading: the last batch known held by every passive that
+    /// counted then. A reply waiting on a later batch must not report success (whoever
+    /// leads next may not hold that batch, and the write may vanish): the server answers
+    /// it `not_active` instead ("may not have taken effect; retry against the active").
+    /// Returns it once.
+    pub fn take_demotion(&mut self) -> Option<u64> {
+        self.demoted.take()
     }
 
     /// Whether every live passive holds everything this replica wrote (a leaving active
@@ -321,6 +377,16 @@ impl Node {
             _ => self.controller.handle_from(now, source, req),
         };
         Served::Reply(result)
+    }
+
+    /// The answer to a request whose reply waited on a batch the passives may not hold
+    /// when this replica stopped leading.
+    pub fn unconfirmed() -> ControlError {
+        ControlError::not_active(
+            None,
+            "this controller stopped leading before its passives held this change; it may not \
+             have taken effect: retry against the active",
+        )
     }
 
     fn not_active(&self) -> ControlError {
@@ -400,7 +466,7 @@ impl Node {
             // Someone saw a newer term: this replica is an old active and must not lead.
             self.known_term = term;
             if self.role != Role::Passive {
-                self.become_passive();
+                self.become_passive(now);
             }
         }
         if self.role == Role::Passive {
@@ -501,6 +567,7 @@ impl Node {
         }
         self.controller.apply_live(now, &answer.live);
         self.synced_at = Some(now);
+        self.synced_term = answer.term;
         Ok(out)
     }
 
@@ -515,6 +582,9 @@ impl Node {
 
     /// The durable changes since the last commit as the next batch, if there are any.
     pub fn commit(&mut self) -> Option<Batch> {
+        if let Some(b) = self.tail.take() {
+            return Some(b);
+        }
         if self.role != Role::Active {
             return None;
         }
@@ -543,17 +613,26 @@ impl Node {
     }
 
     /// Replies depending on batches up to this one may go out (given they are in our own
-    /// log): all of ours with `AckMode::Local` or no live passive, else what every live
-    /// passive acknowledged (so whichever passive in sync takes over holds it, see
-    /// `may_campaign`).
+    /// log): all of ours with `AckMode::Local`, else what every live passive acknowledged
+    /// (so whichever passive in sync takes over holds it, see `may_campaign`). With no live
+    /// passive, all of ours; except, when this replica followed an active before it took
+    /// over (it is one of a set), nothing after the take-over for `follower_timeout` after
+    /// it: the passives have that long to start following, as a write acknowledged by this
+    /// replica alone would be lost to a stale passive taking over. A lone controller (or a
+    /// set restarted together) acknowledges at once: its first passive joins within a lock
+    /// period.
     pub fn released(&self, now: Instant) -> u64 {
-        match self.ack {
-            AckMode::Local => self.seq,
-            AckMode::Replica => self
-                .live_followers(now)
-                .map(|f| f.acked)
-                .min()
-                .unwrap_or(self.seq),
+        if self.ack == AckMode::Local {
+            return self.seq;
+        }
+        if let Some(min) = self.live_followers(now).map(|f| f.acked).min() {
+            return min;
+        }
+        match self.took_over {
+            Some((at, seq)) if now.saturating_duration_since(at) < self.follower_timeout => {
+                seq.min(self.seq)
+            }
+            _ => self.seq,
         }
     }
 }

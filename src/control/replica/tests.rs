@@ -1,7 +1,9 @@
 //! Replicas without sockets: a passive follows the active batch by batch and holds the same
 //! state; it serves reads and refuses writes naming the active; replies wait for a passive's
-//! acknowledgement in `Replica` mode (every live passive's); only a passive in sync campaigns
-//! at once; a take-over needs a higher term, and an old active or
+//! acknowledgement in `Replica` mode (every live passive's, and one's at least right after a
+//! take-over); only a passive in sync with the lock's last term campaigns at once, a stale
+//! one waits, one holding nothing never; an active that stops leading says which replies
+//! must not report success; a take-over needs a higher term, and an old active or
 //! its answers are fenced by it; a passive whose history diverged is sent a snapshot.
 
 use std::time::{Duration, Instant};
@@ -83,8 +85,27 @@ fn with_replica_acks_a_reply_waits_for_a_live_passive() {
     let now = Instant::now();
     let mut a = node("tcp://a", AckMode::Replica);
     let mut p = node("tcp://p", AckMode::Replica);
-    a.take_over(now, 1).unwrap();
-    assert_eq!(a.released(now), a.seq(), "no passive yet: local durability");
+    let mut lone = node("tcp://l", AckMode::Replica);
+    lone.take_over(now, 1).unwrap();
+    reply(&mut lone, now, scene("first")).unwrap();
+    lone.commit().unwrap();
+    assert_eq!(
+        lone.released(now),
+        lone.seq(),
+        "no passive: local durability"
+    );
+    // `a` follows `lone`, then takes over (term 2): one of a set.
+    follow(&mut lone, &mut a, now);
+    a.take_over(now, 2).unwrap();
+    let took_over = a.seq();
+    assert_eq!(a.released(now), took_over);
+    reply(&mut a, now, scene("early")).unwrap();
+    a.commit().unwrap();
+    assert_eq!(
+        a.released(now),
+        took_over,
+        "a set's new active with no passive following yet: the write waits for one"
+    );
     follow(&mut a, &mut p, now);
     follow(&mut a, &mut p, now);
     reply(&mut a, now, scene("s")).unwrap();
@@ -135,39 +156,82 @@ fn with_replica_acks_a_reply_waits_for_every_live_passive() {
 fn only_a_passive_in_sync_campaigns_at_once_and_a_stale_one_waits_while_the_lock_is_free() {
     let now = Instant::now();
     let mut a = node("tcp://a", AckMode::Local);
-    let mut p = node("tcp://p", AckMode::Local);
     let mut fresh = node("tcp://f", AckMode::Local);
+    let mut empty = node("tcp://e", AckMode::Local);
     assert!(
-        p.may_campaign(now, 0, true),
+        empty.may_campaign(now, 0, true),
         "a lock never held: nothing to lose"
     );
-    assert!(!p.may_campaign(now, 0, false), "held by someone else");
+    assert!(!empty.may_campaign(now, 0, false), "held by someone else");
     a.take_over(now, 1).unwrap();
     follow(&mut a, &mut fresh, now);
-    // The active dies; `fresh` followed it until then, `p` never did (restarted, or cut off).
+    // The active dies; `fresh` followed it until then.
     let freed = now + Duration::from_millis(300);
     assert!(fresh.may_campaign(freed, 1, true), "in sync: at once");
-    assert!(!p.may_campaign(freed, 1, true), "out of sync: waits");
-    let wait = 2 * FOLLOWER_TIMEOUT;
-    assert!(!p.may_campaign(freed + wait / 2, 1, true));
-    // Time with the lock held by someone does not count as waiting.
-    assert!(!p.may_campaign(freed + wait / 2, 1, false));
     assert!(
-        !p.may_campaign(freed + wait, 1, true),
+        !empty.may_campaign(freed + 10 * FOLLOWER_TIMEOUT, 1, true),
+        "holding nothing of a set that was led: never"
+    );
+    // In sync with term 1 is not in sync once the lock records term 2.
+    assert!(!fresh.may_campaign(freed, 2, true));
+    // The in-sync window ends before the active would stop counting it live.
+    let late = now + FOLLOWER_TIMEOUT;
+    let mut stale = node("tcp://s", AckMode::Local);
+    follow(&mut a, &mut stale, now);
+    assert!(!stale.may_campaign(late, 1, true), "out of sync: waits");
+    // Holding the last term's batches, it waits one follower timeout of free lock time;
+    // time with the lock held by someone does not count.
+    assert!(!stale.may_campaign(late + FOLLOWER_TIMEOUT / 2, 1, true));
+    assert!(!stale.may_campaign(late + FOLLOWER_TIMEOUT / 2, 1, false));
+    assert!(
+        !stale.may_campaign(late + FOLLOWER_TIMEOUT, 1, true),
         "the wait starts again"
     );
     assert!(
-        p.may_campaign(freed + 2 * wait, 1, true),
+        stale.may_campaign(late + 2 * FOLLOWER_TIMEOUT, 1, true),
         "then it takes what it has"
     );
-    // The in-sync window ends before the active would stop counting it live.
-    let late = now + FOLLOWER_TIMEOUT;
-    assert!(!fresh.may_campaign(late, 1, true));
+    // Without the last term's batches (the lock records term 2): twice as long.
+    let mut older = node("tcp://o", AckMode::Local);
+    follow(&mut a, &mut older, now);
+    assert!(!older.may_campaign(late, 2, true));
+    assert!(!older.may_campaign(late + FOLLOWER_TIMEOUT, 2, true));
+    assert!(older.may_campaign(late + 2 * FOLLOWER_TIMEOUT, 2, true));
     // An etcd lease outlives its holder: the windows grow with the lock's lapse.
-    let mut slow = node("tcp://s", AckMode::Local);
+    let mut slow = node("tcp://l", AckMode::Local);
     slow.set_lock_lapse(Duration::from_secs(4));
     follow(&mut a, &mut slow, now);
     assert!(slow.may_campaign(now + Duration::from_secs(4), 1, true));
+}
+
+#[test]
+fn an_active_that_stops_leading_reports_what_its_passives_did_not_hold() {
+    let now = Instant::now();
+    let mut a = node("tcp://a", AckMode::Replica);
+    let mut p = node("tcp://p", AckMode::Replica);
+    a.take_over(now, 1).unwrap();
+    follow(&mut a, &mut p, now);
+    follow(&mut a, &mut p, now);
+    let held = a.seq();
+    reply(&mut a, now, scene("committed")).unwrap();
+    a.commit().unwrap();
+    // Decided in the burst the lock was lost in, not yet committed.
+    reply(&mut a, now, scene("decided")).unwrap();
+    a.become_passive(now);
+    assert_eq!(
+        a.take_demotion(),
+        Some(held),
+        "replies after this batch must not report success"
+    );
+    assert_eq!(a.take_demotion(), None, "once");
+    let tail = a
+        .commit()
+        .expect("the decided change still goes to the log");
+    assert_eq!(tail.seq, held + 2);
+    assert!(a.commit().is_none());
+    // A passive becoming passive again reports nothing.
+    p.become_passive(now);
+    assert_eq!(p.take_demotion(), None);
 }
 
 /// An active under term 1 and a passive that followed it, then one more write on the active

@@ -269,8 +269,24 @@ impl Server {
         }
     }
 
+    /// Replies waiting on batches the passives may not hold when this replica stopped
+    /// leading get `not_active` instead (replies queued after that moment too: reads
+    /// served in the same burst; the client retries them).
+    fn fail_unconfirmed(&mut self) {
+        let Some(held) = self.node.take_demotion() else {
+            return;
+        };
+        let error = Node::unconfirmed();
+        let body = error.to_json().to_string().into_bytes();
+        for p in self.pending.iter_mut().filter(|p| p.seq > held) {
+            self.stats.error(error.code);
+            p.body = body.clone();
+        }
+    }
+
     /// Sends the replies whose batches are released.
     fn release(&mut self, now: Instant) {
+        self.fail_unconfirmed();
         let released = self.node.released(now);
         while self.pending.front().is_some_and(|p| p.seq <= released) {
             if let Some(p) = self.pending.pop_front() {
@@ -361,6 +377,7 @@ impl Server {
                     lock.release();
                     self.leave_by = None;
                     self.node.release_lead(now);
+                    self.fail_unconfirmed();
                     eprintln!("zonecast controller: released the lock; now passive");
                     // Give the others the first go at the lock (while this one still
                     // counts as in sync, so it can take it back if nobody in sync does).
@@ -374,7 +391,13 @@ impl Server {
                         "zonecast controller: lost the {}: now passive",
                         lock.describe()
                     );
-                    self.node.become_passive();
+                    self.node.become_passive(now);
+                    let batch = self.node.commit();
+                    if let Err(e) = self.persist(batch) {
+                        eprintln!("zonecast controller: stopping: {e}");
+                        return true;
+                    }
+                    self.fail_unconfirmed();
                 }
             }
             Role::Passive if leaving => return true,
