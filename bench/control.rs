@@ -7,7 +7,10 @@
 //! **durable**: the controller with a data directory (heartbeats write nothing: the same cost
 //! as plain is expected). Then writes (`device.register`, one new device with its session key
 //! each) from the same clients, in memory against fsynced to a data directory (group commit:
-//! one fsync per burst of requests), in the same run.
+//! one fsync per burst of requests), in the same run. Last, **process**: `zonecast
+//! controller` as a process of its own with a data directory, whose CPU time (its loop and
+//! libzmq's I/O thread, from /proc) over the throughput phase gives the heartbeats one core
+//! sustains (served / CPU-seconds), as the clients on the same 2 cores bound the rate seen.
 //!
 //! Usage: cargo bench --bench control -- [--requests 5000] [--clients 4] [--secs 3] [--report]
 //!   (`--report` also writes docs/bench/control.md, included in docs/BENCHMARKS.md)
@@ -38,6 +41,36 @@ struct Target {
     request: Value,
     _controller: Option<ControllerServer>,
     _echo: Option<Echo>,
+    process: Option<Process>,
+}
+
+/// A `zonecast controller` child, killed on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    /// CPU time used so far (user + system, every thread), from /proc/PID/stat.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).expect("stat");
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime
+        // the 13th.
+        let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().expect("ticks"))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Duration::from_secs_f64((f[0] + f[1]) as f64 / hz)
+    }
 }
 
 /// A libzmq ROUTER answering every message with a fixed reply, on its own thread.
@@ -83,6 +116,7 @@ fn echo() -> Target {
         key: None,
         request: json!({"op": "discovery"}),
         _controller: None,
+        process: None,
         _echo: Some(Echo {
             stop,
             thread: Some(thread),
@@ -114,6 +148,34 @@ fn controller_in(encrypted: bool, data_dir: Option<std::path::PathBuf>) -> Targe
     };
     let server = ControllerServer::start("tcp://127.0.0.1:0", config, options).expect("start");
     let endpoint = server.endpoint().to_string();
+    Target {
+        _controller: Some(server),
+        ..with_pair(endpoint, public)
+    }
+}
+
+/// `zonecast controller` as a process of its own, with a data directory in `dir`.
+fn controller_process(dir: &std::path::Path) -> Target {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
+        .args(["controller", "--control", &endpoint, "--token", TOKEN])
+        .args(["--dead-after-ms", "60000", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("zonecast controller starts");
+    Target {
+        process: Some(Process(child)),
+        ..with_pair(endpoint, None)
+    }
+}
+
+/// A target at `endpoint` with one pair registered, whose heartbeat is the request.
+fn with_pair(endpoint: String, public: Option<PublicKey>) -> Target {
     let mut client = patient(&endpoint, public);
     let pair = client
         .request(
@@ -134,8 +196,9 @@ fn controller_in(encrypted: bool, data_dir: Option<std::path::PathBuf>) -> Targe
         request: json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": epoch,
             "load": {"joined": 100, "objects": 100, "datagrams_in_per_sec": 1000.0,
                      "datagrams_out_per_sec": 8000.0, "dropped": 0}}),
-        _controller: Some(server),
+        _controller: None,
         _echo: None,
+        process: None,
     }
 }
 
@@ -213,7 +276,7 @@ fn main() {
     let mut rows = Vec::new();
     let dir = tempfile::tempdir().expect("temporary directory");
     let data = |name: &str| Some(dir.path().join(name));
-    let targets: [(&str, Make); 6] = [
+    let targets: [(&str, Make); 7] = [
         ("echo", Box::new(echo)),
         ("plain", Box::new(|| controller(false))),
         ("curve", Box::new(|| controller(true))),
@@ -226,12 +289,29 @@ fn main() {
             "register, fsync",
             Box::new(|| registrations(controller_in(false, data("reg")))),
         ),
+        (
+            "process",
+            Box::new(|| controller_process(&dir.path().join("process"))),
+        ),
     ];
+    let mut per_core = None;
     for (name, make) in &targets {
         let name = *name;
         let t = make();
         let h = latency(&t, n);
+        let cpu_before = t.process.as_ref().map(Process::cpu);
         let rps = throughput(&t, clients, secs);
+        if let (Some(p), Some(before)) = (&t.process, cpu_before) {
+            let cpu = (p.cpu() - before).as_secs_f64();
+            let served = rps * secs;
+            println!(
+                "  controller process: {:.2} CPU-s for {served:.0} heartbeats: {:.0} per CPU-second ({:.0}% of a core)",
+                cpu,
+                served / cpu,
+                100.0 * cpu / secs
+            );
+            per_core = Some((served / cpu, 100.0 * cpu / secs));
+        }
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "  {name:>16}: p50 {:>7.1}us  p99 {:>7.1}us  p99.9 {:>8.1}us  {rps:>8.0} req/s ({clients} clients)",
@@ -257,7 +337,7 @@ fn main() {
         curve.4 / plain.4
     );
     let mut md = format!(
-        "## Control plane\n\n`cargo bench --bench control -- --requests {n} --clients {clients} --secs {secs} --report`: `pair.heartbeat` round trips through the lazy-pirate REQ client pairs use, on loopback, all servers in the same run. **echo**: a bare libzmq ROUTER with a fixed reply (ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ; **durable**: the controller with a data directory. **register** rows: `device.register` (a write: a new device and session key each) in memory and fsynced to a data directory (group commit). Latency: one client, back to back; throughput: {clients} clients in parallel (client and controller threads share the machine's cores).\n\n| server | p50 | p99 | p99.9 | requests/s |\n|--------|----:|----:|------:|-----------:|\n"
+        "## Control plane\n\n`cargo bench --bench control -- --requests {n} --clients {clients} --secs {secs} --report`: `pair.heartbeat` round trips through the lazy-pirate REQ client pairs use, on loopback, all servers in the same run. **echo**: a bare libzmq ROUTER with a fixed reply (ZeroMQ alone); **plain**: the controller; **curve**: the controller with CurveZMQ; **durable**: the controller with a data directory; **process**: the same as a `zonecast controller` process. **register** rows: `device.register` (a write: a new device and session key each) in memory and fsynced to a data directory (group commit). Latency: one client, back to back; throughput: {clients} clients in parallel (client and controller threads share the machine's cores).\n\n| server | p50 | p99 | p99.9 | requests/s |\n|--------|----:|----:|------:|-----------:|\n"
     );
     for (name, p50, p99, p999, rps) in &rows {
         md += &format!("| {name} | {p50:.1} µs | {p99:.1} µs | {p999:.1} µs | {rps:.0} |\n");
@@ -276,6 +356,12 @@ fn main() {
         rows[3].4,
         rows[3].4 / 20.0
     );
+    if let Some((hb, busy)) = per_core {
+        md += &format!(
+            "The controller as a process of its own (**process** row, a data directory) used {busy:.0}% of one core for that rate: **{hb:.0} heartbeats per CPU-second** ({:.0} pairs at 20 Hz on one core; /proc's utime + stime of every thread, its libzmq I/O thread included).\n",
+            hb / 20.0
+        );
+    }
     if std::env::args().any(|a| a == "--report") {
         std::fs::create_dir_all("docs/bench").expect("docs/bench");
         std::fs::write("docs/bench/control.md", md + "\n").expect("write docs/bench/control.md");

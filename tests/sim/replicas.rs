@@ -21,9 +21,7 @@
 //!
 //! Runs with every seed (`--no-replicas` leaves it out). What it found and what changed for
 //! it: an active that lost the lock released replies held for its passives (they are now
-//! answered `not_active`, `Node::take_demotion`); a fresh active with no passive following
-//! yet acknowledged writes it alone held (it now waits up to the follower timeout for one);
-//! a passive in sync with an older term campaigned at once (in sync now means with the
+//! answered `not_active`, `Node::take_demotion`); a passive in sync with an older term campaigned at once (in sync now means with the
 //! lock's last term); a replica holding nothing took over a set that was led, forgetting
 //! the region (it never does now), and a stale replica without the last term's batches
 //! went before one with them (it now waits twice as long).

@@ -49,8 +49,7 @@ pub enum AckMode {
     Local,
     /// Once the active's log and the log of every live passive (heard from within the
     /// follower timeout) hold it. With no live passive, as `Local` (the active keeps
-    /// serving; `cluster.status` shows no follower), except right after a take-over from a
-    /// running set (see [`Node::released`]).
+    /// serving; `cluster.status` shows no follower).
     Replica,
 }
 
@@ -118,8 +117,6 @@ pub struct Node {
     /// active's term.
     synced_at: Option<Instant>,
     synced_term: u64,
-    /// When this replica last took over (the active), and the batch recording it.
-    took_over: Option<(Instant, u64)>,
     /// Since when this replica has wanted the lock while out of sync.
     stale_since: Option<Instant>,
     /// Set when this replica stops leading: the last batch every live passive held then.
@@ -150,7 +147,6 @@ impl Node {
             follower_timeout: FOLLOWER_TIMEOUT,
             synced_at: None,
             synced_term: 0,
-            took_over: None,
             stale_since: None,
             demoted: None,
             tail: None,
@@ -258,14 +254,9 @@ impl Node {
         self.role = Role::Active;
         self.active = Some(self.endpoint.clone());
         self.followers.clear();
-        // One that followed an active before is one of a set: its passives get a moment to
-        // follow it before a write counts as acknowledged by it alone (see `released`).
-        let in_a_set = self.synced_at.is_some();
         self.synced_at = None;
         self.stale_since = None;
-        let batch = self.commit();
-        self.took_over = in_a_set.then_some((now, self.seq));
-        batch
+        self.commit()
     }
 
     /// Stops deciding (graceful hand-over): writes are refused from now on.
@@ -613,26 +604,20 @@ impl Node {
     }
 
     /// Replies depending on batches up to this one may go out (given they are in our own
-    /// log): all of ours with `AckMode::Local`, else what every live passive acknowledged
-    /// (so whichever passive in sync takes over holds it, see `may_campaign`). With no live
-    /// passive, all of ours; except, when this replica followed an active before it took
-    /// over (it is one of a set), nothing after the take-over for `follower_timeout` after
-    /// it: the passives have that long to start following, as a write acknowledged by this
-    /// replica alone would be lost to a stale passive taking over. A lone controller (or a
-    /// set restarted together) acknowledges at once: its first passive joins within a lock
-    /// period.
+    /// log): all of ours with `AckMode::Local` or no live passive, else what every live
+    /// passive acknowledged (so whichever passive in sync takes over holds it, see
+    /// `may_campaign`). A new active does not wait for passives to start following: its
+    /// replies (heartbeats among them) must not stall while it has none; a write it alone
+    /// holds is lost only if it fails before a passive follows and a stale replica then takes
+    /// over (a replica that followed it holds the new term's batches and goes first).
     pub fn released(&self, now: Instant) -> u64 {
-        if self.ack == AckMode::Local {
-            return self.seq;
-        }
-        if let Some(min) = self.live_followers(now).map(|f| f.acked).min() {
-            return min;
-        }
-        match self.took_over {
-            Some((at, seq)) if now.saturating_duration_since(at) < self.follower_timeout => {
-                seq.min(self.seq)
-            }
-            _ => self.seq,
+        match self.ack {
+            AckMode::Local => self.seq,
+            AckMode::Replica => self
+                .live_followers(now)
+                .map(|f| f.acked)
+                .min()
+                .unwrap_or(self.seq),
         }
     }
 }

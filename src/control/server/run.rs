@@ -409,9 +409,12 @@ impl Server {
                         return false;
                     }
                 };
-                // Ours: won by the lock's own thread (etcd), not yet taken.
-                let free = holder.as_deref().is_none_or(|h| h == self.node.endpoint());
-                if self.node.may_campaign(now, term, free) {
+                // Ours: won by the lock's own thread (etcd) after `may_campaign` allowed it
+                // (the record holds our new term already): take it.
+                if holder.as_deref() == Some(self.node.endpoint()) {
+                    return self.campaign(now);
+                }
+                if self.node.may_campaign(now, term, holder.is_none()) {
                     return self.campaign(now);
                 } else {
                     self.node.learn_active(term, holder);
