@@ -245,3 +245,35 @@ fn the_controller_serves_ipc_endpoints_too() {
     let scene = ctl.scene("arena", "eu");
     assert_relays(&ctl, scene);
 }
+
+/// Controllers started and stopped in one process (tests, benchmarks, an embedding
+/// supervisor) while clients are connected: each one after the first still answers. libzmq
+/// sends socket-monitor events from its I/O thread with a blocking send, so a stopped
+/// controller whose monitor saw a disconnect after its reader was closed used to wedge every
+/// ZeroMQ socket of the process (one CI run: no reply from the next controller for 20 s).
+#[test]
+fn a_stopped_controller_leaves_the_process_zeromq_working() {
+    use zonecast::control::server::ControllerServer;
+    use zonecast::control::Config;
+    let status = serde_json::json!({"op": "cluster.status", "token": TOKEN});
+    for round in 0..50 {
+        let server =
+            ControllerServer::start("tcp://127.0.0.1:0", Config::new(TOKEN), Default::default())
+                .unwrap();
+        let mut clients: Vec<ControlClient> = (0..20)
+            .map(|_| {
+                ControlClient::new(server.endpoint())
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(3))
+                    .with_retries(1)
+            })
+            .collect();
+        for c in &mut clients {
+            c.request(&status)
+                .unwrap_or_else(|e| panic!("round {round}: no status: {e}"));
+        }
+        // The clients go away as the server stops: their disconnects race its shutdown.
+        drop(clients);
+        server.stop();
+    }
+}

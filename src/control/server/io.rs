@@ -56,6 +56,13 @@ pub fn send(socket: &zmq::Socket, envelope: Vec<zmq::Message>, reply: &[u8]) {
 }
 
 /// A PAIR socket receiving libzmq's monitor events for `socket`.
+///
+/// libzmq's I/O thread sends each event with a blocking send: an event that finds the pipe
+/// full, or finds no reader because the PAIR was closed first, blocks that thread and with it
+/// every ZeroMQ socket of the process (libzmq#3575; one CI run saw a second controller in the
+/// same process answer nothing for 20 s). So the pipe is unbounded (the loop drains it every
+/// turn; a stalled loop costs memory, not the process's I/O) and [`unwatch`] stops the
+/// monitor before either socket is closed.
 pub fn watch(socket: &zmq::Socket) -> Result<zmq::Socket, String> {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let address = format!(
@@ -72,9 +79,19 @@ pub fn watch(socket: &zmq::Socket) -> Result<zmq::Socket, String> {
         .map_err(|e| format!("cannot monitor the control socket: {e}"))?;
     let monitor = zeromq::context()
         .socket(zmq::PAIR)
+        .and_then(|m| m.set_rcvhwm(0).map(|_| m))
         .and_then(|m| m.connect(&address).map(|_| m))
         .map_err(|e| format!("cannot monitor the control socket: {e}"))?;
     Ok(monitor)
+}
+
+/// Stops `socket`'s monitor (see [`watch`]): after this, closing either socket cannot block
+/// libzmq's I/O thread.
+pub fn unwatch(socket: &mut zmq::Socket, monitor: &zmq::Socket) {
+    while monitor_event(monitor).is_some() {}
+    // SAFETY: `socket` is a live libzmq socket (borrowed mutably, so not closed meanwhile);
+    // a null endpoint is libzmq's documented way to stop monitoring (zmq_socket_monitor(3)).
+    unsafe { zmq_sys::zmq_socket_monitor(socket.as_mut_ptr(), std::ptr::null(), 0) };
 }
 
 /// The next monitor event, if one is queued.

@@ -89,8 +89,9 @@ impl ControllerServer {
             Ok(Ok(e)) => e,
             _ => endpoint.to_string(),
         };
-        let monitor = io::watch(&socket)?;
         let (node, store) = recover(config, &bound, &options)?;
+        // Nothing fallible between here and the server, whose drop stops the monitor.
+        let monitor = io::watch(&socket)?;
         let stats = Arc::new(ControlStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let leave = Arc::new(AtomicBool::new(false));

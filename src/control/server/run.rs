@@ -54,6 +54,12 @@ pub struct Server {
     leave_by: Option<Instant>,
 }
 
+impl Drop for Server {
+    fn drop(&mut self) {
+        io::unwatch(&mut self.socket, &self.monitor);
+    }
+}
+
 impl Server {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
