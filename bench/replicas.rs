@@ -258,6 +258,7 @@ fn main() {
             ms(rt, 0.999)
         );
     }
+    md += &format!("\nWhat the unavailability is made of. **file**: the kernel frees the `flock` at once; the passive looks at the lock every 20 ms and takes it within that; the rest is the writer's: its request to the dead active times out after 100 ms, then a 25 ms back-off before the other endpoint (about 130 ms, mostly the client's timeout; a shorter one shortens it, at the cost of retries on a slow answer). **etcd**: the lease must lapse first (TTL {ttl} s), then the election: pick the TTL for the failover time wanted against the false take-overs a short lease risks on a loaded etcd host.\n");
     if argv.iter().any(|a| a == "--report") {
         std::fs::create_dir_all("docs/bench").expect("docs/bench");
         std::fs::write("docs/bench/replicas.md", md + "\n").expect("write docs/bench/replicas.md");
