@@ -229,3 +229,55 @@ impl Drop for ControllerProcessGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The README's disaster-recovery runbook: a snapshot taken from the running controller
+/// (`zonecast controller snapshot --out`, a secret: mode 0600), the data directory then lost
+/// with the controller, and a new controller on an empty directory `--restore`d from the
+/// file: the same pair, scenes and devices, devices locate without registering again, and
+/// the pair (which never stopped relaying) takes orders from it.
+#[test]
+fn a_controller_restored_from_a_snapshot_after_its_disk_is_lost_knows_everything() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = free_endpoint();
+    let mut ctl = replica(&endpoint, &dir.path().join("lost"), &["--lock", "none"]);
+    let scene = ctl.scene("lobby", "r");
+    let _pair = patient_pair(&endpoint);
+    ctl.wait_live_pairs("r", 1);
+    let mut a = ctl.device(scene);
+    let mut b = ctl.device(scene);
+    let before = facts(&ctl.status());
+
+    let file = dir.path().join("backup.snap");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
+        .args([
+            "controller",
+            "snapshot",
+            "--control",
+            &endpoint,
+            "--token",
+            TOKEN,
+        ])
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapshot: {out:?}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the snapshot holds session keys");
+
+    signal(&mut ctl, libc::SIGKILL);
+    wait_exit(&mut ctl);
+    std::fs::remove_dir_all(dir.path().join("lost")).unwrap();
+    relays(&mut a, &mut b, 10, 0.0);
+
+    let restore = file.to_str().unwrap();
+    let fresh = dir.path().join("fresh");
+    let ctl = replica(&endpoint, &fresh, &["--lock", "none", "--restore", restore]);
+    assert_eq!(facts(&ctl.status()), before, "restored state");
+    let located = ctl.client().locate(a.session().device).expect("locate");
+    assert_eq!(located.scene, scene);
+    relays(&mut a, &mut b, 10, 50.0);
+    let mut c = ctl.device(scene);
+    relays(&mut c, &mut b, 5, 90.0);
+}
