@@ -2,7 +2,8 @@
 //! killed (SIGKILL, then SIGTERM) and restarted on its data directory resumes with every
 //! scene, pair, device and key while devices keep relaying; two replicas behind the file lock
 //! hand over when the active is killed (the passive takes over, writes go on) or stopped
-//! gracefully (no acknowledged write lost); a torn log tail is cut and reported.
+//! gracefully (no acknowledged write lost); a torn log tail is cut and reported; a snapshot
+//! restores a controller whose disk was lost (the README's runbook).
 
 mod common;
 
