@@ -16,17 +16,53 @@ use common::*;
 use serde_json::json;
 use zonecast::control::client::ControlClient;
 
-#[test]
-fn a_lone_controller_killed_or_stopped_resumes_from_its_data_dir_and_no_device_goes_dark() {
+/// A lone controller (no lock) on `data` under `dir`, a scene, a pair and two devices in the
+/// scene. Destructure it whole, as `Replicas` below.
+struct Lone {
+    dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    endpoint: String,
+    ctl: ControllerProcess,
+    scene: u32,
+    _pair: PairProcess,
+    a: zonecast::client::Device,
+    b: zonecast::client::Device,
+}
+
+fn lone_controller() -> Lone {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let endpoint = free_endpoint();
-    let mut ctl = replica(&endpoint, &data, &["--lock", "none"]);
+    let ctl = replica(&endpoint, &data, &["--lock", "none"]);
     let scene = ctl.scene("lobby", "r");
-    let _pair = patient_pair(&endpoint);
+    let pair = patient_pair(&endpoint);
     ctl.wait_live_pairs("r", 1);
-    let mut a = ctl.device(scene);
-    let mut b = ctl.device(scene);
+    let a = ctl.device(scene);
+    let b = ctl.device(scene);
+    Lone {
+        dir,
+        data,
+        endpoint,
+        ctl,
+        scene,
+        _pair: pair,
+        a,
+        b,
+    }
+}
+
+#[test]
+fn a_lone_controller_killed_or_stopped_resumes_from_its_data_dir_and_no_device_goes_dark() {
+    let Lone {
+        dir: _dir,
+        data,
+        endpoint,
+        mut ctl,
+        scene,
+        _pair,
+        mut a,
+        mut b,
+    } = lone_controller();
     let before = facts(&ctl.status());
     let a_id = a.session().device;
     for (round, sig) in [libc::SIGKILL, libc::SIGTERM].into_iter().enumerate() {
@@ -239,14 +275,16 @@ impl Drop for ControllerProcessGuard {
 #[test]
 fn a_controller_restored_from_a_snapshot_after_its_disk_is_lost_knows_everything() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let endpoint = free_endpoint();
-    let mut ctl = replica(&endpoint, &dir.path().join("lost"), &["--lock", "none"]);
-    let scene = ctl.scene("lobby", "r");
-    let _pair = patient_pair(&endpoint);
-    ctl.wait_live_pairs("r", 1);
-    let mut a = ctl.device(scene);
-    let mut b = ctl.device(scene);
+    let Lone {
+        dir,
+        data,
+        endpoint,
+        mut ctl,
+        scene,
+        _pair,
+        mut a,
+        mut b,
+    } = lone_controller();
     let before = facts(&ctl.status());
 
     let file = dir.path().join("backup.snap");
@@ -269,7 +307,7 @@ fn a_controller_restored_from_a_snapshot_after_its_disk_is_lost_knows_everything
 
     signal(&mut ctl, libc::SIGKILL);
     wait_exit(&mut ctl);
-    std::fs::remove_dir_all(dir.path().join("lost")).unwrap();
+    std::fs::remove_dir_all(&data).unwrap();
     relays(&mut a, &mut b, 10, 0.0);
 
     let restore = file.to_str().unwrap();

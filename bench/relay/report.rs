@@ -403,8 +403,8 @@ pub fn write(
             mem["bytes_per_object"].as_f64().unwrap_or(0.0)
         )?;
     }
-    // Written by the bus, control, failover and replicas benchmarks (`--report`), which scripts/bench
-    // runs first.
+    // Written by the bus, control, failover and replicas benchmarks (`--report`), which
+    // scripts/bench runs first.
     for fragment in [
         "docs/bench/bus.md",
         "docs/bench/control.md",
