@@ -37,6 +37,8 @@ pub struct PairStats {
     pub mirror_diverged: AtomicU64,
     /// Late writes of a scene taken over from a mirror, caught up from the old primary.
     pub mirror_caught_up: AtomicU64,
+    /// The controller's probes answered (it checks on a pair it suspects).
+    pub probes_answered: AtomicU64,
     /// Datagrams of devices that arrived ahead of their scene: fed once it arrived, expired,
     /// refused for want of room.
     pub held_fed: AtomicU64,
@@ -66,6 +68,7 @@ pub struct StatsSnapshot {
     pub mirror_malformed: u64,
     pub mirror_diverged: u64,
     pub mirror_caught_up: u64,
+    pub probes_answered: u64,
     pub held_fed: u64,
     pub held_expired: u64,
     pub held_overflow: u64,
@@ -103,6 +106,7 @@ impl PairStats {
             mirror_malformed: self.mirror_malformed.load(Relaxed),
             mirror_diverged: self.mirror_diverged.load(Relaxed),
             mirror_caught_up: self.mirror_caught_up.load(Relaxed),
+            probes_answered: self.probes_answered.load(Relaxed),
             held_fed: self.held_fed.load(Relaxed),
             held_expired: self.held_expired.load(Relaxed),
             held_overflow: self.held_overflow.load(Relaxed),
@@ -147,6 +151,7 @@ impl StatsSnapshot {
         self.mirror_malformed += o.mirror_malformed;
         self.mirror_diverged += o.mirror_diverged;
         self.mirror_caught_up += o.mirror_caught_up;
+        self.probes_answered += o.probes_answered;
         self.held_fed += o.held_fed;
         self.held_expired += o.held_expired;
         self.held_overflow += o.held_overflow;
@@ -267,6 +272,12 @@ impl StatsSnapshot {
             "counter",
             "Writes of a scene taken over from a mirror that its old primary still streamed after the takeover, applied here.",
             &[("", self.mirror_caught_up)],
+        );
+        metric(
+            "probes_answered_total",
+            "counter",
+            "Probes from the controller answered (it checks on a pair it suspects before failing it over).",
+            &[("", self.probes_answered)],
         );
         metric(
             "held_total",

@@ -67,9 +67,16 @@ pub struct ControllerArgs {
     /// How often pairs heartbeat.
     #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
-    /// A pair silent this long is declared dead and its scenes move.
+    /// The shortest death window: a pair silent this long (no heartbeat, no answer to a
+    /// probe) is declared dead and its scenes move. A pair whose heartbeats arrive late gets
+    /// a wider window (twice its longest recent gap); a crash confirmed by a probe is acted
+    /// on at once.
     #[arg(long, default_value_t = 250)]
     dead_after_ms: u64,
+    /// The widest death window, however late a pair's heartbeats have been; also how long a
+    /// pair may go without heartbeating while it still answers probes.
+    #[arg(long, default_value_t = 2000)]
+    dead_after_max_ms: u64,
     /// This controller's key pair (`zonecast keygen`; BASE.key_secret): every client must
     /// then talk CurveZMQ and know the public key. Plain without it.
     #[arg(long)]
@@ -115,10 +122,16 @@ enum ControllerAction {
 }
 
 /// The controller settings for `token`, with the heartbeat and death windows given.
-pub fn controller_config(token: String, heartbeat_ms: u64, dead_after_ms: u64) -> Config {
+pub fn controller_config(
+    token: String,
+    heartbeat_ms: u64,
+    dead_after_ms: u64,
+    dead_after_max_ms: u64,
+) -> Config {
     let mut config = Config::new(token);
     config.heartbeat_interval = Duration::from_millis(heartbeat_ms.max(5));
     config.dead_after = Duration::from_millis(dead_after_ms.max(heartbeat_ms.max(5) * 2));
+    config.dead_after_max = Duration::from_millis(dead_after_max_ms).max(config.dead_after);
     // Epochs keep growing across controller restarts.
     config.first_epoch = zonecast::net::unix_ns() / 1_000_000;
     config
@@ -143,7 +156,12 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         (_, Some(dir)) => kept_token(dir)?,
         _ => (SessionKey::random().to_hex(), true),
     };
-    let mut config = controller_config(token.clone(), a.heartbeat_ms, a.dead_after_ms);
+    let mut config = controller_config(
+        token.clone(),
+        a.heartbeat_ms,
+        a.dead_after_ms,
+        a.dead_after_max_ms,
+    );
     config.device_token = a.device_token;
     config.register.per_sec = a.register_rate.max(0.0);
     config.register.burst = a.register_burst.max(1);

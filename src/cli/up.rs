@@ -94,7 +94,7 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     let token = SessionKey::random().to_hex();
     let controller_key = a.secure.then(KeyPair::generate);
     let public = controller_key.as_ref().map(KeyPair::public);
-    let mut config = controller_config(token.clone(), 50, 250);
+    let mut config = controller_config(token.clone(), 50, 250, 2000);
     config.encrypted = a.secure;
     let data = std::env::temp_dir().join(format!("zonecast-up-{}", std::process::id()));
     let mut controllers = Vec::new();

@@ -128,6 +128,7 @@ fn a_follower_applying_the_committed_entries_holds_the_same_state() {
             for p in v["pairs"].as_array_mut().unwrap() {
                 // Soft state: the rebuilt controller has heard no heartbeat yet.
                 p["heartbeat_age_ms"] = 0.into();
+                p["window_ms"] = 0.into();
                 p["load"] = serde_json::Value::Null;
                 p["standby_state"] = serde_json::Value::Null;
             }

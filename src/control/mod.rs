@@ -13,7 +13,7 @@ pub mod stats;
 pub mod store;
 
 pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, MirrorState, Reply, Request};
-pub use state::{Change, Config, Controller, Entry, Image, LiveView};
+pub use state::{Cause, Change, Config, Controller, Entry, Image, LiveView, ProbeOutcome};
 
 #[cfg(test)]
 mod durable_tests;

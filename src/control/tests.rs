@@ -57,6 +57,21 @@ impl Ctl {
         self.ok(json!({"op": "device.register", "scene": scene}))
     }
 
+    /// Lets `d` pass in 25 ms steps as a server would (a tick each step), `beating` pairs
+    /// heartbeating at every step; the changes the ticks reported.
+    fn run(&mut self, d: Duration, beating: &[u32]) -> Vec<Change> {
+        let end = self.now + d;
+        let mut changes = Vec::new();
+        while self.now < end {
+            self.now = (self.now + Duration::from_millis(25)).min(end);
+            for p in beating {
+                let _ = self.heartbeat(*p, 0);
+            }
+            changes.extend(self.c.tick(self.now));
+        }
+        changes
+    }
+
     fn heartbeat(&mut self, pair: u32, epoch: u64) -> Result<Value, ControlError> {
         self.req(json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": epoch}))
     }
@@ -66,9 +81,11 @@ impl Ctl {
     }
 }
 
-/// What `tick` reports when `pair` dies and its scenes move as `moved`.
+/// What `tick` reports when `pair` dies silent (the default window) and its scenes move as
+/// `moved`.
 fn dead(pair: u32, moved: Vec<(u32, Option<u32>)>) -> Vec<Change> {
-    vec![Change::PairDead { pair, moved }]
+    let cause = Cause::Silent { window_ms: 250 };
+    vec![Change::PairDead { pair, cause, moved }]
 }
 
 #[test]
@@ -165,15 +182,25 @@ fn a_silent_pair_dies_past_the_window_and_its_scenes_and_devices_move() {
     let r = t.heartbeat(b, 0).unwrap();
     assert_eq!(r["assignment"]["scenes"], json!([1]));
     assert_eq!(r["assignment"]["sessions"][0]["device"], d);
-    // a comes back: fenced off.
-    assert_eq!(t.heartbeat(a, 5).unwrap_err().code, ErrorCode::StaleEpoch);
+    // a was alive after all (a stall): it comes back under its own id, told that it serves
+    // nothing now; the scene stays with b.
+    let r = t.heartbeat(a, 2).unwrap();
+    assert_eq!(r["assignment"]["scenes"], json!([]));
+    assert_eq!(r["assignment"]["sessions"], json!([]));
+    assert_eq!(t.c.tick(t.now), vec![Change::PairRevived { pair: a }]);
     let st = t.status();
-    assert_eq!(st["pairs"][0]["alive"], false);
+    assert_eq!(st["pairs"][0]["alive"], true);
+    assert_eq!(st["pairs"][0]["id"], a);
     assert_eq!(st["pairs"][0]["scenes"], json!([]));
-    // Long dead pairs are forgotten.
-    t.now += t.c.config().forget_after + Duration::from_secs(1);
-    t.heartbeat(b, 0).unwrap();
-    assert_eq!(t.c.tick(t.now), vec![Change::PairForgotten { pair: a }]);
+    assert_eq!(t.c.assigned(1), Some(b));
+    // Its long silence widened its window: twice the gap.
+    let window = st["pairs"][0]["window_ms"].as_u64().unwrap();
+    assert!(window >= 2 * 251, "{window}");
+    // Long dead pairs are forgotten, and then told to register anew.
+    let changes = t.run(t.c.config().dead_after_max, &[b]);
+    assert!(matches!(changes[..], [Change::PairDead { pair, .. }] if pair == a));
+    let changes = t.run(t.c.config().forget_after, &[b]);
+    assert_eq!(changes, vec![Change::PairForgotten { pair: a }]);
     assert_eq!(t.heartbeat(a, 5).unwrap_err().code, ErrorCode::UnknownPair);
 }
 
@@ -401,7 +428,7 @@ fn streaming_pairs_stand_by_for_each_other_and_standbys_learn_what_to_mirror() {
 }
 
 #[test]
-fn a_primary_dies_at_once_when_its_synced_standby_loses_the_stream_and_its_beat_is_late() {
+fn a_primary_whose_standby_lost_the_stream_is_probed_and_dies_at_once_when_the_probe_is_refused() {
     let mut t = Ctl::new();
     let a = t.streaming_pair("r", 9001);
     let b = t.streaming_pair("r", 9002);
@@ -409,30 +436,60 @@ fn a_primary_dies_at_once_when_its_synced_standby_loses_the_stream_and_its_beat_
     t.scene("s", "r");
     let d = t.device(1)["device"].as_u64().unwrap();
     t.report(b, a, "synced");
+    assert!(t.c.due_probes(t.now).is_empty(), "nobody is suspect");
     let start = t.now;
     let beat = t.c.config().heartbeat_interval;
-    // The stream breaks; a beat only one interval late is not death yet...
-    t.now = start + beat;
+    // The stream breaks: a is probed at once, on its data port.
+    t.now = start + Duration::from_millis(1);
     t.report(b, a, "lost");
-    t.heartbeat(c, 0).unwrap();
+    assert_eq!(
+        t.c.due_probes(t.now),
+        vec![(a, "127.0.0.1:9001".parse().unwrap())]
+    );
+    assert!(t.c.due_probes(t.now).is_empty(), "one probe in flight");
+    // It answers: alive (a cut stream, not a crash); not failed over, even past the
+    // floor window, while it keeps answering.
+    t.c.probe_ended(t.now, a, ProbeOutcome::Answered);
     assert!(t.c.tick(t.now).is_empty());
-    // ...a heartbeat clears the suspicion...
+    for _ in 0..10 {
+        t.now += beat;
+        t.heartbeat(b, 0).unwrap();
+        t.heartbeat(c, 0).unwrap();
+        t.report(b, a, "lost");
+        for (p, _) in t.c.due_probes(t.now) {
+            assert_eq!(p, a);
+            t.c.probe_ended(t.now, p, ProbeOutcome::Answered);
+        }
+        assert!(
+            t.c.tick(t.now).is_empty(),
+            "a live primary is not failed over"
+        );
+    }
+    assert!(t.now - start > t.c.config().dead_after);
+    // A probe lost says nothing...
     t.heartbeat(a, 0).unwrap();
+    t.now += beat;
     t.report(b, a, "lost");
-    t.heartbeat(a, 0).unwrap();
-    t.now += beat * 2 + Duration::from_millis(1);
+    assert_eq!(t.c.due_probes(t.now).len(), 1);
+    t.c.probe_ended(t.now, a, ProbeOutcome::TimedOut);
+    assert!(t.c.tick(t.now).is_empty());
+    // ...a refusal is the crash: dead at once, long before the window, and the standby
+    // (holding the state) gets the scene even though c is less loaded.
+    t.now += beat;
     t.heartbeat(b, 0).unwrap();
     t.heartbeat(c, 0).unwrap();
-    assert!(
-        t.c.tick(t.now).is_empty(),
-        "a live primary is not failed over"
-    );
-    // ...but lost and two intervals late is dead, long before the full window, and the
-    // standby (holding the state) gets the scene even though c is less loaded.
     t.report(b, a, "lost");
-    t.now += Duration::from_millis(1);
-    assert!(beat * 2 < t.c.config().dead_after);
-    assert_eq!(t.c.tick(t.now), dead(a, vec![(1, Some(b))]));
+    assert_eq!(t.c.due_probes(t.now).len(), 1);
+    t.c.probe_ended(t.now, a, ProbeOutcome::Refused);
+    let cause = Cause::Probe(ProbeOutcome::Refused);
+    assert_eq!(
+        t.c.tick(t.now),
+        vec![Change::PairDead {
+            pair: a,
+            cause,
+            moved: vec![(1, Some(b))]
+        }]
+    );
     let r = t.heartbeat(b, 0).unwrap();
     assert_eq!(r["assignment"]["scenes"], json!([1]));
     assert_eq!(r["assignment"]["sessions"][0]["device"], d);
@@ -441,6 +498,40 @@ fn a_primary_dies_at_once_when_its_synced_standby_loses_the_stream_and_its_beat_
         json!([]),
         "nothing left to mirror"
     );
+}
+
+#[test]
+fn a_late_heartbeat_is_probed_and_a_stalled_controller_blames_nobody() {
+    let mut t = Ctl::new();
+    let a = t.pair("r", 9001);
+    let beat = t.c.config().heartbeat_interval;
+    let start = t.now;
+    // Two intervals without a heartbeat (the controller ticking all along): a probe,
+    // answered by another process on the port.
+    while t.now <= start + beat * 2 {
+        assert!(t.c.tick(t.now).is_empty());
+        t.now += Duration::from_millis(25);
+    }
+    assert_eq!(t.c.due_probes(t.now).len(), 1);
+    t.c.probe_ended(t.now, a, ProbeOutcome::NotServing);
+    assert!(matches!(
+        t.c.tick(t.now)[..],
+        [Change::PairDead {
+            cause: Cause::Probe(ProbeOutcome::NotServing),
+            ..
+        }]
+    ));
+    // A pair heard just before the controller itself froze for a second is not blamed.
+    let b = t.pair("r", 9002);
+    t.c.tick(t.now);
+    t.now += Duration::from_secs(1);
+    let changes = t.c.tick(t.now);
+    assert!(
+        matches!(changes[..], [Change::Stalled { ms }] if ms >= 900),
+        "{changes:?}"
+    );
+    assert!(t.c.is_alive(b));
+    assert!(t.c.due_probes(t.now).is_empty());
 }
 
 #[test]

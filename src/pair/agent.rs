@@ -14,7 +14,7 @@ use crate::replication::assignment::{Answer, Call, Local, Note, Tracker, Tracker
 use crate::replication::ReplicaStatus;
 use crate::security::PublicKey;
 use crate::stats::StatsSet;
-use crate::udp_ingest::SessionControl;
+use crate::udp_ingest::{ProbeIdentity, SessionControl};
 
 /// How the pair presents itself to the controller.
 #[derive(Clone, Debug)]
@@ -40,6 +40,7 @@ pub struct AgentStatus {
 /// Starts the agent thread; it runs until `stop` is set (and sets it once drained).
 pub fn spawn(
     config: AgentConfig,
+    probes: Arc<ProbeIdentity>,
     sessions: SessionControl,
     stats: Arc<StatsSet>,
     replica: Option<Arc<ReplicaStatus>>,
@@ -61,6 +62,7 @@ pub fn spawn(
                 sessions,
                 stats,
                 status: shared,
+                probes,
                 replica,
                 last_rates: (Instant::now(), 0, 0),
             };
@@ -94,6 +96,7 @@ struct Agent {
     sessions: SessionControl,
     stats: Arc<StatsSet>,
     status: Arc<AgentStatus>,
+    probes: Arc<ProbeIdentity>,
     replica: Option<Arc<ReplicaStatus>>,
     last_rates: (Instant, u64, u64),
 }
@@ -115,6 +118,7 @@ impl Agent {
         }
         let pair = self.tracker.pair();
         self.status.pair.store(pair.unwrap_or(0), Relaxed);
+        self.probes.set_pair(pair.unwrap_or(0));
         self.status.registered.store(pair.is_some(), Relaxed);
     }
 

@@ -27,7 +27,7 @@ use crate::scene::Batch;
 use crate::scene::{self, Engine};
 use crate::security::KeyPair;
 use crate::stats::{PairStats, StatsSet};
-use crate::udp_ingest::{self, Ingest, SessionControl};
+use crate::udp_ingest::{self, Ingest, ProbeIdentity, SessionControl};
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.
 const BUS_CAPACITY: usize = 1024;
@@ -126,6 +126,7 @@ pub struct Pair {
     replica: Option<Arc<ReplicaStatus>>,
     bus: Vec<String>,
     agent: Option<Arc<agent::AgentStatus>>,
+    probes: Arc<ProbeIdentity>,
 }
 
 impl Pair {
@@ -159,6 +160,7 @@ impl Pair {
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let probes = Arc::new(ProbeIdentity::default());
         let mut threads = Vec::new();
         let mut controls = Vec::new();
         let mut replica = None;
@@ -173,6 +175,7 @@ impl Pair {
                 socket,
                 stats: stats.shards[i].clone(),
                 stop: stop.clone(),
+                probes: probes.clone(),
             };
             let (control, handles, rep) = shard.start(config, &mine)?;
             if let Some((status, endpoints)) = rep {
@@ -192,6 +195,7 @@ impl Pair {
             replica,
             bus,
             agent: None,
+            probes,
         })
     }
 
@@ -235,8 +239,11 @@ impl Pair {
         &mut self,
         config: agent::AgentConfig,
     ) -> std::io::Result<Arc<agent::AgentStatus>> {
+        self.probes
+            .configure(&config.tracker.token, config.tracker.requires_fanout);
         let (status, thread) = agent::spawn(
             config,
+            self.probes.clone(),
             self.sessions(),
             self.stats.clone(),
             self.replica.clone(),
@@ -275,6 +282,7 @@ struct Shard {
     socket: std::net::UdpSocket,
     stats: Arc<PairStats>,
     stop: Arc<AtomicBool>,
+    probes: Arc<ProbeIdentity>,
 }
 
 impl Shard {
@@ -330,6 +338,7 @@ impl Shard {
             commands,
             busy_poll: config.busy_poll,
             replica,
+            probes: self.probes.clone(),
         };
         let i = self.index;
         let threads = match config.threading {

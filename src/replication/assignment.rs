@@ -14,8 +14,11 @@
 //!   replay windows included, are the ones kept; those of incoming scenes come with the
 //!   handover and are left alone); then handovers become `Handover` (so every session of a
 //!   scene handed over is forwarded); then mirrors are started and stopped to match.
-//! - `stale_epoch` or `unknown_pair` (declared dead, or a controller that forgot it): revoke
-//!   every session, stop every mirror and handover, register again at once as a new pair.
+//! - A scene that leaves the assignment without a handover (it moved while this pair was
+//!   declared dead and revived, or it was deleted) is dropped: sessions and objects.
+//! - `stale_epoch` or `unknown_pair` (a controller that forgot it: dead for a minute, or
+//!   never known): revoke every session, stop every mirror and handover, register again at
+//!   once as a new pair.
 //! - No answer: keep serving the last assignment, retry every interval. Another refusal: retry
 //!   in a second.
 //! - A split pair's ingest (`requires_fanout`) does not heartbeat while its fanout half is away,
@@ -454,6 +457,13 @@ impl Tracker {
                     to,
                     epoch: h.epoch,
                 });
+            }
+        }
+        // A scene gone from the assignment and not handed over moved while this pair was
+        // declared dead (or was deleted): its state is someone else's now, or nobody's.
+        for scene in self.scenes.difference(&scenes) {
+            if !a.handovers.iter().any(|h| h.scene == *scene) {
+                self.commands.push(SessionCommand::Drop { scene: *scene });
             }
         }
         self.scenes = scenes;

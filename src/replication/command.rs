@@ -18,6 +18,11 @@ pub enum SessionCommand {
     Revoke {
         device: u32,
     },
+    /// Forget `scene`: it is no longer this pair's (it moved while the pair was declared
+    /// dead, or was deleted).
+    Drop {
+        scene: u32,
+    },
     /// Forget every session and object, whatever the controller admitted or a mirror handed
     /// over: the controller fenced this pair off.
     Reset,

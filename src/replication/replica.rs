@@ -161,6 +161,11 @@ impl Replica {
     /// The pair was fenced off and its engine reset: mirrors still catching up the scenes it
     /// took over stop (those scenes are not its own any more); the others go with the
     /// tracker's unmirrors.
+    /// Whether a fanout half (a subscriber on `ipc://`) is connected.
+    pub fn fanout_alive(&self) -> bool {
+        self.status.fanout_alive.load(Relaxed)
+    }
+
     pub fn reset(&mut self) {
         self.mirrors.retain(|_, m| !m.mirror.retiring());
     }

@@ -116,6 +116,28 @@ impl Engine {
         out.push(EventKind::Synced, 0, 0, None, &[]);
     }
 
+    /// Forgets `scene`, its sessions and objects: it is no longer this pair's (it moved while
+    /// this pair was declared dead, or it was deleted), and must not come back stale if it
+    /// is assigned here again. A fresh checkpoint follows downstream, so fanout and every
+    /// mirror of this pair forget it too. Nothing happens for a scene it does not hold.
+    pub fn drop_scene(&mut self, scene: u32, out: &mut Batch) {
+        let devices: Vec<u32> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.scene == scene)
+            .map(|(id, _)| *id)
+            .collect();
+        if devices.is_empty() && !self.scenes.contains_key(&scene) {
+            return;
+        }
+        for device in devices {
+            self.revoke(device, out);
+        }
+        self.scenes.remove(&scene);
+        self.tombstones.retain(|(_, s, _)| *s != scene);
+        self.checkpoint(out);
+    }
+
     /// Forgets every session and object (a pair the controller fenced off: whatever it served
     /// may be someone else's now, and must not come back if the scene returns here) and says
     /// so downstream with an empty checkpoint, so fanout and every mirror of this pair forget

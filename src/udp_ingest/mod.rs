@@ -6,6 +6,8 @@
 //! burst, one bus publish per burst. No allocation, lock or log line per datagram; counters
 //! are published with relaxed stores once per burst.
 
+mod probe;
+
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -22,6 +24,9 @@ use crate::net::shard_of;
 use crate::replication::{Replica, SessionCommand};
 use crate::scene::{Batch, DropReason, Engine};
 use crate::stats::PairStats;
+use crate::wire::probe::is_probe;
+
+pub use probe::ProbeIdentity;
 
 /// Datagrams taken per recvmmsg call.
 pub const BURST: usize = 64;
@@ -72,6 +77,8 @@ pub struct Ingest<P: Publisher> {
     pub busy_poll: bool,
     /// The replication stream and mirrors, when this pair has them.
     pub replica: Option<Replica>,
+    /// Who answers the controller's probes.
+    pub probes: Arc<ProbeIdentity>,
 }
 
 /// The sending side of the command queues of a pair's ingest shards: queues each command for
@@ -97,9 +104,8 @@ impl SessionControl {
             let targets = match &c {
                 SessionCommand::Admit { scene, .. }
                 | SessionCommand::Promote { scene, .. }
-                | SessionCommand::Handover { scene, .. } => {
-                    shard_of(*scene, n)..shard_of(*scene, n) + 1
-                }
+                | SessionCommand::Handover { scene, .. }
+                | SessionCommand::Drop { scene } => shard_of(*scene, n)..shard_of(*scene, n) + 1,
                 SessionCommand::Revoke { .. }
                 | SessionCommand::Reset
                 | SessionCommand::Mirror { .. }
@@ -202,6 +208,8 @@ impl<P: Publisher> Ingest<P> {
                     received += 1;
                     match d.from {
                         _ if d.truncated => self.engine.count_drop(DropReason::Oversized),
+                        // The controller checking on a suspect: answered here, at once.
+                        Some(from) if is_probe(d.bytes) => self.answer_probe(from, d.bytes),
                         Some(from) => {
                             let r = self.engine.handle(now, from, d.bytes, &mut batch);
                             // A device ahead of its scene (a drain's target): held, not lost.
@@ -263,6 +271,7 @@ impl<P: Publisher> Ingest<P> {
                 self.engine.admit(Instant::now(), device, scene, key, batch)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, batch),
+            SessionCommand::Drop { scene } => self.engine.drop_scene(scene, batch),
             SessionCommand::Reset => {
                 self.engine.reset(batch);
                 if let Some(r) = self.replica.as_mut() {
@@ -291,6 +300,19 @@ impl<P: Publisher> Ingest<P> {
                     r.promote(&mut self.engine, scene, to, epoch, Instant::now(), batch);
                 }
             }
+        }
+    }
+
+    /// Answers an authentic probe (a forged one is a `bad_tag` drop).
+    fn answer_probe(&mut self, from: std::net::SocketAddr, bytes: &[u8]) {
+        let replica = &self.replica;
+        let fanout = || replica.as_ref().is_some_and(|r| r.fanout_alive());
+        match self.probes.answer(bytes, fanout) {
+            Some(ack) => {
+                self.stats.probes_answered.fetch_add(1, Relaxed);
+                let _ = self.socket.send_to(&ack, from);
+            }
+            None => self.engine.count_drop(DropReason::BadTag),
         }
     }
 

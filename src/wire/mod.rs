@@ -12,6 +12,7 @@ mod bodies;
 pub mod bundle;
 mod header;
 mod object;
+pub mod probe;
 
 pub use auth::{nonce, Direction, SessionKey};
 pub use bodies::{

@@ -131,6 +131,7 @@ impl Pair {
                 self.engine.admit(now, device, scene, key, out)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, out),
+            SessionCommand::Drop { scene } => self.engine.drop_scene(scene, out),
             SessionCommand::Reset => {
                 self.engine.reset(out);
                 self.mirrors.retain(|_, m| m.retire_at.is_none());

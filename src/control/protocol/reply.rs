@@ -176,6 +176,9 @@ pub struct PairStatus {
     pub version: String,
     pub alive: bool,
     pub heartbeat_age_ms: u64,
+    /// The silence it is allowed now (the adaptive window, see "Failure detection").
+    #[serde(default)]
+    pub window_ms: u64,
     pub load: Load,
     pub scenes: Vec<u32>,
     pub devices: usize,

@@ -563,6 +563,22 @@ impl Node {
     }
 
     /// Declares silent pairs dead (the active only: passives decide nothing).
+    /// Pairs to probe now (the active's duty; a passive probes no one).
+    pub fn due_probes(&mut self, now: Instant) -> Vec<(u32, std::net::SocketAddr)> {
+        if self.role == Role::Active {
+            self.controller.due_probes(now)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// What a probe found (an active's; ignored on a passive).
+    pub fn probe_ended(&mut self, now: Instant, pair: u32, outcome: crate::control::ProbeOutcome) {
+        if self.role == Role::Active {
+            self.controller.probe_ended(now, pair, outcome);
+        }
+    }
+
     pub fn tick(&mut self, now: Instant) -> Vec<Change> {
         if self.role == Role::Active {
             self.controller.tick(now)

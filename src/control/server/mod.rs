@@ -17,6 +17,7 @@
 
 mod follow;
 mod io;
+mod probe;
 mod run;
 
 use std::path::PathBuf;
@@ -207,7 +208,7 @@ fn recover(
 
 fn log_change(change: &Change) {
     match change {
-        Change::PairDead { pair, moved } => {
+        Change::PairDead { pair, cause, moved } => {
             let moved: Vec<String> = moved
                 .iter()
                 .map(|(scene, to)| match to {
@@ -216,10 +217,16 @@ fn log_change(change: &Change) {
                 })
                 .collect();
             eprintln!(
-                "zonecast controller: pair {pair} is dead; {}",
+                "zonecast controller: pair {pair} is dead ({cause}); {}",
                 moved.join(", ")
             );
         }
+        Change::PairRevived { pair } => eprintln!(
+            "zonecast controller: pair {pair}, declared dead, heartbeats again: back under its id"
+        ),
+        Change::Stalled { ms } => eprintln!(
+            "zonecast controller: this controller was stalled for {ms} ms; no pair is blamed for it"
+        ),
         Change::PairForgotten { pair } => {
             eprintln!("zonecast controller: forgot dead pair {pair}");
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::follow::Follow;
 use super::io::{self, Incoming};
+use super::probe::Probes;
 use super::{log_change, ServerOptions, BURST, LEAVE_WAIT, LOCK_EVERY, PARK};
 use crate::control::client::RequestError;
 use crate::control::limits::Source;
@@ -17,6 +18,7 @@ use crate::control::replica::lock::Lock;
 use crate::control::replica::{Node, Persist, Role, Served};
 use crate::control::stats::ControlStats;
 use crate::control::store::{Batch, Store};
+use crate::control::ProbeOutcome;
 
 /// A reply waiting for the batch it depends on to be released.
 struct Pending {
@@ -41,6 +43,7 @@ pub struct Server {
     follow: Follow,
     token: Option<String>,
     tick_every: Duration,
+    probes: Probes,
     stats: Arc<ControlStats>,
     stop: Arc<AtomicBool>,
     leave: Arc<AtomicBool>,
@@ -80,6 +83,10 @@ impl Server {
         let now = Instant::now();
         Server {
             tick_every: (config.dead_after / 10).max(Duration::from_millis(5)),
+            probes: Probes::new(
+                &config.token,
+                (config.dead_after / 2).max(config.heartbeat_interval),
+            ),
             token: Some(config.token.clone()),
             socket,
             monitor,
@@ -134,11 +141,23 @@ impl Server {
                 eprintln!("zonecast controller: {e}");
                 return;
             }
-            if now >= self.next_tick {
+            // A probe that confirms a suspicion is acted on at once, not at the next tick.
+            let mut confirmed = false;
+            for (pair, outcome) in self.probes.collect(now) {
+                confirmed |= matches!(outcome, ProbeOutcome::Refused | ProbeOutcome::NotServing);
+                self.node.probe_ended(now, pair, outcome);
+            }
+            if now >= self.next_tick || confirmed {
                 for change in self.node.tick(now) {
                     log_change(&change);
                 }
                 self.next_tick = now + self.tick_every;
+            }
+            for (pair, addr) in self.node.due_probes(now) {
+                if let Some(outcome) = self.probes.send(now, pair, addr) {
+                    self.node.probe_ended(now, pair, outcome);
+                    self.next_tick = now;
+                }
             }
             let batch = self.node.commit();
             if let Err(e) = self.persist(batch) {
@@ -169,6 +188,9 @@ impl Server {
     fn wait(&self) {
         let now = Instant::now();
         let mut until = self.next_tick.min(self.next_lock);
+        if let Some(d) = self.probes.deadline() {
+            until = until.min(d);
+        }
         for p in &self.parked {
             until = until.min(p.until);
         }
@@ -186,6 +208,7 @@ impl Server {
         if let Some(f) = self.follow.socket() {
             items.push(f.as_poll_item(zmq::POLLIN));
         }
+        items.extend(self.probes.poll_items());
         // Rounded up: a wait under a millisecond must not become a busy poll.
         let ms = wait.as_micros().div_ceil(1000) as i64;
         if zmq::poll(&mut items, ms).is_err() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Controller, DeviceRec, PairLive, PairRec, SceneRec, Table};
+use super::{Controller, DeviceRec, Liveness, PairLive, PairRec, SceneRec, Table};
 use crate::control::protocol::{Load, MirrorState};
 use crate::control::random::Random;
 use crate::control::Config;
@@ -157,9 +157,9 @@ impl Controller {
         }
         self.meta.term = term;
         self.since = now;
+        self.last_tick = None;
         for live in self.live.values_mut() {
-            live.last_heartbeat = None;
-            live.suspect = false;
+            live.liveness.unheard();
         }
         true
     }
@@ -188,11 +188,12 @@ impl Controller {
             .0
             .iter()
             .map(|(id, l)| {
+                let mut liveness = Liveness::default();
+                liveness.last_heartbeat = now.checked_sub(Duration::from_millis(l.age_ms));
                 let live = PairLive {
-                    last_heartbeat: now.checked_sub(Duration::from_millis(l.age_ms)),
+                    liveness,
                     load: l.load.clone(),
                     standby_state: l.standby_state,
-                    suspect: false,
                 };
                 (*id, live)
             })

@@ -10,10 +10,12 @@
 //! replies; a pair that was declared dead is answered `stale_epoch` and must drop everything
 //! and register again, so a partitioned old owner cannot keep serving a scene that moved.
 //!
-//! By concern: this file holds the records, the dispatch and the clock; `pairs.rs` pair
+//! By concern: this file holds the records, the dispatch and the clock; `detector.rs` failure
+//! detection for one pair; `pairs.rs` pair
 //! registration and heartbeats, `standbys.rs` standbys and drains, `placement.rs` where scenes
 //! go, `devices.rs` device sessions, `render.rs` the typed replies that show state.
 
+mod detector;
 mod devices;
 mod durable;
 mod pairs;
@@ -29,6 +31,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+pub use detector::{Cause, ProbeOutcome};
+use detector::{Liveness, Verdict, Windows};
 use durable::Meta;
 pub use durable::{Entry, Image, LiveView};
 use table::Table;
@@ -48,8 +52,12 @@ pub struct Config {
     pub device_token: Option<String>,
     /// How often pairs are asked to heartbeat.
     pub heartbeat_interval: Duration,
-    /// A pair silent this long is dead.
+    /// The shortest window: a pair silent this long (no heartbeat, no probe answer) is dead,
+    /// unless its heartbeats have been arriving late (see `detector.rs`).
     pub dead_after: Duration,
+    /// The longest window, however late its heartbeats have been; also how long a pair may
+    /// go without heartbeating while its data path still answers probes.
+    pub dead_after_max: Duration,
     /// How long a dead pair stays listed (and told `stale_epoch`) before it is forgotten.
     pub forget_after: Duration,
     /// First epoch (the server seeds it from the clock so epochs grow across restarts).
@@ -70,6 +78,7 @@ impl Config {
             device_token: None,
             heartbeat_interval: Duration::from_millis(50),
             dead_after: Duration::from_millis(250),
+            dead_after_max: Duration::from_secs(2),
             forget_after: Duration::from_secs(60),
             first_epoch: 1,
             register: RegisterLimits::default(),
@@ -105,13 +114,11 @@ pub(crate) struct PairRec {
 /// is not logged; a passive gets it with every follow answer).
 #[derive(Clone, Debug, Default)]
 struct PairLive {
-    /// `None`: not heard since this controller took over (its window starts then).
-    last_heartbeat: Option<Instant>,
+    /// Heartbeats, suspicion and probes (`detector.rs`).
+    liveness: Liveness,
     load: Load,
     /// The standby's last word on its mirror of this pair.
     standby_state: Option<MirrorState>,
-    /// Its standby lost the stream without a goodbye: dead unless a heartbeat comes soon.
-    suspect: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,11 +138,17 @@ pub(crate) struct DeviceRec {
 /// Something the controller decided on its own (for the log).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// `pair` missed its heartbeats; each scene went to a new pair, or to none.
+    /// `pair` failed (why: `cause`); each scene went to a new pair, or to none.
     PairDead {
         pair: u32,
+        cause: Cause,
         moved: Vec<(u32, Option<u32>)>,
     },
+    /// A pair declared dead heartbeated again: it is back under its own id and is told what
+    /// it serves now.
+    PairRevived { pair: u32 },
+    /// The controller itself was stalled this long (its tick came late): nobody was blamed.
+    Stalled { ms: u64 },
     /// A dead pair was forgotten.
     PairForgotten { pair: u32 },
 }
@@ -153,6 +166,10 @@ pub struct Controller {
     live: BTreeMap<u32, PairLive>,
     /// When this controller last became active: silent pairs' windows start here.
     since: Instant,
+    /// The last tick, to notice the controller's own stalls.
+    last_tick: Option<Instant>,
+    /// Changes decided while serving requests, reported by the next tick.
+    noted: Vec<Change>,
     limiter: RegisterLimiter,
     random: Box<dyn Random>,
 }
@@ -186,6 +203,8 @@ impl Controller {
             devices: Table::default(),
             live: BTreeMap::new(),
             since: Instant::now(),
+            last_tick: None,
+            noted: Vec::new(),
             random,
         }
     }
@@ -318,29 +337,49 @@ impl Controller {
         }
     }
 
-    /// Declares silent pairs dead, moves their scenes, forgets long-dead pairs.
+    /// Declares failed pairs dead (`detector.rs`), moves their scenes, forgets long-dead
+    /// pairs. A tick that comes more than a heartbeat interval late means the controller was
+    /// stalled: that time is credited to every pair first.
     pub fn tick(&mut self, now: Instant) -> Vec<Change> {
-        let mut changes = Vec::new();
-        let dead: Vec<u32> = self
+        let mut changes = std::mem::take(&mut self.noted);
+        if let Some(last) = self.last_tick {
+            let stall = now
+                .saturating_duration_since(last)
+                .saturating_sub(self.config.heartbeat_interval);
+            if !stall.is_zero() {
+                for l in self.live.values_mut() {
+                    l.liveness.credit(stall);
+                }
+                self.since += stall;
+                changes.push(Change::Stalled {
+                    ms: stall.as_millis() as u64,
+                });
+            }
+        }
+        self.last_tick = Some(now);
+        let windows = self.windows();
+        let dead: Vec<(u32, Cause)> = self
             .pairs
             .iter()
-            .filter(|(id, p)| {
-                let age = self.heartbeat_age(now, **id);
-                // A primary whose standby saw its stream break is dead once a heartbeat is
-                // overdue (two intervals), well before the full window: that is the fast path
-                // of a failover. A live primary heartbeats in time and is not moved.
-                let suspect_after = self.config.heartbeat_interval * 2;
-                let suspect = self.live.get(id).is_some_and(|l| l.suspect);
-                p.alive && (age > self.config.dead_after || (suspect && age > suspect_after))
+            .filter(|(_, p)| p.alive)
+            .filter_map(|(id, _)| {
+                let l = self.live.get(id).map(|l| &l.liveness);
+                let verdict = match l {
+                    Some(l) => l.verdict(now, self.since, &windows),
+                    None => Liveness::default().verdict(now, self.since, &windows),
+                };
+                match verdict {
+                    Verdict::Dead(cause) => Some((*id, cause)),
+                    _ => None,
+                }
             })
-            .map(|(id, _)| *id)
             .collect();
-        for pair in dead {
+        for (pair, cause) in dead {
             if let Some(p) = self.pairs.get_mut(&pair) {
                 p.alive = false;
             }
             let moved = self.move_scenes_off(pair);
-            changes.push(Change::PairDead { pair, moved });
+            changes.push(Change::PairDead { pair, cause, moved });
         }
         let forget: Vec<u32> = self
             .pairs
@@ -357,11 +396,52 @@ impl Controller {
         changes
     }
 
+    /// Live pairs to probe now, with their data ports; each is marked as probed (one probe
+    /// in flight per pair). Answer each with [`Controller::probe_ended`].
+    pub fn due_probes(&mut self, now: Instant) -> Vec<(u32, SocketAddr)> {
+        let windows = self.windows();
+        let since = self.since;
+        let mut due = Vec::new();
+        for (id, p) in self.pairs.iter().filter(|(_, p)| p.alive) {
+            let l = &mut self.live.entry(*id).or_default().liveness;
+            if l.verdict(now, since, &windows) == Verdict::Probe {
+                l.probe_sent(now);
+                due.push((*id, p.udp));
+            }
+        }
+        due
+    }
+
+    /// What the probe of `pair` found (a refusal is a death at the next tick).
+    pub fn probe_ended(&mut self, now: Instant, pair: u32, outcome: ProbeOutcome) {
+        if let Some(l) = self.live.get_mut(&pair) {
+            l.liveness.probe_ended(now, outcome);
+        }
+    }
+
+    fn windows(&self) -> Windows {
+        Windows {
+            interval: self.config.heartbeat_interval,
+            dead_after: self.config.dead_after,
+            dead_after_max: self.config.dead_after_max.max(self.config.dead_after),
+        }
+    }
+
     /// How long `pair` has been silent (since this controller took over, if it has not
     /// heard from it since).
     fn heartbeat_age(&self, now: Instant, pair: u32) -> Duration {
-        let last = self.live.get(&pair).and_then(|l| l.last_heartbeat);
-        now.saturating_duration_since(last.unwrap_or(self.since))
+        match self.live.get(&pair) {
+            Some(l) => l.liveness.silence(now, self.since),
+            None => now.saturating_duration_since(self.since),
+        }
+    }
+
+    /// The window `pair` is judged by now.
+    fn window_of(&self, pair: u32) -> Duration {
+        let w = self.windows();
+        self.live
+            .get(&pair)
+            .map_or(w.dead_after, |l| l.liveness.window(&w))
     }
 
     /// What the heartbeats of `pair` said.

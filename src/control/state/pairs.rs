@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{err, Controller, PairLive, PairRec};
+use super::{err, Change, Controller, Liveness, PairLive, PairRec};
 use crate::control::protocol::{
     ControlError, ErrorCode, HeartbeatReply, Load, MirrorReport, MirrorState, Moved,
     PairDeregistered, PairRegistered,
@@ -113,7 +113,7 @@ impl Controller {
         self.live.insert(
             id,
             PairLive {
-                last_heartbeat: Some(now),
+                liveness: Liveness::heard_first(now),
                 ..PairLive::default()
             },
         );
@@ -143,7 +143,7 @@ impl Controller {
             {
                 let primary = self.live(m.pair);
                 primary.standby_state = Some(m.state);
-                primary.suspect |= m.state == MirrorState::Lost;
+                primary.liveness.suspect |= m.state == MirrorState::Lost;
             }
         }
         let p = self
@@ -151,20 +151,35 @@ impl Controller {
             .get(&pair)
             .ok_or_else(|| err(ErrorCode::UnknownPair, format!("no pair {pair}: register")))?;
         if !p.alive {
-            let msg = format!("pair {pair} was declared dead; its scenes moved: register again");
-            return Err(err(ErrorCode::StaleEpoch, msg));
+            self.revive(pair);
         }
-        let assigned = p.assigned_epoch;
         let live = self.live(pair);
-        live.last_heartbeat = Some(now);
+        live.liveness.heartbeat(now);
         live.load = load;
-        live.suspect = false;
+        let assigned = self.pairs[&pair].assigned_epoch;
         let assignment = (epoch != assigned).then(|| self.assignment(pair));
         Ok(HeartbeatReply {
             epoch: assigned,
             term: self.meta.term,
             assignment,
         })
+    }
+
+    /// A pair declared dead heartbeats: it was alive after all (a stall, a partition). It
+    /// comes back under its own id with what it serves now: its scenes moved when it was
+    /// declared dead (a new epoch, so its next assignment drops them and they stay with
+    /// whoever took them), scenes of its region left without a pair come to it, and it gets
+    /// a standby again. Its own long silence becomes a gap sample, which widens its window.
+    fn revive(&mut self, pair: u32) {
+        let Some(p) = self.pairs.get_mut(&pair) else {
+            return;
+        };
+        p.alive = true;
+        let region = p.region.clone();
+        self.assign_orphans(&region);
+        self.refresh_standbys();
+        self.bump(Some(pair));
+        self.noted.push(Change::PairRevived { pair });
     }
 
     pub(super) fn pair_deregister(&mut self, pair: u32) -> Result<PairDeregistered, ControlError> {

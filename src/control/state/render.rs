@@ -125,6 +125,7 @@ impl Controller {
                     version: p.version.clone(),
                     alive: p.alive,
                     heartbeat_age_ms: self.heartbeat_age(now, *id).as_millis() as u64,
+                    window_ms: self.window_of(*id).as_millis() as u64,
                     load: live.map(|l| l.load.clone()).unwrap_or_default(),
                     scenes,
                     devices,

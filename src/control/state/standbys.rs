@@ -121,7 +121,7 @@ impl Controller {
                 }
                 let live = self.live(id);
                 live.standby_state = None;
-                live.suspect = false;
+                live.liveness.suspect = false;
                 self.bump(old);
                 self.bump(wanted);
             }
