@@ -682,3 +682,30 @@ fn a_mirror_refuses_events_that_do_not_fit_its_state() {
     assert_eq!(mirror.sessions(), 0);
     assert_eq!(mirror.objects(), 0);
 }
+
+#[test]
+fn a_dropped_scene_takes_its_sessions_and_objects_and_mirrors_follow() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 2));
+    let mut w = World::new(&[&a, &b]);
+    w.join(&mut a);
+    w.join(&mut b);
+    let u = a.update(10, 1.0);
+    w.feed(&a, &u).unwrap();
+    let u = b.update(20, 1.0);
+    w.feed(&b, &u).unwrap();
+    w.out.clear();
+    let mut mirror = Engine::new(Config::default());
+    w.engine.checkpoint(&mut w.out);
+    replicate(&mut w, &mut mirror);
+    w.engine.drop_scene(1, &mut w.out);
+    let kinds: Vec<EventKind> = w.out.iter().map(|(e, _)| e.kind).collect();
+    assert!(kinds.contains(&EventKind::Revoked) && kinds.contains(&EventKind::Checkpoint));
+    replicate(&mut w, &mut mirror);
+    for e in [&w.engine, &mirror] {
+        assert!(e.device(1).is_none() && e.object(1, 10).is_none(), "scene 1 gone");
+        assert!(e.device(2).is_some() && e.object(2, 20).is_some(), "scene 2 kept");
+    }
+    // Nothing to drop: nothing happens.
+    w.engine.drop_scene(1, &mut w.out);
+    assert!(w.out.is_empty());
+}

@@ -13,6 +13,7 @@
 //!   cargo test --test sim -- --seeds 200 --no-replicas  # without the controller replica set
 
 mod check;
+mod detect;
 mod device;
 mod net;
 mod nodes;
@@ -67,6 +68,9 @@ fn main() {
                 total.handovers += o.handovers;
                 total.crashes += o.crashes;
                 total.rehome_checks += o.rehome_checks;
+                total.confirmed += o.confirmed;
+                total.detect_checks += o.detect_checks;
+                total.stalls += o.stalls;
             }
             Err(violation) => {
                 println!("seed {seed}: VIOLATION: {violation}");
@@ -91,7 +95,7 @@ fn main() {
         }
     }
     println!(
-        "sim: {count} seeds ({first}..{}) in {:.1} s: {} violations; {:.0} virtual s, {} messages, {} faults ({} crashes), {} failovers from a mirror, {} hand-overs, {} re-homing checks",
+        "sim: {count} seeds ({first}..{}) in {:.1} s: {} violations; {:.0} virtual s, {} messages, {} faults ({} crashes), {} failovers from a mirror, {} hand-overs, {} re-homing checks; detection: {} deaths confirmed by a probe, {} crash-to-death checks, {} controller stalls",
         first + count - 1,
         started.elapsed().as_secs_f64(),
         failed.len(),
@@ -102,6 +106,9 @@ fn main() {
         total.promotions,
         total.handovers,
         total.rehome_checks,
+        total.confirmed,
+        total.detect_checks,
+        total.stalls,
     );
     if with_replicas {
         println!(

@@ -67,6 +67,12 @@ pub enum Payload {
         link: u64,
         event: LinkEvent,
     },
+    /// The controller's probe of pair `pair` (a UDP datagram to its port).
+    Probe { pair: u32 },
+    /// A live process's answer, as the pair it is registered as (0: none).
+    ProbeAck { pair: u32, answer_as: u32 },
+    /// ICMP port unreachable from the host of a crashed pair.
+    ProbeRefused { pair: u32 },
 }
 
 #[derive(Debug)]
@@ -108,6 +114,9 @@ pub struct Net {
     pub isolated: BTreeMap<Node, u64>,
     /// Pair pairs whose streams are cut, until the given time (µs).
     pub cut: BTreeMap<(usize, usize), u64>,
+    /// Nodes on a loaded host until the given time: what their processes send (requests,
+    /// probe answers) leaves up to the given lag (µs) late.
+    pub slow: BTreeMap<Node, (u64, u64)>,
     /// Last delivery time per stream link (FIFO).
     link_tail: BTreeMap<u64, u64>,
     pub sent: u64,
@@ -124,6 +133,7 @@ impl Net {
             profile,
             isolated: BTreeMap::new(),
             cut: BTreeMap::new(),
+            slow: BTreeMap::new(),
             link_tail: BTreeMap::new(),
             sent: 0,
             dropped: 0,
@@ -182,7 +192,13 @@ impl Net {
             Payload::Datagram { .. } | Payload::ToDevice(_) => self.profile.datagram_delay,
             _ => self.profile.control_delay,
         };
-        let at = now + rng.gen_range(lo..=hi);
+        let mut at = now + rng.gen_range(lo..=hi);
+        if let Some((until, lag)) = self.slow.get(&from) {
+            let late = matches!(payload, Payload::Request { .. } | Payload::ProbeAck { .. });
+            if now < *until && late {
+                at += rng.gen_range(0..=*lag);
+            }
+        }
         // A request may arrive twice (a retry whose first copy was not lost after all).
         if let Payload::Request { call, req } = &payload {
             if rng.gen_bool(self.profile.duplicate) {

@@ -317,6 +317,12 @@ impl World {
     }
 
     pub fn pair_receive(&mut self, inc: usize, from: Node, payload: Payload) -> Result<(), String> {
+        if let Payload::Probe { pair } = payload {
+            if !self.pairs[inc].alive || self.pairs[inc].frozen_until <= self.now {
+                self.probe_received(inc, pair);
+                return Ok(());
+            }
+        }
         if !self.pairs[inc].alive {
             return Ok(());
         }

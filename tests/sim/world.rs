@@ -11,13 +11,14 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use zonecast::control::protocol::{DeviceLocation, Reply, Request};
 use zonecast::control::random::Random;
-use zonecast::control::{Change, Config, Controller};
+use zonecast::control::{Config, Controller};
 use zonecast::replication::assignment::TrackerConfig;
 use zonecast::wire::SessionKey;
 
 use crate::check::{Books, REHOME_BOUND};
+use crate::detect::DETECT_BOUND;
 use crate::device::Device;
-use crate::net::{us, Net, Node, Profile};
+use crate::net::{us, Net, Node, Payload, Profile};
 use crate::pair::Pair;
 
 pub const TOKEN: &str = "sim";
@@ -47,6 +48,9 @@ pub struct Outcome {
     pub handovers: u64,
     pub crashes: u64,
     pub rehome_checks: u64,
+    pub confirmed: u64,
+    pub detect_checks: u64,
+    pub stalls: u64,
 }
 
 /// The controller's randomness, from the seed.
@@ -75,6 +79,12 @@ pub enum Fault {
         crashed: usize,
         devices: Vec<usize>,
     },
+    /// The controller process gets no CPU for a while (requests wait in its socket).
+    StallController(u64),
+    /// A pair slot's host is loaded for a while: its heartbeats and probe answers are late.
+    Slow(usize, u64),
+    /// Check that the crash of this incarnation at this time was acted on.
+    CheckDeclared { crashed: usize, at: u64 },
 }
 
 pub struct World {
@@ -99,6 +109,12 @@ pub struct World {
     pub outcome: Outcome,
     /// Keys of every engine's hash tables in this run.
     hash_seed: u64,
+    /// Probes in flight: pair id -> sent at.
+    pub probes: std::collections::BTreeMap<u32, u64>,
+    /// The controller runs nothing before this.
+    pub stalled_until: u64,
+    /// Pair incarnations that may be declared dead until the given time (frozen, cut off).
+    pub excused: std::collections::BTreeMap<usize, u64>,
 }
 
 impl World {
@@ -108,6 +124,11 @@ impl World {
 
     pub fn now_ns(&self) -> u64 {
         1_700_000_000_000_000_000 + self.now * 1000
+    }
+
+    /// The controller ticks at once (a probe confirmed a death).
+    pub fn force_tick(&mut self) {
+        self.next_tick = self.now;
     }
 
     pub fn log(&self, what: impl FnOnce() -> String) {
@@ -264,9 +285,11 @@ impl World {
         for _ in 0..n {
             let at = self.rng.gen_range(500_000..until);
             let slot = self.rng.gen_range(0..slots);
-            let fault = match self.rng.gen_range(0..10) {
+            let fault = match self.rng.gen_range(0..13) {
                 0..=3 => Fault::Crash(slot),
                 4 => Fault::Isolate(slot, self.rng.gen_range(100_000..900_000)),
+                10 => Fault::StallController(self.rng.gen_range(100_000..1_500_000)),
+                11..=12 => Fault::Slow(slot, self.rng.gen_range(200_000..1_500_000)),
                 5 => {
                     let other = (slot + 1 + self.rng.gen_range(0..slots - 1)) % slots;
                     Fault::CutStreams(slot, other, self.rng.gen_range(100_000..900_000))
@@ -294,7 +317,11 @@ impl World {
 
     fn apply_fault(&mut self, fault: Fault) -> Result<(), String> {
         self.log(|| format!("FAULT {fault:?}"));
-        if !matches!(fault, Fault::CheckRehome { .. } | Fault::Restart(_)) {
+        let check = matches!(
+            fault,
+            Fault::CheckRehome { .. } | Fault::Restart(_) | Fault::CheckDeclared { .. }
+        );
+        if !check {
             self.outcome.faults += 1;
             self.last_fault = self.now;
         }
@@ -309,6 +336,13 @@ impl World {
                     .collect();
                 self.crash(inc);
                 self.books.crashes += 1;
+                self.schedule(
+                    self.now + us(DETECT_BOUND),
+                    Fault::CheckDeclared {
+                        crashed: inc,
+                        at: self.now,
+                    },
+                );
                 let back = self.now + self.rng.gen_range(300_000..2_000_000);
                 self.schedule(back, Fault::Restart(slot));
                 self.schedule(
@@ -324,12 +358,27 @@ impl World {
                     self.restart(slot);
                 }
             }
-            Fault::Isolate(slot, d) => self.isolate(self.slots[slot], d),
+            Fault::Isolate(slot, d) => {
+                let inc = self.slots[slot];
+                self.excuse(inc, self.now + d);
+                self.isolate(inc, d);
+            }
             Fault::CutStreams(a, b, d) => self.cut_streams(self.slots[a], self.slots[b], d),
             Fault::Freeze(slot, d) => {
                 let inc = self.slots[slot];
                 self.pairs[inc].frozen_until = self.now + d;
+                self.excuse(inc, self.now + d);
             }
+            Fault::StallController(d) => {
+                self.stalled_until = self.stalled_until.max(self.now + d);
+                self.outcome.stalls += 1;
+            }
+            Fault::Slow(slot, d) => {
+                let inc = self.slots[slot];
+                let lag = crate::detect::SLOW_LAG;
+                self.net.slow.insert(Node::Pair(inc), (self.now + d, lag));
+            }
+            Fault::CheckDeclared { crashed, at } => self.check_declared(crashed, at)?,
             Fault::Drain(slot) => {
                 if let Some(id) = self.pairs[self.slots[slot]].id {
                     let r = self.operator(Request::PairDrain {
@@ -385,7 +434,10 @@ impl World {
 
     /// The next thing to happen: a delivery, a node's timer, a fault, the controller's tick.
     fn next_time(&self) -> u64 {
-        let mut t = self.next_tick;
+        let mut t = self.next_tick.max(self.stalled_until);
+        if let Some(p) = self.probe_deadline() {
+            t = t.min(p);
+        }
         if let Some(n) = self.net.next_time() {
             t = t.min(n);
         }
@@ -408,20 +460,16 @@ impl World {
             while let Some(f) = self.due_fault() {
                 self.apply_fault(f)?;
             }
-            if self.now >= self.next_tick {
+            if self.now >= self.next_tick && self.now >= self.stalled_until {
                 let changes = self.controller.tick(self.instant());
                 for c in changes {
                     self.log(|| format!("controller: {c:?}"));
-                    // A live pair declared dead (its heartbeats were lost or late): the scenes
-                    // move again, so re-homing is not bounded from an earlier crash.
-                    if let Change::PairDead { pair, .. } = c {
-                        if self.pair_with_id(pair).is_some_and(|i| self.pairs[i].alive) {
-                            self.last_fault = self.now;
-                        }
-                    }
+                    self.check_death(&c)?;
                 }
                 self.next_tick = self.now + CONTROLLER_TICK;
+                self.send_probes();
             }
+            self.expire_probes();
             while let Some(d) = self.net.pop_due(self.now) {
                 self.deliver(d)?;
             }
@@ -442,8 +490,20 @@ impl World {
     fn deliver(&mut self, d: crate::net::Delivery) -> Result<(), String> {
         self.outcome.messages += 1;
         match d.to {
+            // A stalled controller reads what waited in its socket when it runs again.
+            Node::Controller if self.now < self.stalled_until => {
+                let at = self.stalled_until;
+                self.net.requeue(at, d.to, d.from, d.payload);
+                Ok(())
+            }
             Node::Controller => {
-                self.controller_receive(d.from, d.payload);
+                match d.payload {
+                    p @ (Payload::ProbeAck { .. } | Payload::ProbeRefused { .. }) => {
+                        self.controller_probe(p)
+                    }
+                    p => self.controller_receive(d.from, p),
+                }
+                self.send_probes();
                 Ok(())
             }
             Node::Pair(inc) => self.pair_receive(inc, d.from, d.payload),
@@ -461,6 +521,7 @@ impl World {
         self.net.profile = Profile::perfect();
         self.net.isolated.clear();
         self.net.cut.clear();
+        self.net.slow.clear();
         // A frozen pair runs again now; what waited in its sockets comes first, in order
         // (otherwise a stream's later frames would overtake them: found by seed 80959).
         for inc in 0..self.pairs.len() {
@@ -564,6 +625,9 @@ pub fn run(seed: u64, options: &Options) -> Result<Outcome, String> {
         verbose: options.verbose,
         outcome: Outcome::default(),
         hash_seed: seed,
+        probes: Default::default(),
+        stalled_until: 0,
+        excused: Default::default(),
     };
     w.log(|| {
         format!(

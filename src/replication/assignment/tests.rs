@@ -428,3 +428,33 @@ fn an_answer_from_an_older_controller_term_is_ignored() {
     assert!(t.take_commands().is_empty(), "nothing dropped");
     assert!(t.poll_timeout() <= again + Duration::from_millis(50));
 }
+
+#[test]
+fn a_revived_pair_drops_the_scenes_that_moved_and_keeps_the_rest() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    let reply = HeartbeatReply {
+        term: 0,
+        epoch: 5,
+        assignment: Some(assignment(&[1, 2], &[(7, 1), (8, 2)])),
+    };
+    heartbeat(&mut t, t0, &local, reply);
+    // Declared dead while alive, revived: scene 1 moved to its standby meanwhile.
+    let reply = HeartbeatReply {
+        term: 0,
+        epoch: 9,
+        assignment: Some(assignment(&[2], &[(8, 2)])),
+    };
+    let cmds = heartbeat(&mut t, t0 + Duration::from_millis(50), &local, reply);
+    assert_eq!(
+        cmds,
+        vec![
+            SessionCommand::Drop { scene: 1 },
+            SessionCommand::Revoke { device: 7 }
+        ],
+        "the moved scene goes, with its sessions; scene 2 and its state stay"
+    );
+    assert_eq!(t.pair(), Some(3), "same identity");
+    assert_eq!(t.scenes().iter().copied().collect::<Vec<_>>(), vec![2]);
+}
