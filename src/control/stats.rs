@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::protocol::{ErrorCode, OPS};
+use super::{Cause, Change, ProbeOutcome};
 
 /// Why a message got no reply at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +60,20 @@ pub struct ControlStats {
     errors: [AtomicU64; ErrorCode::ALL.len()],
     dropped_envelope: AtomicU64,
     connections: [AtomicU64; Connection::ALL.len()],
+    /// Pairs declared dead: confirmed by a probe, silent for their window.
+    deaths: [AtomicU64; 2],
+    revivals: AtomicU64,
+    stalls: AtomicU64,
+    /// Probes by outcome, in `PROBE_OUTCOMES` order.
+    probes: [AtomicU64; 4],
 }
+
+const PROBE_OUTCOMES: [(ProbeOutcome, &str); 4] = [
+    (ProbeOutcome::Answered, "answered"),
+    (ProbeOutcome::Refused, "refused"),
+    (ProbeOutcome::NotServing, "not_serving"),
+    (ProbeOutcome::TimedOut, "timed_out"),
+];
 
 impl ControlStats {
     pub fn request(&self, op: Option<&str>) {
@@ -84,6 +98,30 @@ impl ControlStats {
     pub fn connection(&self, event: Connection) {
         if let Some(i) = Connection::ALL.iter().position(|c| *c == event) {
             self.connections[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A change the controller decided on its own (deaths, revivals, its own stalls).
+    pub fn change(&self, change: &Change) {
+        match change {
+            Change::PairDead { cause, .. } => {
+                let i = usize::from(!matches!(cause, Cause::Probe(_)));
+                self.deaths[i].fetch_add(1, Relaxed);
+            }
+            Change::PairRevived { .. } => {
+                self.revivals.fetch_add(1, Relaxed);
+            }
+            Change::Stalled { .. } => {
+                self.stalls.fetch_add(1, Relaxed);
+            }
+            Change::PairForgotten { .. } => {}
+        }
+    }
+
+    /// A probe of a suspect pair ended.
+    pub fn probe(&self, outcome: ProbeOutcome) {
+        if let Some(i) = PROBE_OUTCOMES.iter().position(|(o, _)| *o == outcome) {
+            self.probes[i].fetch_add(1, Relaxed);
         }
     }
 
@@ -123,6 +161,34 @@ impl ControlStats {
         family(&mut s, "connections_total",
             "Connection events from libzmq (closed: includes peers cut off for a size or frame bound).",
             "event", Connection::ALL.iter().map(|c| c.name()).zip(&self.connections));
+        family(
+            &mut s,
+            "pair_deaths_total",
+            "Pairs declared dead: a probe confirmed a suspicion (a crash), or silent for their window.",
+            "cause",
+            ["probe", "silent"].into_iter().zip(&self.deaths),
+        );
+        family(
+            &mut s,
+            "pair_revivals_total",
+            "Pairs declared dead that heartbeated again and came back under their id (false failovers).",
+            "pair",
+            [("any", &self.revivals)].into_iter(),
+        );
+        family(
+            &mut s,
+            "stalls_total",
+            "Times this controller's own loop came late by more than a heartbeat interval (credited to every pair).",
+            "controller",
+            [("self", &self.stalls)].into_iter(),
+        );
+        family(
+            &mut s,
+            "probes_total",
+            "Probes of suspect pairs, by outcome.",
+            "outcome",
+            PROBE_OUTCOMES.iter().map(|(_, n)| *n).zip(&self.probes),
+        );
         s
     }
 }

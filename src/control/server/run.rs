@@ -144,17 +144,20 @@ impl Server {
             // A probe that confirms a suspicion is acted on at once, not at the next tick.
             let mut confirmed = false;
             for (pair, outcome) in self.probes.collect(now) {
+                self.stats.probe(outcome);
                 confirmed |= matches!(outcome, ProbeOutcome::Refused | ProbeOutcome::NotServing);
                 self.node.probe_ended(now, pair, outcome);
             }
             if now >= self.next_tick || confirmed {
                 for change in self.node.tick(now) {
+                    self.stats.change(&change);
                     log_change(&change);
                 }
                 self.next_tick = now + self.tick_every;
             }
             for (pair, addr) in self.node.due_probes(now) {
                 if let Some(outcome) = self.probes.send(now, pair, addr) {
+                    self.stats.probe(outcome);
                     self.node.probe_ended(now, pair, outcome);
                     self.next_tick = now;
                 }
