@@ -95,8 +95,8 @@ fn devices_are_rehomed_when_their_pair_is_killed() {
     // They arrive in order from the new pair.
     assert!(after.windows(2).all(|w| w[0].1 < w[1].1));
     // The crash was confirmed by a probe (the closed port refused it), not waited out.
-    assert_eq!(metric(&ctl, DEATHS_PROBE), 1);
-    assert_eq!(metric(&ctl, DEATHS_SILENT), 0);
+    assert_eq!(ctl.metric(DEATHS_PROBE), 1);
+    assert_eq!(ctl.metric(DEATHS_SILENT), 0);
     let st = ctl.status();
     let dead: Vec<_> = st["pairs"]
         .as_array()
@@ -147,15 +147,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// A controller metric (0 when absent).
-fn metric(ctl: &ControllerProcess, key: &str) -> u64 {
-    ctl.metrics().get(key).copied().unwrap_or(0)
-}
-
-const DEATHS_PROBE: &str = "zonecast_control_pair_deaths_total{cause=\"probe\"}";
-const DEATHS_SILENT: &str = "zonecast_control_pair_deaths_total{cause=\"silent\"}";
 const OBJECTS: &str = "zonecast_objects";
-const REVIVALS: &str = "zonecast_control_pair_revivals_total{pair=\"any\"}";
 
 #[test]
 fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serving_nothing_it_lost(
@@ -184,8 +176,8 @@ fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serv
         assert!(Instant::now() < deadline, "the scene never moved off the frozen pair");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(metric(&ctl, DEATHS_SILENT), 1);
-    assert_eq!(metric(&ctl, DEATHS_PROBE), 0, "a stopped process refuses nothing");
+    assert_eq!(ctl.metric(DEATHS_SILENT), 1);
+    assert_eq!(ctl.metric(DEATHS_PROBE), 0, "a stopped process refuses nothing");
     signal(&a, "-CONT");
 
     // Back, it heartbeats: revived under its own id (no second record), told it serves
@@ -200,7 +192,7 @@ fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serv
         assert!(Instant::now() < deadline, "the frozen pair never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_until("the revival counted", || metric(&ctl, REVIVALS) == 1);
+    wait_until("the revival counted", || ctl.metric(REVIVALS) == 1);
     // The device still talking to it is no longer served there: its scene was dropped.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut before = a.dropped("unknown_device");
@@ -248,7 +240,7 @@ fn a_pair_frozen_briefly_is_not_failed_over() {
     // It heartbeats on, keeps its id and its scene, and serves the device.
     wait_until_heard(&ctl, a.udp);
     assert_eq!(record(&ctl, a.udp), (before, 1));
-    assert_eq!(metric(&ctl, DEATHS_SILENT) + metric(&ctl, DEATHS_PROBE), 0);
+    assert_eq!(ctl.metric(DEATHS_SILENT) + ctl.metric(DEATHS_PROBE), 0);
     assert_eq!(ctl.client().locate(dev.session().device).unwrap().udp, a.udp);
     dev.keepalive().unwrap();
     let acked = dev.recv(Duration::from_secs(5)).unwrap();

@@ -87,8 +87,13 @@ fn a_split_pair_is_alive_only_while_both_halves_are() {
     let killed = Instant::now();
     ctl.wait_live_pairs("eu", 0);
     assert!(killed.elapsed() < Duration::from_secs(2));
+    // The ingest stops heartbeating and answers the controller's probe "not serving": a
+    // death confirmed, not a window waited out.
+    assert_eq!(ctl.metric(DEATHS_PROBE), 1);
     drop(half);
     let _back = Killed(fanout(&bus));
     ctl.wait_live_pairs("eu", 1);
+    // Whole again, it comes back under its own id.
+    assert_eq!(ctl.status()["pairs"].as_array().unwrap().len(), 1);
     drop(pair);
 }

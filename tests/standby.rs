@@ -187,6 +187,10 @@ fn killed_primary(mode: Mode) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+    // The standby's report of a lost stream made the controller probe: the closed port
+    // confirmed the crash at once, no window was waited out.
+    assert_eq!(ctl.metric(DEATHS_PROBE), 1);
+    assert_eq!(ctl.metric(DEATHS_SILENT), 0);
     let standby_udp: SocketAddr = standby["udp"].as_str().unwrap().parse().unwrap();
     for d in 0..3 {
         assert_eq!(

@@ -177,6 +177,12 @@ pub fn scrape(addr: SocketAddr) -> HashMap<String, u64> {
 
 pub const TOKEN: &str = "test-token";
 
+/// Controller counters of failure detection: deaths a probe confirmed, deaths of a pair
+/// silent for its window, pairs that came back after being declared dead.
+pub const DEATHS_PROBE: &str = "zonecast_control_pair_deaths_total{cause=\"probe\"}";
+pub const DEATHS_SILENT: &str = "zonecast_control_pair_deaths_total{cause=\"silent\"}";
+pub const REVIVALS: &str = "zonecast_control_pair_revivals_total{pair=\"any\"}";
+
 /// How the cluster under test protects what would leave the host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -294,6 +300,11 @@ impl ControllerProcess {
     /// The controller's metrics, `name{labels}` to value.
     pub fn metrics(&self) -> HashMap<String, u64> {
         scrape(self.metrics.expect("started with --metrics"))
+    }
+
+    /// One controller metric, `name{labels}` (0 when absent).
+    pub fn metric(&self, key: &str) -> u64 {
+        self.metrics().get(key).copied().unwrap_or(0)
     }
 
     /// Creates a scene in `region` and returns its id.
