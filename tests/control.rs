@@ -173,11 +173,18 @@ fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serv
         if loc.udp != a.udp {
             break loc;
         }
-        assert!(Instant::now() < deadline, "the scene never moved off the frozen pair");
+        assert!(
+            Instant::now() < deadline,
+            "the scene never moved off the frozen pair"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(ctl.metric(DEATHS_SILENT), 1);
-    assert_eq!(ctl.metric(DEATHS_PROBE), 0, "a stopped process refuses nothing");
+    assert_eq!(
+        ctl.metric(DEATHS_PROBE),
+        0,
+        "a stopped process refuses nothing"
+    );
     signal(&a, "-CONT");
 
     // Back, it heartbeats: revived under its own id (no second record), told it serves
@@ -186,7 +193,11 @@ fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serv
     loop {
         let (fact, records) = record(&ctl, a.udp);
         if fact.1 {
-            assert_eq!((fact, records), ((id, true, 0), 1), "revived as itself, empty");
+            assert_eq!(
+                (fact, records),
+                ((id, true, 0), 1),
+                "revived as itself, empty"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "the frozen pair never came back");
@@ -209,7 +220,9 @@ fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serv
             "the revived pair kept serving the device"
         );
     }
-    wait_until("the moved scene's objects dropped", || a.metrics()[OBJECTS] == 0);
+    wait_until("the moved scene's objects dropped", || {
+        a.metrics()[OBJECTS] == 0
+    });
     // The device, told by the controller, moves and is served again.
     dev.redirect(moved.udp, moved.epoch).unwrap();
     let snap = dev
@@ -241,7 +254,10 @@ fn a_pair_frozen_briefly_is_not_failed_over() {
     wait_until_heard(&ctl, a.udp);
     assert_eq!(record(&ctl, a.udp), (before, 1));
     assert_eq!(ctl.metric(DEATHS_SILENT) + ctl.metric(DEATHS_PROBE), 0);
-    assert_eq!(ctl.client().locate(dev.session().device).unwrap().udp, a.udp);
+    assert_eq!(
+        ctl.client().locate(dev.session().device).unwrap().udp,
+        a.udp
+    );
     dev.keepalive().unwrap();
     let acked = dev.recv(Duration::from_secs(5)).unwrap();
     assert!(acked.is_some(), "the pair answers its device");

@@ -33,7 +33,9 @@ impl Hog {
                 std::thread::spawn(move || {
                     let mut x = 0u64;
                     while !stop.load(Relaxed) {
-                        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
                     }
                 })
             })

@@ -68,6 +68,22 @@ pub struct ControlStats {
     probes: [AtomicU64; 4],
 }
 
+/// What failure detection did (see [`ControlStats::detection`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Detection {
+    /// Deaths a probe confirmed (a closed port, or not serving).
+    pub deaths_confirmed: u64,
+    /// Deaths of pairs silent for their window.
+    pub deaths_silent: u64,
+    /// Pairs declared dead that came back (each a false failover).
+    pub revivals: u64,
+    /// Times the controller's own loop was stalled past a heartbeat interval.
+    pub stalls: u64,
+    pub probes_answered: u64,
+    pub probes_refused: u64,
+    pub probes_timed_out: u64,
+}
+
 const PROBE_OUTCOMES: [(ProbeOutcome, &str); 4] = [
     (ProbeOutcome::Answered, "answered"),
     (ProbeOutcome::Refused, "refused"),
@@ -115,6 +131,20 @@ impl ControlStats {
                 self.stalls.fetch_add(1, Relaxed);
             }
             Change::PairForgotten { .. } => {}
+        }
+    }
+
+    /// The failure-detection counters so far.
+    pub fn detection(&self) -> Detection {
+        let load = |a: &AtomicU64| a.load(Relaxed);
+        Detection {
+            deaths_confirmed: load(&self.deaths[0]),
+            deaths_silent: load(&self.deaths[1]),
+            revivals: load(&self.revivals),
+            stalls: load(&self.stalls),
+            probes_answered: load(&self.probes[0]),
+            probes_refused: load(&self.probes[1]),
+            probes_timed_out: load(&self.probes[3]),
         }
     }
 

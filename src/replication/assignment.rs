@@ -4,9 +4,10 @@
 //! the [`Answer`]s, passes the [`SessionCommand`]s to ingest and logs the [`Note`]s.
 //!
 //! Policy, as decided here:
-//! - Register until registered, then heartbeat every `heartbeat_ms` (from the controller), or a
-//!   fifth of that while a primary this pair mirrors looks dead (its stream was `lost`): the
-//!   controller moves the primary's scenes here as soon as its heartbeat is overdue.
+//! - Register until registered, then heartbeat every `heartbeat_ms` (from the controller), at
+//!   once when a primary this pair mirrors loses its stream, and every tenth of the interval
+//!   while it stays `lost`: the controller probes the primary on that word and moves its
+//!   scenes here the moment the probe confirms the crash.
 //! - An assignment in a heartbeat reply is applied in this order: scenes new to the pair are
 //!   promoted from a mirror (a failover; the devices are redirected under the reply's epoch)
 //!   except those `incoming` from a draining pair (taken when its handover event arrives in
@@ -163,6 +164,8 @@ pub struct Tracker {
     in_flight: bool,
     /// The call in flight is the deregistration that ends a drain.
     deregistering: bool,
+    /// Mirrors reported `lost` already: a new loss is reported at once, not at the next beat.
+    lost_reported: BTreeSet<u32>,
     done: bool,
     commands: Vec<SessionCommand>,
     notes: Vec<Note>,
@@ -191,6 +194,7 @@ impl Tracker {
             next: now,
             in_flight: false,
             deregistering: false,
+            lost_reported: BTreeSet::new(),
             done: false,
             commands: Vec::new(),
             notes: Vec::new(),
@@ -224,9 +228,18 @@ impl Tracker {
 
     /// The request to send now, if one is due (at most one at a time).
     pub fn poll_call(&mut self, now: Instant, local: &Local) -> Option<Call> {
-        if self.done || self.in_flight || now < self.next {
+        let lost: BTreeSet<u32> = local
+            .mirrors
+            .iter()
+            .filter(|(_, s)| *s == MirrorState::Lost)
+            .map(|(p, _)| *p)
+            .collect();
+        // A primary this pair mirrors just lost its stream: the controller hears it now.
+        let fresh_loss = self.pair.is_some() && !lost.is_subset(&self.lost_reported);
+        if self.done || self.in_flight || (now < self.next && !fresh_loss) {
             return None;
         }
+        self.lost_reported = lost;
         if self.config.requires_fanout && local.fanout_alive == self.fanout_missing {
             self.fanout_missing = !local.fanout_alive;
             self.notes.push(if self.fanout_missing {
@@ -325,7 +338,7 @@ impl Tracker {
                 let lost = local.mirrors.iter().any(|(_, s)| *s == MirrorState::Lost);
                 self.next = now
                     + if lost {
-                        self.interval / 5
+                        self.interval / 10
                     } else {
                         self.interval
                     };

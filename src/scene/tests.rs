@@ -702,8 +702,14 @@ fn a_dropped_scene_takes_its_sessions_and_objects_and_mirrors_follow() {
     assert!(kinds.contains(&EventKind::Revoked) && kinds.contains(&EventKind::Checkpoint));
     replicate(&mut w, &mut mirror);
     for e in [&w.engine, &mirror] {
-        assert!(e.device(1).is_none() && e.object(1, 10).is_none(), "scene 1 gone");
-        assert!(e.device(2).is_some() && e.object(2, 20).is_some(), "scene 2 kept");
+        assert!(
+            e.device(1).is_none() && e.object(1, 10).is_none(),
+            "scene 1 gone"
+        );
+        assert!(
+            e.device(2).is_some() && e.object(2, 20).is_some(),
+            "scene 2 kept"
+        );
     }
     // Nothing to drop: nothing happens.
     w.engine.drop_scene(1, &mut w.out);

@@ -42,8 +42,13 @@ impl World {
             match self.pairs.iter().position(|p| p.addr == addr) {
                 Some(inc) => {
                     let payload = Payload::Probe { pair };
-                    self.net
-                        .send(&mut self.rng, self.now, Node::Controller, Node::Pair(inc), payload);
+                    self.net.send(
+                        &mut self.rng,
+                        self.now,
+                        Node::Controller,
+                        Node::Pair(inc),
+                        payload,
+                    );
                 }
                 None => self.probe_answered(pair, ProbeOutcome::Refused),
             }
@@ -62,8 +67,13 @@ impl World {
         } else {
             Payload::ProbeRefused { pair }
         };
-        self.net
-            .send(&mut self.rng, self.now, Node::Pair(inc), Node::Controller, payload);
+        self.net.send(
+            &mut self.rng,
+            self.now,
+            Node::Pair(inc),
+            Node::Controller,
+            payload,
+        );
     }
 
     /// What came back for the probe of `pair`, if it is still awaited.

@@ -68,11 +68,18 @@ pub enum Payload {
         event: LinkEvent,
     },
     /// The controller's probe of pair `pair` (a UDP datagram to its port).
-    Probe { pair: u32 },
+    Probe {
+        pair: u32,
+    },
     /// A live process's answer, as the pair it is registered as (0: none).
-    ProbeAck { pair: u32, answer_as: u32 },
+    ProbeAck {
+        pair: u32,
+        answer_as: u32,
+    },
     /// ICMP port unreachable from the host of a crashed pair.
-    ProbeRefused { pair: u32 },
+    ProbeRefused {
+        pair: u32,
+    },
 }
 
 #[derive(Debug)]

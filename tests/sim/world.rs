@@ -84,7 +84,10 @@ pub enum Fault {
     /// A pair slot's host is loaded for a while: its heartbeats and probe answers are late.
     Slow(usize, u64),
     /// Check that the crash of this incarnation at this time was acted on.
-    CheckDeclared { crashed: usize, at: u64 },
+    CheckDeclared {
+        crashed: usize,
+        at: u64,
+    },
 }
 
 pub struct World {

@@ -197,25 +197,38 @@ fn an_outage_keeps_the_assignment_and_is_noted_once() {
 }
 
 #[test]
-fn a_lost_primary_makes_the_standby_poll_five_times_as_often() {
+fn a_lost_primary_is_reported_at_once_then_every_tenth_of_the_interval() {
     let t0 = Instant::now();
     let mut t = registered(t0);
-    let lost = Local {
-        mirrors: vec![(4, MirrorState::Lost)],
-        ..Local::default()
-    };
     let reply = HeartbeatReply {
         term: 0,
         epoch: 1,
         assignment: None,
     };
-    let call = t.poll_call(t0, &lost).unwrap();
+    let synced = Local {
+        mirrors: vec![(4, MirrorState::Synced)],
+        ..Local::default()
+    };
+    t.poll_call(t0, &synced).unwrap();
+    t.handle_answer(t0, Ok(Answer::Heartbeat(reply.clone())), &synced);
+    let t1 = t0 + Duration::from_millis(3);
+    assert!(t.poll_call(t1, &synced).is_none(), "not due");
+    // The stream breaks 3 ms after a beat: reported right away, not 47 ms later.
+    let lost = Local {
+        mirrors: vec![(4, MirrorState::Lost)],
+        ..Local::default()
+    };
+    let call = t.poll_call(t1, &lost).expect("a loss is reported at once");
     let Call::Heartbeat(Request::PairHeartbeat { mirrors, .. }) = call else {
         panic!("{call:?}")
     };
     assert_eq!(mirrors[0].state, MirrorState::Lost, "reported");
-    t.handle_answer(t0, Ok(Answer::Heartbeat(reply)), &lost);
-    assert_eq!(t.poll_timeout(), t0 + Duration::from_millis(10));
+    t.handle_answer(t1, Ok(Answer::Heartbeat(reply)), &lost);
+    assert_eq!(t.poll_timeout(), t1 + Duration::from_millis(5));
+    assert!(
+        t.poll_call(t1 + Duration::from_millis(1), &lost).is_none(),
+        "the same loss is not reported twice ahead of time"
+    );
 }
 
 #[test]
