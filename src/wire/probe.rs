@@ -140,6 +140,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_worked_example_of_docs_protocol_holds() {
+        let key = ProbeKey::from_token("test-token");
+        let p = Probe {
+            pair: 2,
+            nonce: 1,
+            timestamp_ns: 0,
+        };
+        assert_eq!(
+            hex::encode(write_probe(&key, &p)),
+            "5a43010d020000000000000001000000000000000000000000000000000000007a4653ea6fbf58c40f2baecf0cfbc521"
+        );
+        assert_eq!(
+            hex::encode(write_ack(&key, &p, 2, true)),
+            "5a43010e02000000010000000100000000000000000000000000000000000000e2e1d750ab9217027977c57ba26bd41e"
+        );
+    }
+
+    #[test]
     fn a_probe_and_its_answer_round_trip_and_nothing_else_passes() {
         let key = ProbeKey::from_token("secret");
         let p = Probe {
