@@ -302,6 +302,7 @@ fn status_command_shows_pairs_and_scenes() {
             .any(|l| l.contains(&p.udp.to_string()) && l.contains("live")),
         "{text}"
     );
+    assert!(text.contains("WINDOW") && text.contains("250ms"), "{text}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
         .args(["status", "--control", &ctl.endpoint, "--token", "wrong"])
         .output()

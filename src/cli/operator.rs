@@ -152,7 +152,7 @@ pub fn status_table(s: &ClusterStatus) -> String {
             r.name, r.live_pairs, r.dead_pairs, r.scenes
         );
     }
-    out += "\nPAIR  REGION       UDP                    HEALTH    HB AGE  SCENES  DEVICES  JOINED  IN/S      OUT/S     STANDBY        VERSION\n";
+    out += "\nPAIR  REGION       UDP                    HEALTH    HB AGE  WINDOW  SCENES  DEVICES  JOINED  IN/S      OUT/S     STANDBY        VERSION\n";
     for p in &s.pairs {
         let health = match (p.alive, p.draining) {
             (false, _) => "dead",
@@ -171,12 +171,13 @@ pub fn status_table(s: &ClusterStatus) -> String {
             scenes.join(",")
         };
         out += &format!(
-            "{:<5} {:<12} {:<22} {:<9} {:>4}ms  {:<7} {:>7}  {:>6}  {:<9.0} {:<9.0} {:<14} {}\n",
+            "{:<5} {:<12} {:<22} {:<9} {:>4}ms  {:>4}ms  {:<7} {:>7}  {:>6}  {:<9.0} {:<9.0} {:<14} {}\n",
             p.id,
             p.region,
             p.udp,
             health,
             p.heartbeat_age_ms,
+            p.window_ms,
             scenes,
             p.devices,
             p.load.joined,

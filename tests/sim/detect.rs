@@ -166,7 +166,7 @@ impl World {
             && self.net.profile.drop == 0.0
             && self.stalled_until <= at
             && !slow
-            && !self.excused.get(&inc).is_some_and(|t| *t >= at);
+            && self.excused.get(&inc).is_none_or(|t| *t < at);
         if !quiet {
             return Ok(());
         }
