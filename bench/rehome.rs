@@ -325,6 +325,8 @@ struct Traffic {
     period: Duration,
     next_send: Instant,
     x: f32,
+    /// When the sender and the receiver were first seen on another pair since the last reset.
+    moved: [Option<Instant>; 2],
 }
 
 impl Traffic {
@@ -337,6 +339,7 @@ impl Traffic {
             period: Duration::from_secs_f64(1.0 / hz),
             next_send: Instant::now(),
             x: 0.0,
+            moved: [None, None],
         }
     }
 
@@ -345,10 +348,17 @@ impl Traffic {
     fn run(&mut self, until: &mut dyn FnMut(&[Instant]) -> bool) -> Vec<Instant> {
         let mut arrivals = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
+        let homes = [self.sender.session().pair, self.receiver.session().pair];
         while !until(&arrivals) && Instant::now() < deadline {
             let now = Instant::now();
             let _ = self.roam_s.poll(&mut self.sender, now);
             let _ = self.roam_r.poll(&mut self.receiver, now);
+            let pairs = [self.sender.session().pair, self.receiver.session().pair];
+            for i in 0..2 {
+                if pairs[i] != homes[i] && self.moved[i].is_none() {
+                    self.moved[i] = Some(Instant::now());
+                }
+            }
             if now >= self.next_send {
                 self.x += 1.0;
                 let f = Fields {
@@ -413,7 +423,13 @@ fn run_mode(config: &Config, standby: bool, failure: Failure, kills: usize, hz: 
             }
         }
         let failed = Instant::now();
+        t.moved = [None, None];
         let after = t.run(&mut |a| !a.is_empty());
+        let moved = t.moved.map(|m| {
+            m.map_or("-".to_string(), |at: Instant| {
+                format!("{:.1}", at.duration_since(failed).as_secs_f64() * 1000.0)
+            })
+        });
         let _ = victim.kill();
         let _ = victim.wait();
         match after.first() {
@@ -421,9 +437,11 @@ fn run_mode(config: &Config, standby: bool, failure: Failure, kills: usize, hz: 
                 let gap = first.duration_since(last_before);
                 let _ = gaps.record(gap.as_millis().max(1) as u64);
                 println!(
-                    "round {round:>3}: gap {:>6.1} ms (failure {:>5.1} ms after the last update)",
+                    "round {round:>3}: gap {:>6.1} ms (failure {:>5.1} ms after the last update; sender moved after {} ms, receiver after {} ms)",
                     gap.as_secs_f64() * 1000.0,
-                    failed.duration_since(last_before).as_secs_f64() * 1000.0
+                    failed.duration_since(last_before).as_secs_f64() * 1000.0,
+                    moved[0],
+                    moved[1],
                 );
             }
             None => {

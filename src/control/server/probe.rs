@@ -3,7 +3,10 @@
 //! suspects get one), so an ICMP port unreachable from the pair's host comes back on it as
 //! `ECONNREFUSED`: no process holds the port, the pair is gone. An authentic answer from the
 //! pair probed that serves is proof of life; one from another pair, or "not serving", is a
-//! death; silence until the timeout says nothing (the heartbeat window decides).
+//! death; silence until the timeout says nothing (the heartbeat window decides). A probe in
+//! flight is sent again every [`RESEND`] on the same socket: a crashed process's port can
+//! still swallow the first copy while the kernel tears it down (seen: a standby reports the
+//! stream lost before the dead pair's UDP socket is gone), and a copy may be lost.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -14,11 +17,16 @@ use crate::control::ProbeOutcome;
 use crate::wire::probe::{read_ack, write_probe, Probe, ProbeKey, PROBE_LEN};
 use crate::wire::MAX_SEQ;
 
+/// How often a probe in flight is sent again.
+pub const RESEND: Duration = Duration::from_millis(10);
+
 struct InFlight {
     pair: u32,
     socket: UdpSocket,
     nonce: u64,
     sent: Instant,
+    last_sent: Instant,
+    datagram: [u8; PROBE_LEN],
 }
 
 /// The probes in flight.
@@ -78,6 +86,8 @@ impl Probes {
                     socket,
                     nonce,
                     sent: now,
+                    last_sent: now,
+                    datagram: probe,
                 });
                 None
             }
@@ -86,12 +96,13 @@ impl Probes {
         }
     }
 
-    /// Outcomes known by `now`: answers, refusals, timeouts.
+    /// Outcomes known by `now`: answers, refusals, timeouts; probes still waiting whose
+    /// last copy is [`RESEND`] old are sent again.
     pub fn collect(&mut self, now: Instant) -> Vec<(u32, ProbeOutcome)> {
         let mut done = Vec::new();
         let key = &self.key;
         let timeout = self.timeout;
-        self.inflight.retain(|p| match outcome(key, p) {
+        self.inflight.retain_mut(|p| match outcome(key, p) {
             Some(o) => {
                 done.push((p.pair, o));
                 false
@@ -100,14 +111,27 @@ impl Probes {
                 done.push((p.pair, ProbeOutcome::TimedOut));
                 false
             }
+            None if now.saturating_duration_since(p.last_sent) >= RESEND => {
+                p.last_sent = now;
+                match p.socket.send(&p.datagram) {
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                        done.push((p.pair, ProbeOutcome::Refused));
+                        false
+                    }
+                    _ => true,
+                }
+            }
             None => true,
         });
         done
     }
 
-    /// When the oldest probe in flight times out.
+    /// When something is next due: a copy sent again, or a probe given up.
     pub fn deadline(&self) -> Option<Instant> {
-        self.inflight.iter().map(|p| p.sent + self.timeout).min()
+        self.inflight
+            .iter()
+            .map(|p| (p.sent + self.timeout).min(p.last_sent + RESEND))
+            .min()
     }
 
     /// The sockets to wait on, for `zmq::poll`.
@@ -159,7 +183,10 @@ mod tests {
                 return done;
             }
             let mut items = probes.poll_items();
-            let _ = zmq::poll(&mut items, 100);
+            let due = probes.deadline().map_or(100, |d| {
+                d.saturating_duration_since(Instant::now()).as_millis() as i64 + 1
+            });
+            let _ = zmq::poll(&mut items, due.min(100));
         }
     }
 

@@ -45,8 +45,6 @@ pub enum Cause {
     Silent { window_ms: u64 },
     /// A probe confirmed what a suspicion said.
     Probe(ProbeOutcome),
-    /// Deregistered or drained away (not a failure).
-    Left,
 }
 
 impl std::fmt::Display for Cause {
@@ -55,7 +53,6 @@ impl std::fmt::Display for Cause {
             Cause::Silent { window_ms } => write!(f, "silent for its window ({window_ms} ms)"),
             Cause::Probe(ProbeOutcome::Refused) => write!(f, "its port is closed (probe refused)"),
             Cause::Probe(o) => write!(f, "probe: {o:?}"),
-            Cause::Left => write!(f, "left"),
         }
     }
 }
