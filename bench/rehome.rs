@@ -4,8 +4,9 @@
 //! A controller (in-process) and two `zonecast pair` processes in one region; a sender device
 //! moves an object at R Hz, a receiver listens; both use the client's `Roaming` (keepalive,
 //! locate after silence, move and re-join). Each round fails the serving pair, measures the
-//! gap at the receiver (last update received before the failure to the first one after), then
-//! starts a fresh pair so the next round has somewhere to go. Modes, run one after the other
+//! gap at the receiver (its longest silence from the last update before the failure to the
+//! first one after it was on the new pair: updates still in flight from the old pair do not
+//! end it), then starts a fresh pair so the next round has somewhere to go. Modes, run one after the other
 //! in the same process:
 //! - **standby**: SIGKILL; pairs stream their state, the next kill waits until the standby is
 //!   in sync. The standby sees the stream break and reports it, the controller probes the
@@ -200,7 +201,7 @@ fn main() {
     });
 
     let mut md = format!(
-        "## Failover\n\n`cargo bench --bench rehome -- {} --report`: a controller and two `zonecast pair` processes in one region, a sender at {hz} Hz and a receiver (both with the client's `Roaming`); each round fails the pair serving the scene under traffic and measures the gap at the receiver (last update before the failure to the first after), then starts a fresh pair. **standby**: SIGKILL; the standby sees its stream break and says so, the controller probes the suspect (an authenticated UDP datagram to its port), the closed port refuses, the standby takes over and redirects the devices in the same burst. **locate**: SIGKILL with `--no-bus`, no standby: the heartbeat is two intervals late, the probe is refused, the scene starts afresh on the other pair and devices find it by `device.locate` once a keepalive goes unanswered for an interval. **silent**: SIGSTOP with a standby (a silent host: no refusal, no answer): the heartbeat window decides. **CPU hog**: the same with `stress-ng --cpu 2N` saturating every core. Baseline, same run: the receiver's steady inter-arrival gap before each failure. Heartbeat {} ms, window {}..{} ms (twice the longest recent heartbeat gap).\n\n| mode | failures | gap p50 | gap p99 | gap max | steady gap p99 (baseline) | confirmed by probe | silent | false failovers |\n|------|------:|----:|----:|----:|----:|----:|----:|----:|\n",
+        "## Failover\n\n`cargo bench --bench rehome -- {} --report`: a controller and two `zonecast pair` processes in one region, a sender at {hz} Hz and a receiver (both with the client's `Roaming`); each round fails the pair serving the scene under traffic and measures the gap at the receiver (its longest silence from the last update before the failure to its first update on the new pair), then starts a fresh pair. **standby**: SIGKILL; the standby sees its stream break and says so, the controller probes the suspect (an authenticated UDP datagram to its port), the closed port refuses, the standby takes over and redirects the devices in the same burst. **locate**: SIGKILL with `--no-bus`, no standby: the heartbeat is two intervals late, the probe is refused, the scene starts afresh on the other pair and devices find it by `device.locate` once a keepalive goes unanswered for an interval. **silent**: SIGSTOP with a standby (a silent host: no refusal, no answer): the heartbeat window decides. **CPU hog**: the same with `stress-ng --cpu 2N` saturating every core. Baseline, same run: the receiver's steady inter-arrival gap before each failure. Heartbeat {} ms, window {}..{} ms (twice the longest recent heartbeat gap).\n\n| mode | failures | gap p50 | gap p99 | gap max | steady gap p99 (baseline) | confirmed by probe | silent | false failovers |\n|------|------:|----:|----:|----:|----:|----:|----:|----:|\n",
         argv[1..]
             .iter()
             .filter(|a| *a != "--report" && *a != "--bench")
@@ -345,11 +346,11 @@ impl Traffic {
 
     /// Drives both devices until `until` says stop (10 s at most); returns the arrival
     /// instants of updates at the receiver.
-    fn run(&mut self, until: &mut dyn FnMut(&[Instant]) -> bool) -> Vec<Instant> {
+    fn run(&mut self, until: &mut dyn FnMut(&[Instant], Option<Instant>) -> bool) -> Vec<Instant> {
         let mut arrivals = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(10);
         let homes = [self.sender.session().pair, self.receiver.session().pair];
-        while !until(&arrivals) && Instant::now() < deadline {
+        while !until(&arrivals, self.moved[1]) && Instant::now() < deadline {
             let now = Instant::now();
             let _ = self.roam_s.poll(&mut self.sender, now);
             let _ = self.roam_r.poll(&mut self.receiver, now);
@@ -401,7 +402,7 @@ fn run_mode(config: &Config, standby: bool, failure: Failure, kills: usize, hz: 
         }
         // Steady traffic first: the baseline.
         let warm_until = Instant::now() + Duration::from_millis(300);
-        let before = t.run(&mut |_| Instant::now() >= warm_until);
+        let before = t.run(&mut |_, _| Instant::now() >= warm_until);
         for w in before.windows(2) {
             let _ = steady.record(w[1].duration_since(w[0]).as_micros().max(1) as u64);
         }
@@ -424,7 +425,23 @@ fn run_mode(config: &Config, standby: bool, failure: Failure, kills: usize, hz: 
         }
         let failed = Instant::now();
         t.moved = [None, None];
-        let after = t.run(&mut |a| !a.is_empty());
+        // Until the receiver is on another pair and an update reached it there: what still
+        // came from the old pair (in flight, or sent before a SIGSTOP took hold) is not the
+        // end of the gap.
+        let after = t.run(&mut |a, moved| moved.is_some_and(|m| a.last().is_some_and(|l| *l > m)));
+        // The gap: the longest silence at the receiver from its last update before the
+        // failure to its first on the new pair.
+        let split = t.moved[1].map_or(after.len(), |m| after.partition_point(|a| *a <= m));
+        let end = (split < after.len()).then_some(split);
+        let hole = end.map(|end| {
+            std::iter::once(&last_before)
+                .chain(&after[..=end])
+                .collect::<Vec<_>>()
+                .windows(2)
+                .map(|w| w[1].duration_since(*w[0]))
+                .max()
+                .unwrap_or_default()
+        });
         let moved = t.moved.map(|m| {
             m.map_or("-".to_string(), |at: Instant| {
                 format!("{:.1}", at.duration_since(failed).as_secs_f64() * 1000.0)
@@ -432,9 +449,8 @@ fn run_mode(config: &Config, standby: bool, failure: Failure, kills: usize, hz: 
         });
         let _ = victim.kill();
         let _ = victim.wait();
-        match after.first() {
-            Some(&first) => {
-                let gap = first.duration_since(last_before);
+        match hole {
+            Some(gap) => {
                 let _ = gaps.record(gap.as_millis().max(1) as u64);
                 println!(
                     "round {round:>3}: gap {:>6.1} ms (failure {:>5.1} ms after the last update; sender moved after {} ms, receiver after {} ms)",
@@ -489,7 +505,7 @@ fn run_soak(config: &Config, secs: Duration, hz: f64) -> (f64, Detection, bool) 
     let mut same = true;
     while start.elapsed() < secs {
         let look = Instant::now() + Duration::from_secs(1);
-        t.run(&mut |_| Instant::now() >= look);
+        t.run(&mut |_, _| Instant::now() >= look);
         same &= ids(&mut client) == first;
     }
     for (mut c, _) in pairs {
