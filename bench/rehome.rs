@@ -261,7 +261,7 @@ fn main() {
         );
         println!("{line}");
         md += &format!(
-            "\n\nSoak (`--soak {secs:.0}`): {secs:.0} s with every core saturated and no failure injected: **{false_failovers} false failovers** ({} revivals; {} probes answered, {} timed out; {} controller stalls credited; the same pair ids throughout: {pairs_ok}). Aim: zero false failovers, **{ok}**.",
+            "\n\nSoak (`--soak {soak:.0}`): {secs:.0} s with every core saturated and no failure injected: **{false_failovers} false failovers** ({} revivals; {} probes answered, {} timed out; {} controller stalls credited; the same pair ids throughout: {pairs_ok}). Aim: zero false failovers, **{ok}**.",
             d.revivals, d.probes_answered, d.probes_timed_out, d.stalls
         );
     }
