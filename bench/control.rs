@@ -134,7 +134,10 @@ fn controller_in(encrypted: bool, data_dir: Option<std::path::PathBuf>) -> Targe
     let key = encrypted.then(KeyPair::generate);
     let public = key.as_ref().map(KeyPair::public);
     let mut config = Config::new(TOKEN);
-    // Heartbeats from several threads at full speed: no pair is declared dead meanwhile.
+    // The one pair is a stand-in (nothing listens on its UDP port), heartbeated only while
+    // heartbeats are measured: a long interval and window, so it is never overdue, probed
+    // (its closed port would refuse) and declared dead in the other rows.
+    config.heartbeat_interval = Duration::from_secs(30);
     config.dead_after = Duration::from_secs(60);
     config.encrypted = encrypted;
     // Registrations at full speed from one address, into one scene.
@@ -163,7 +166,13 @@ fn controller_process(dir: &std::path::Path) -> Target {
     let endpoint = format!("tcp://127.0.0.1:{port}");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_zonecast"))
         .args(["controller", "--control", &endpoint, "--token", TOKEN])
-        .args(["--dead-after-ms", "60000", "--data-dir"])
+        .args([
+            "--heartbeat-ms",
+            "30000",
+            "--dead-after-ms",
+            "60000",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(std::process::Stdio::null())
         .spawn()

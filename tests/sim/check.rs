@@ -12,6 +12,9 @@
 //!    device homed there is joined at the scene's new pair within [`REHOME_BOUND`].
 //! 4. **Settling.** Without faults, assignments stop changing, every device is joined at its
 //!    scene's serving pair, and every device hears every other device of its scene.
+//!
+//! Failure detection's invariants (5, no false failover; 6, fast confirmation) are in
+//! detect.rs, with the probes they depend on.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

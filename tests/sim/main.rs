@@ -2,8 +2,8 @@
 //! the models): the real controller state machine, pairs (real scene engines, assignment
 //! trackers, mirror and stream-peer cores) and devices (the real roaming policy, real sealed
 //! datagrams) on a virtual clock, over a simulated network that delays, drops, duplicates,
-//! reorders and partitions, with pairs crashing, restarting, freezing and draining, all drawn
-//! from one seed. The invariants (check.rs) are checked as the run goes; a violation prints
+//! reorders and partitions, with pairs crashing, restarting, freezing, running slow and
+//! draining and the controller stalling, all drawn from one seed. The invariants (check.rs) are checked as the run goes; a violation prints
 //! its seed, and that seed replays exactly.
 //!
 //! Usage (a harness of its own):
