@@ -281,8 +281,9 @@ impl ControllerProcess {
             TOKEN.into(),
         ];
         if let Some(k) = self.key {
-            args.push("--controller-key".into());
-            args.push(k.to_z85());
+            // One argument: a Z85 key may start with `-`, which clap would take for a flag
+            // (a CI run drew one: "unexpected argument '-9'").
+            args.push(format!("--controller-key={}", k.to_z85()));
         }
         args
     }
