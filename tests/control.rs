@@ -108,6 +108,19 @@ fn devices_are_rehomed_when_their_pair_is_killed() {
     assert_eq!(dead[0]["udp"], victim.udp.to_string());
 }
 
+/// A controller, pair `a` serving a scene with one device on it, and a spare pair `b`.
+fn serving_pair_and_spare() -> (ControllerProcess, PairProcess, PairProcess, Device) {
+    let ctl = ControllerProcess::start();
+    let a = controlled_pair(&ctl.endpoint, "eu");
+    ctl.wait_live_pairs("eu", 1);
+    let scene = ctl.scene("arena", "eu");
+    let dev = ctl.device(scene);
+    let b = controlled_pair(&ctl.endpoint, "eu");
+    ctl.wait_live_pairs("eu", 2);
+    assert_eq!(dev.session().pair, a.udp);
+    (ctl, a, b, dev)
+}
+
 /// Sends SIGSTOP or SIGCONT to `pair`.
 fn signal(pair: &PairProcess, sig: &str) {
     let pid = pair.child.id().to_string();
@@ -152,14 +165,7 @@ const OBJECTS: &str = "zonecast_objects";
 #[test]
 fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serving_nothing_it_lost(
 ) {
-    let ctl = ControllerProcess::start();
-    let a = controlled_pair(&ctl.endpoint, "eu");
-    ctl.wait_live_pairs("eu", 1);
-    let scene = ctl.scene("arena", "eu");
-    let mut dev = ctl.device(scene);
-    let _b = controlled_pair(&ctl.endpoint, "eu");
-    ctl.wait_live_pairs("eu", 2);
-    assert_eq!(dev.session().pair, a.udp);
+    let (ctl, a, _b, mut dev) = serving_pair_and_spare();
     let ((id, _, _), _) = record(&ctl, a.udp);
     move_to(&mut dev, 1, 0.5);
     assert_eq!(a.wait_metric(OBJECTS, 1), 1, "the pair holds the object");
@@ -233,14 +239,7 @@ fn a_pair_frozen_past_its_window_is_failed_over_and_comes_back_under_its_id_serv
 
 #[test]
 fn a_pair_frozen_briefly_is_not_failed_over() {
-    let ctl = ControllerProcess::start();
-    let a = controlled_pair(&ctl.endpoint, "eu");
-    ctl.wait_live_pairs("eu", 1);
-    let scene = ctl.scene("arena", "eu");
-    let mut dev = ctl.device(scene);
-    let _b = controlled_pair(&ctl.endpoint, "eu");
-    ctl.wait_live_pairs("eu", 2);
-    assert_eq!(dev.session().pair, a.udp);
+    let (ctl, a, _b, mut dev) = serving_pair_and_spare();
     let (before, _) = record(&ctl, a.udp);
 
     // Stopped for well under the 250 ms floor window (a scheduling hiccup, a GC pause).
@@ -248,7 +247,8 @@ fn a_pair_frozen_briefly_is_not_failed_over() {
         signal(&a, "-STOP");
         std::thread::sleep(Duration::from_millis(100));
         signal(&a, "-CONT");
-        std::thread::sleep(Duration::from_millis(300));
+        // Heard again before the next stop.
+        wait_until_heard(&ctl, a.udp);
     }
     // It heartbeats on, keeps its id and its scene, and serves the device.
     wait_until_heard(&ctl, a.udp);
