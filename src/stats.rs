@@ -42,6 +42,8 @@ pub struct PairStats {
     /// Datagrams of devices that arrived ahead of their scene: fed once it arrived, expired,
     /// refused for want of room.
     pub held_fed: AtomicU64,
+    pub reordered_in_order: AtomicU64,
+    pub reordered_gave_up: AtomicU64,
     pub held_expired: AtomicU64,
     pub held_overflow: AtomicU64,
     /// Primaries this pair mirrors in sync.
@@ -70,6 +72,8 @@ pub struct StatsSnapshot {
     pub mirror_caught_up: u64,
     pub probes_answered: u64,
     pub held_fed: u64,
+    pub reordered_in_order: u64,
+    pub reordered_gave_up: u64,
     pub held_expired: u64,
     pub held_overflow: u64,
     pub mirrors_synced: u64,
@@ -108,6 +112,8 @@ impl PairStats {
             mirror_caught_up: self.mirror_caught_up.load(Relaxed),
             probes_answered: self.probes_answered.load(Relaxed),
             held_fed: self.held_fed.load(Relaxed),
+            reordered_in_order: self.reordered_in_order.load(Relaxed),
+            reordered_gave_up: self.reordered_gave_up.load(Relaxed),
             held_expired: self.held_expired.load(Relaxed),
             held_overflow: self.held_overflow.load(Relaxed),
             mirrors_synced: self.mirrors_synced.load(Relaxed),
@@ -153,6 +159,8 @@ impl StatsSnapshot {
         self.mirror_caught_up += o.mirror_caught_up;
         self.probes_answered += o.probes_answered;
         self.held_fed += o.held_fed;
+        self.reordered_in_order += o.reordered_in_order;
+        self.reordered_gave_up += o.reordered_gave_up;
         self.held_expired += o.held_expired;
         self.held_overflow += o.held_overflow;
         self.mirrors_synced += o.mirrors_synced;
@@ -287,6 +295,15 @@ impl StatsSnapshot {
                 ("{outcome=\"fed\"}", self.held_fed),
                 ("{outcome=\"expired\"}", self.held_expired),
                 ("{outcome=\"overflow\"}", self.held_overflow),
+            ],
+        );
+        metric(
+            "reordered_total",
+            "counter",
+            "Direct datagrams of devices arriving from a drained pair that waited for the forwarded ones sent before them: fed in order once the gap filled, or after it was given up (lost on the way to the old pair).",
+            &[
+                ("{outcome=\"in_order\"}", self.reordered_in_order),
+                ("{outcome=\"gave_up\"}", self.reordered_gave_up),
             ],
         );
         metric(

@@ -38,13 +38,15 @@ pub struct RoamPolicy {
 }
 
 impl RoamPolicy {
-    /// Fast defaults: keepalive every 50 ms, locate after 150 ms of silence, every 50 ms.
-    /// (100 ms was tried: a device that reads only every 100 ms, like a busy game loop, then
-    /// locates during a drain, and tests/standby.rs saw 2 of 566 updates lost that way.)
+    /// Fast defaults: keepalive every 50 ms, locate after 100 ms of silence (the first
+    /// keepalive after the pair went away is the one left unanswered), every 50 ms. A device
+    /// that reads only every 100 ms (a busy game loop) may then locate during a drain and
+    /// reach the new pair before its forwarded stragglers do: the new pair puts them back in
+    /// order (`scene/arrival.rs`), so nothing is lost.
     pub fn new(now: Instant) -> RoamPolicy {
         RoamPolicy {
             keepalive_every: Duration::from_millis(50),
-            silent_after: Duration::from_millis(150),
+            silent_after: Duration::from_millis(100),
             locate_every: Duration::from_millis(50),
             next_keepalive: now,
             next_locate: now,

@@ -177,13 +177,13 @@ impl Mirror {
             match e.kind {
                 EventKind::Forwarded => {
                     if let Some(from) = e.addr {
-                        let _ = serving.handle(now, from, data, out);
+                        let _ = serving.handle_forwarded(now, from, data, out);
                     }
                 }
                 EventKind::Handover => {
                     if let Ok(r) = parse_exact::<RedirectBody>(data) {
                         let redirect = r.endpoint().ok().map(|to| (to, r.epoch.get()));
-                        serving.adopt(&mut self.engine, e.scene, now, redirect, out);
+                        serving.adopt_handover(&mut self.engine, e.scene, now, redirect, out);
                     }
                 }
                 EventKind::Synced => self.state = MirrorState::Synced,

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::ReplayWindow;
+use super::{Arrival, ReplayWindow};
 use crate::wire::SessionKey;
 
 /// A device admitted to a pair.
@@ -22,6 +22,9 @@ pub struct DeviceSession {
     /// Set while the device's scene has moved to another pair and this one hands the
     /// device's datagrams over (a drain's grace period). Boxed: rare, and sessions are many.
     pub forward: Option<Box<Forward>>,
+    /// Set while the device arrives from a drained pair, whose forwarded stragglers its own
+    /// direct datagrams may overtake (see `arrival`). Boxed: rare.
+    pub arrival: Option<Box<Arrival>>,
 }
 
 /// Where a moved device's datagrams go, and when it was last told.
@@ -61,6 +64,7 @@ impl DeviceSession {
             interest_radius: 0.0,
             replay: ReplayWindow::default(),
             forward: None,
+            arrival: None,
         }
     }
 }

@@ -291,6 +291,22 @@ impl Engine {
         }
     }
 
+    /// A drain's handover arriving in the old pair's stream: [`Engine::adopt`], and every
+    /// moved device is *arriving* (see `arrival`), as the old pair forwards its stragglers.
+    pub fn adopt_handover(
+        &mut self,
+        from: &mut Engine,
+        scene: u32,
+        now: Instant,
+        redirect: Option<(SocketAddr, u64)>,
+        out: &mut Batch,
+    ) {
+        self.adopt(from, scene, now, redirect, out);
+        for d in self.devices.values_mut().filter(|d| d.scene == scene) {
+            d.arrival = Some(Box::default());
+        }
+    }
+
     /// Hands `scene` over to the pair at `to` (a drain): every device of the scene is
     /// forwarded and redirected there, and a `Handover` event tells the new pair, in stream
     /// order, that everything this pair accepted for the scene came before it.

@@ -12,6 +12,7 @@
 //! - a deleted object stays a tombstone for `tombstone_ttl`, so a late update can't revive it;
 //! - when a device leaves or is evicted its objects stay, ownerless: the next writer claims them.
 
+mod arrival;
 mod device;
 mod drops;
 mod events;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use zerocopy::IntoBytes;
 
+pub use arrival::{Arrival, GAP_WAIT, MAX_WAITING};
 pub use device::{DeviceSession, Forward};
 pub use drops::{DropCounts, DropReason};
 pub use events::{Batch, Event, EventKind};
@@ -92,6 +94,27 @@ fn scene_entry<'a>(scenes: &'a mut Map<u32, Scene>, hasher: &Hasher, scene: u32)
     scenes.entry(scene).or_insert_with(|| Scene::new(hasher))
 }
 
+/// Which way a datagram reached the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// From the device, on this pair's socket (or held until its scene arrived).
+    Direct,
+    /// Forwarded by the pair that served the scene before.
+    Forwarded,
+    /// A direct one that waited for forwarded ones (see `arrival`).
+    Released,
+}
+
+/// What became of a datagram the engine did not drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    Applied,
+    /// Kept until the forwarded datagrams before it arrive (see `arrival`).
+    Waiting,
+    /// Would wait, but too many of this device's wait already.
+    Full(u32),
+}
+
 /// All scenes and sessions one pair serves.
 pub struct Engine {
     config: Config,
@@ -102,6 +125,8 @@ pub struct Engine {
     tombstones: VecDeque<(Instant, u32, u64)>,
     drops: DropCounts,
     accepted: u64,
+    /// Datagrams that waited for a gap (see `arrival`): fed in order, fed after giving up.
+    reordered: (u64, u64),
     snapshots: u32,
 }
 
@@ -120,6 +145,7 @@ impl Engine {
             tombstones: VecDeque::new(),
             drops: DropCounts::default(),
             accepted: 0,
+            reordered: (0, 0),
             snapshots: 0,
         }
     }
@@ -162,12 +188,74 @@ impl Engine {
         bytes: &[u8],
         out: &mut Batch,
     ) -> Result<(), DropReason> {
-        let result = self.handle_inner(now, from, bytes, out);
+        match self.handle_path(now, from, bytes, out, Path::Direct) {
+            Ok(Taken::Full(id)) => {
+                // Too many wait: the gap is given up, the waiting ones go first.
+                self.feed_waiting(now, id, true, out);
+                self.handle_path(now, from, bytes, out, Path::Released)
+                    .map(|_| ())
+            }
+            r => r.map(|_| ()),
+        }
+    }
+
+    /// Feeds a datagram the pair that served the scene before forwarded (a drain's
+    /// straggler, from the replication stream): it may fill a gap arriving devices wait on.
+    pub fn handle_forwarded(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        out: &mut Batch,
+    ) -> Result<(), DropReason> {
+        let result = self.handle_path(now, from, bytes, out, Path::Forwarded);
+        if let Ok(dg) = Datagram::parse(bytes) {
+            self.feed_waiting(now, dg.device(), false, out);
+        }
+        result.map(|_| ())
+    }
+
+    /// `handle_inner` with its outcome counted.
+    fn handle_path(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+        out: &mut Batch,
+        path: Path,
+    ) -> Result<Taken, DropReason> {
+        let result = self.handle_inner(now, from, bytes, out, path);
         match result {
-            Ok(()) => self.accepted += 1,
+            Ok(Taken::Applied) => self.accepted += 1,
+            Ok(_) => {}
             Err(reason) => self.drops.add(reason),
         }
         result
+    }
+
+    /// Feeds the waiting datagrams of arriving `device` that are due (all if `give_up`); the
+    /// arrival ends once none waits.
+    fn feed_waiting(&mut self, now: Instant, device: u32, give_up: bool, out: &mut Batch) {
+        let Some(dev) = self.devices.get_mut(&device) else {
+            return;
+        };
+        let top = dev.replay.top();
+        let Some(arrival) = dev.arrival.as_mut().filter(|a| a.is_waiting()) else {
+            return;
+        };
+        let due = arrival.due(top, give_up);
+        if !arrival.is_waiting() {
+            dev.arrival = None;
+        }
+        let n = due.len() as u64;
+        if give_up {
+            self.reordered.1 += n;
+        } else {
+            self.reordered.0 += n;
+        }
+        for (from, bytes) in due {
+            let _ = self.handle_path(now, from, &bytes, out, Path::Released);
+        }
     }
 
     /// Pauses and evicts silent devices and expires old tombstones.
@@ -199,6 +287,15 @@ impl Engine {
         for device in silent {
             self.leave(device, LEAVE_TIMED_OUT, None, out);
         }
+        let expired: Vec<u32> = self
+            .devices
+            .iter()
+            .filter(|(_, d)| d.arrival.as_ref().is_some_and(|a| a.expired(now)))
+            .map(|(id, _)| *id)
+            .collect();
+        for device in expired {
+            self.feed_waiting(now, device, true, out);
+        }
         while let Some(&(at, scene, object)) = self.tombstones.front() {
             if now.saturating_duration_since(at) < self.config.tombstone_ttl {
                 break;
@@ -224,6 +321,12 @@ impl Engine {
 
     pub fn drops(&self) -> &DropCounts {
         &self.drops
+    }
+
+    /// Direct datagrams that waited for a gap to fill (see `arrival`): (fed in order, fed
+    /// after the gap was given up).
+    pub fn reordered(&self) -> (u64, u64) {
+        self.reordered
     }
 
     /// Datagrams accepted so far (every kind).
@@ -263,7 +366,8 @@ impl Engine {
         from: SocketAddr,
         bytes: &[u8],
         out: &mut Batch,
-    ) -> Result<(), DropReason> {
+        path: Path,
+    ) -> Result<Taken, DropReason> {
         let dg = Datagram::parse(bytes)?;
         if !dg.kind().allowed(Direction::ToServer) {
             return Err(DropReason::Malformed);
@@ -271,6 +375,18 @@ impl Engine {
         let id = dg.device();
         let dev = self.devices.get_mut(&id).ok_or(DropReason::UnknownDevice)?;
         dg.verify(&dev.key, Direction::ToServer)?;
+        if path == Path::Direct && dev.forward.is_none() {
+            if let Some(arrival) = dev.arrival.as_mut() {
+                if !arrival.must_wait(dev.replay.top(), dg.seq()) {
+                    // Everything the device sent the old pair came before this one.
+                    dev.arrival = None;
+                } else if arrival.wait(now, dg.seq(), from, bytes) {
+                    return Ok(Taken::Waiting);
+                } else {
+                    return Ok(Taken::Full(id));
+                }
+            }
+        }
         if !dev.replay.accept(dg.seq()) {
             return Err(DropReason::Replay);
         }
@@ -284,7 +400,7 @@ impl Engine {
                 let kind = EventKind::Direct(Kind::Redirect);
                 out.push(kind, scene, id, Some(from), body.as_bytes());
             }
-            return Ok(());
+            return Ok(Taken::Applied);
         }
         let resumed = dev.quiet;
         if resumed {
@@ -317,7 +433,7 @@ impl Engine {
             reject(out, RejectReason::WrongScene, 0);
             return Err(DropReason::WrongScene);
         }
-        match dg.kind() {
+        let applied = match dg.kind() {
             Kind::Join => {
                 let body = parse_exact::<JoinBody>(dg.body())?;
                 let dev = self.devices.get_mut(&id).ok_or(DropReason::UnknownDevice)?;
@@ -389,7 +505,8 @@ impl Engine {
                     }
                 }
             }
-        }
+        };
+        applied.map(|()| Taken::Applied)
     }
 
     /// Applies the ownership and ordering rules to one object write.

@@ -715,3 +715,65 @@ fn a_dropped_scene_takes_its_sessions_and_objects_and_mirrors_follow() {
     w.engine.drop_scene(1, &mut w.out);
     assert!(w.out.is_empty());
 }
+
+#[test]
+fn a_device_arriving_from_a_drained_pair_has_its_datagrams_put_back_in_order() {
+    let (mut a, mut b) = (Dev::new(1, 1), Dev::new(2, 1));
+    let mut old = World::new(&[&a, &b]);
+    old.join(&mut a);
+    old.join(&mut b);
+    let u = a.update(10, 1.0);
+    old.feed(&a, &u).unwrap();
+    old.out.clear();
+    let mut mirror = Engine::new(Config::default());
+    old.engine.checkpoint(&mut old.out);
+    replicate(&mut old, &mut mirror);
+    let mut new = World::new(&[]);
+    let to: SocketAddr = "127.0.0.1:7300".parse().unwrap();
+    new.engine
+        .adopt_handover(&mut mirror, 1, new.now, Some((to, 9)), &mut new.out);
+    new.out.clear();
+
+    // a sent u2 to the old pair (forwarded later), then u3 here directly: u3 waits for u2.
+    let (u2, u3) = (a.update(10, 2.0), a.update(10, 3.0));
+    new.feed(&a, &u3).unwrap();
+    assert_eq!(new.x_of(1, 10), Some(1.0), "u3 waits");
+    assert_eq!(new.events(), vec![]);
+    new.engine
+        .handle_forwarded(new.now, a.addr, &u2, &mut new.out)
+        .unwrap();
+    let relayed: Vec<f32> = new
+        .out
+        .iter()
+        .filter(|(e, _)| e.kind == UPDATE)
+        .map(|(_, d)| ObjectBody::parse(d).unwrap().fields.translation[0])
+        .collect();
+    assert_eq!(relayed, [2.0, 3.0], "in the order a sent them");
+    assert_eq!(new.engine.drops().get(DropReason::Stale), 0);
+    assert_eq!(new.engine.accepted(), 2);
+    assert_eq!(new.engine.reordered(), (1, 0));
+    assert!(new.engine.device(1).unwrap().arrival.is_none(), "arrived");
+    // Arrived: a later gap (a lost datagram) is no reason to wait.
+    a.seq += 1;
+    let u5 = a.update(10, 5.0);
+    new.feed(&a, &u5).unwrap();
+    assert_eq!(new.x_of(1, 10), Some(5.0));
+
+    // b's datagram before its direct one was lost on the way to the old pair: the direct one
+    // waits GAP_WAIT, then is taken.
+    b.seq += 1;
+    let k = b.dgram(Kind::Keepalive, &[]);
+    new.feed(&b, &k).unwrap();
+    new.out.clear();
+    new.now += GAP_WAIT / 2;
+    new.engine.tick(new.now, &mut new.out);
+    assert_eq!(new.events(), vec![]);
+    new.now += GAP_WAIT;
+    new.engine.tick(new.now, &mut new.out);
+    assert_eq!(
+        new.events(),
+        vec![(EventKind::Direct(Kind::KeepaliveAck), 2)]
+    );
+    assert!(new.engine.device(2).unwrap().arrival.is_none());
+    assert_eq!(new.engine.reordered(), (1, 1));
+}

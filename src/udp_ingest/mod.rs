@@ -322,5 +322,8 @@ impl<P: Publisher> Ingest<P> {
             .ingest_accepted
             .store(self.engine.accepted(), Relaxed);
         self.stats.store_drops(self.engine.drops());
+        let (in_order, gave_up) = self.engine.reordered();
+        self.stats.reordered_in_order.store(in_order, Relaxed);
+        self.stats.reordered_gave_up.store(gave_up, Relaxed);
     }
 }
