@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How long devices of a crashed pair may take to be joined elsewhere: the death window
-/// (250 ms), a locate after 150 ms of silence, retries, with room for lost messages.
+/// (250 ms), a locate after 100 ms of silence, retries, with room for lost messages.
 pub const REHOME_BOUND: Duration = Duration::from_millis(1500);
 
 #[derive(Default)]
