@@ -261,7 +261,12 @@ impl Engine {
     /// Pauses and evicts silent devices and expires old tombstones.
     pub fn tick(&mut self, now: Instant, out: &mut Batch) {
         let quiet_after = self.config.quiet_after;
+        // Arriving devices whose gap is given up (rare: no allocation unless one is found).
+        let mut expired = Vec::new();
         for (id, d) in self.devices.iter_mut() {
+            if d.arrival.as_ref().is_some_and(|a| a.expired(now)) {
+                expired.push(*id);
+            }
             // A forwarded device is the new pair's to pause or evict.
             let ours = d.forward.is_none();
             if ours
@@ -287,12 +292,6 @@ impl Engine {
         for device in silent {
             self.leave(device, LEAVE_TIMED_OUT, None, out);
         }
-        let expired: Vec<u32> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| d.arrival.as_ref().is_some_and(|a| a.expired(now)))
-            .map(|(id, _)| *id)
-            .collect();
         for device in expired {
             self.feed_waiting(now, device, true, out);
         }
