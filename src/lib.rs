@@ -13,6 +13,7 @@ pub mod fanout;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ipc_bus;
+pub mod logs;
 pub mod net;
 pub mod pair;
 pub mod replication;

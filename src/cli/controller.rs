@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use clap::{Args, Subcommand, ValueEnum};
 use zonecast::control::client::ControlClient;
@@ -21,6 +20,9 @@ use zonecast::net::metrics::{MetricsServer, Render};
 use zonecast::net::zeromq::{leaves_host, Curve};
 use zonecast::security::KeyPair;
 use zonecast::wire::SessionKey;
+
+use super::signals::Signals;
+use super::Failure;
 
 /// Default control endpoint.
 pub const DEFAULT_CONTROL: &str = "tcp://127.0.0.1:7100";
@@ -137,7 +139,49 @@ pub fn controller_config(
     config
 }
 
-pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
+impl ControllerArgs {
+    /// Refuses values no controller can run with (exit status 2), before anything starts.
+    pub fn validate(&self) -> Result<(), Failure> {
+        let bad = |m: String| Err(Failure::usage(m));
+        if self.heartbeat_ms < 5 {
+            return bad(format!(
+                "--heartbeat-ms {} is too short: at least 5",
+                self.heartbeat_ms
+            ));
+        }
+        if self.dead_after_ms < 2 * self.heartbeat_ms {
+            return bad(format!(
+                "--dead-after-ms ({}) must cover at least two heartbeats (--heartbeat-ms {}): {} or more",
+                self.dead_after_ms,
+                self.heartbeat_ms,
+                2 * self.heartbeat_ms
+            ));
+        }
+        if self.dead_after_max_ms < self.dead_after_ms {
+            return bad(format!(
+                "--dead-after-max-ms ({}) must not be below --dead-after-ms ({})",
+                self.dead_after_max_ms, self.dead_after_ms
+            ));
+        }
+        if !self.register_rate.is_finite() || self.register_rate < 0.0 {
+            return bad(
+                "--register-rate must be a number of registrations per second, 0 or more".into(),
+            );
+        }
+        if self.register_burst == 0 || self.max_devices_per_scene == 0 {
+            return bad("--register-burst and --max-devices-per-scene must be at least 1".into());
+        }
+        if !self.control.starts_with("tcp://") && !self.control.starts_with("ipc://") {
+            return bad(format!(
+                "--control `{}`: give tcp://HOST:PORT or ipc://PATH",
+                self.control
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub fn run_controller(a: ControllerArgs) -> Result<(), Failure> {
     if let Some(ControllerAction::Snapshot {
         out,
         control,
@@ -145,8 +189,10 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         controller_key,
     }) = a.action
     {
-        return save_snapshot(&out, &control, token, controller_key);
+        return Ok(save_snapshot(&out, &control, token, controller_key)?);
     }
+    a.validate()?;
+    let signals = Signals::install()?;
     let data_dir = (!a.memory).then_some(a.data_dir.clone());
     if let (Some(file), Some(dir)) = (&a.restore, &data_dir) {
         restore(file, dir)?;
@@ -174,7 +220,7 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     config.encrypted = key.is_some();
     let lock: Option<Box<dyn Lock>> = match (a.lock.as_deref(), &data_dir) {
-        (Some(spec), _) => lock::from_spec(spec)?,
+        (Some(spec), _) => lock::from_spec(spec).map_err(Failure::usage)?,
         (None, None) => None,
         (None, Some(dir)) => Some(Box::new(FileLock::new(&default_lock(dir)))),
     };
@@ -211,8 +257,8 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
                 server.endpoint()
             );
             if leaves_host(server.endpoint()) {
-                eprintln!(
-                    "zonecast controller: warning: {} is reachable from other hosts and NOT encrypted: tokens and session keys cross the network in clear; run with --key (docs/SECURITY.md)",
+                tracing::warn!(
+                    "{} is reachable from other hosts and NOT encrypted: tokens and session keys cross the network in clear; run with --key (docs/SECURITY.md)",
                     server.endpoint()
                 );
             }
@@ -224,18 +270,13 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), String> {
         );
     }
     let _ = std::io::stdout().flush();
-    let signalled = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, signalled.clone())
-            .map_err(|e| format!("cannot handle signal {signal}: {e}"))?;
-    }
-    while server.is_running() && !signalled.load(Relaxed) {
+    while server.is_running() && !signals.received() {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if signalled.load(Relaxed) {
+    if signals.received() {
         // Graceful: stop deciding, let the passives catch up, release the lock.
         server.leave();
-        eprintln!("zonecast controller: stopped");
+        tracing::info!("stopped");
         return Ok(());
     }
     Err("the controller stopped".into())
@@ -305,8 +346,8 @@ fn restore(file: &Path, dir: &Path) -> Result<(), String> {
         .replace(&snapshot.image, seq)
         .map_err(|e| e.to_string())?;
     let (pairs, scenes, devices) = snapshot.image.counts();
-    eprintln!(
-        "zonecast controller: restored {pairs} pairs, {scenes} scenes, {devices} devices from {} into {}",
+    tracing::info!(
+        "restored {pairs} pairs, {scenes} scenes, {devices} devices from {} into {}",
         file.display(),
         dir.display()
     );

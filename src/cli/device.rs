@@ -11,7 +11,8 @@ use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{Fields, SessionKey, MASK_TRANSLATION};
 
-use super::micros;
+use super::signals::Signals;
+use super::{micros, Failure};
 
 #[derive(Args)]
 pub struct DeviceArgs {
@@ -58,7 +59,22 @@ pub struct DeviceArgs {
     quiet: bool,
 }
 
-pub fn run(a: DeviceArgs) -> Result<(), String> {
+impl DeviceArgs {
+    pub fn validate(&self) -> Result<(), Failure> {
+        if !self.send_hz.is_finite() || !(0.0..=100_000.0).contains(&self.send_hz) {
+            return Err(Failure::usage("--send-hz must be 0 to 100000"));
+        }
+        if let Some(c) = &self.control {
+            zonecast::control::client::check_endpoint(c.split(',').next().unwrap_or_default())
+                .map_err(|m| Failure::usage(format!("--control: {m}")))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn run(a: DeviceArgs) -> Result<(), Failure> {
+    a.validate()?;
+    let signals = Signals::install()?;
     let mut roaming = None;
     let mut epoch = 0;
     let session = match (&a.control, &a.sessions, a.device, a.scene, &a.key) {
@@ -67,7 +83,12 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
                 super::operator::control_client(control, a.controller_key.as_deref())?;
             let reg = client
                 .register_device(scene, a.name.as_deref(), a.device_token.as_deref())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| match e {
+                    zonecast::control::client::RequestError::Refused(r) => {
+                        Failure::refused(format!("registration refused: {r}"))
+                    }
+                    e => Failure::from(e.to_string()),
+                })?;
             roaming = Some(Roaming::new(client));
             epoch = reg.location.epoch;
             Session {
@@ -92,14 +113,14 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
         (None, None, Some(device), Some(scene), Some(key)) => Session {
             device,
             scene,
-            key: SessionKey::from_hex(key).ok_or("--key must be 64 hex characters")?,
+            key: SessionKey::from_hex(key)
+                .ok_or_else(|| Failure::usage("--key must be 64 hex characters"))?,
             pair: a.pair,
         },
         _ => {
-            return Err(
-                "give --control and --scene, or --device with --sessions FILE, or --device, --scene and --key"
-                    .into(),
-            )
+            return Err(Failure::usage(
+                "give --control and --scene, or --device with --sessions FILE, or --device, --scene and --key",
+            ))
         }
     };
     let (device, scene) = (session.device, session.scene);
@@ -132,6 +153,10 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
         if stop.is_some_and(|s| now >= s) {
             break;
         }
+        if signals.received() {
+            leave(&mut dev, roaming.as_mut());
+            break;
+        }
         if let Some(p) = period {
             if now >= next_send {
                 let t = start.elapsed().as_secs_f32();
@@ -161,14 +186,20 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
             }
             None => {}
         }
-        if a.quiet && now >= next_summary {
-            println!(
-                "sent={sent} received={received} rejected-by-client={}",
-                dev.dropped()
-            );
+        if now >= next_summary {
+            if a.quiet {
+                println!(
+                    "sent={sent} received={received} rejected-by-client={}",
+                    dev.dropped()
+                );
+            }
+            // Advanced in every mode: a summary left in the past would make every wait zero.
             next_summary += Duration::from_secs(1);
         }
-        let mut wake = next_keepalive.min(next_summary);
+        // Short enough to notice a signal promptly.
+        let mut wake = next_keepalive
+            .min(next_summary)
+            .min(now + Duration::from_millis(200));
         if period.is_some() {
             wake = wake.min(next_send);
         }
@@ -185,6 +216,19 @@ pub fn run(a: DeviceArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Ctrl-C / SIGTERM: leave the scene (peers see it go at once) and, when registered through a
+/// controller, deregister.
+fn leave(dev: &mut Device, roaming: Option<&mut Roaming>) {
+    let result = match roaming {
+        Some(r) => r.leave(dev),
+        None => dev.leave().map(|_| ()),
+    };
+    match result {
+        Ok(()) => println!("left scene {}", dev.session().scene),
+        Err(e) => tracing::warn!("leaving: {e}"),
+    }
 }
 
 /// One line per event.

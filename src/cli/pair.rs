@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use zonecast::control::client::RequestError;
@@ -18,6 +18,8 @@ use zonecast::scene;
 use zonecast::security::KeyPair;
 
 use super::operator::OperatorArgs;
+use super::signals::Signals;
+use super::Failure;
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -45,19 +47,26 @@ enum PairAction {
     },
 }
 
-pub fn run_cli(c: PairCli) -> Result<(), String> {
+pub fn run_cli(c: PairCli) -> Result<(), Failure> {
     match c.action {
         None => run(c.run, Threading::Fused, Vec::new()),
         Some(PairAction::Drain {
             pair,
             wait_secs,
             op,
-        }) => drain(pair, wait_secs, &op),
+        }) => drain(pair, wait_secs, &op).map_err(Failure::from),
+    }
+}
+
+impl PairCli {
+    /// The values `zonecast config check` can judge without running.
+    pub fn validate(&self) -> Result<(), Failure> {
+        self.run.validate()
     }
 }
 
 fn drain(pair: u32, wait_secs: u64, op: &OperatorArgs) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(wait_secs);
+    let deadline = Instant::now() + Duration::from_secs(wait_secs);
     loop {
         let req = Request::PairDrain {
             token: op.token(),
@@ -74,7 +83,7 @@ fn drain(pair: u32, wait_secs: u64, op: &OperatorArgs) -> Result<(), String> {
             }
             // The standby is still taking the checkpoint: ask again.
             Err(RequestError::Refused(e))
-                if e.code == ErrorCode::Conflict && std::time::Instant::now() < deadline =>
+                if e.code == ErrorCode::Conflict && Instant::now() < deadline =>
             {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -89,7 +98,8 @@ pub struct PairArgs {
     #[arg(long, default_value = "127.0.0.1:7200")]
     listen: SocketAddr,
     /// Sessions file (see `zonecast sessions`): static sessions, with or without a controller.
-    #[arg(long, required_unless_present = "control")]
+    /// A pair needs this or --control.
+    #[arg(long)]
     sessions: Option<PathBuf>,
     /// Register with this controller and serve what it assigns.
     #[arg(long)]
@@ -160,10 +170,62 @@ pub struct PairArgs {
     /// After a drain, forward stragglers this long before deregistering and exiting.
     #[arg(long, default_value_t = 2_000)]
     drain_grace_ms: u64,
+    /// On SIGTERM or SIGINT, drain (or deregister) and exit within this long; a second
+    /// signal exits at once.
+    #[arg(long, default_value_t = 10_000)]
+    stop_timeout_ms: u64,
+}
+
+impl PairArgs {
+    /// Refuses values no pair can run with (exit status 2), before anything starts.
+    pub fn validate(&self) -> Result<(), Failure> {
+        let bad = |m: String| Err(Failure::usage(m));
+        if self.capacity == 0 {
+            return bad("--capacity must be at least 1 (devices this pair offers to serve)".into());
+        }
+        if self.evict_after_ms == 0 || self.quiet_after_ms == 0 {
+            return bad("--evict-after-ms and --quiet-after-ms must be above 0".into());
+        }
+        if self.quiet_after_ms >= self.evict_after_ms {
+            return bad(format!(
+                "--quiet-after-ms ({}) must be below --evict-after-ms ({}): a device goes quiet before it is evicted",
+                self.quiet_after_ms, self.evict_after_ms
+            ));
+        }
+        if !(1..=65_535).contains(&self.max_objects_per_scene) {
+            return bad("--max-objects-per-scene must be 1 to 65535".into());
+        }
+        if !(1..=64).contains(&self.shards) {
+            return bad("--shards must be 1 to 64".into());
+        }
+        if self.recv_buffer == 0 || self.send_buffer == 0 {
+            return bad("--recv-buffer and --send-buffer must be above 0".into());
+        }
+        if self.stop_timeout_ms == 0 {
+            return bad("--stop-timeout-ms must be above 0".into());
+        }
+        if let Some(c) = &self.control {
+            for e in c.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                zonecast::control::client::check_endpoint(e)
+                    .map_err(|m| Failure::usage(format!("--control: {m}")))?;
+            }
+        }
+        if let Some(b) = &self.bus {
+            if !b.starts_with("tcp://") && !b.starts_with("ipc://") {
+                return bad(format!("--bus `{b}`: give tcp://HOST:PORT or ipc://PATH"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Runs a pair with `threading`; `extra_bus` are more stream endpoints (a fanout half's).
-pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<(), String> {
+pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<(), Failure> {
+    a.validate()?;
+    if a.sessions.is_none() && a.control.is_none() {
+        return Err(Failure::usage("give --control ENDPOINT (register with a controller) or --sessions FILE (static sessions)"));
+    }
+    let signals = Signals::install()?;
     let sessions = match &a.sessions {
         Some(path) => SessionsFile::load(path).map_err(|e| e.to_string())?,
         None => SessionsFile::default(),
@@ -212,10 +274,9 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         (None, None) => None,
     };
     if !listen.is_empty() {
-        let token = a
-            .token
-            .clone()
-            .ok_or("a replication stream needs --token (or ZONECAST_TOKEN)")?;
+        let token = a.token.clone().ok_or_else(|| {
+            Failure::usage("a replication stream needs --token (or ZONECAST_TOKEN)")
+        })?;
         config.replication = Some(ReplicationConfig {
             listen,
             token,
@@ -227,10 +288,12 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
         let token = a
             .token
             .clone()
-            .ok_or("--control needs --token (or ZONECAST_TOKEN)")?;
+            .ok_or_else(|| Failure::usage("--control needs --token (or ZONECAST_TOKEN)"))?;
         let advertise = a.advertise.unwrap_or(pair.udp_addr());
         if advertise.ip().is_unspecified() {
-            return Err("listening on an unspecified address: give --advertise HOST:PORT".into());
+            return Err(Failure::usage(
+                "listening on an unspecified address: give --advertise HOST:PORT",
+            ));
         }
         let tracker = TrackerConfig {
             token,
@@ -267,25 +330,46 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
     );
     let _ = std::io::stdout().flush();
     let every = Duration::from_secs(a.stats_every_secs);
-    let mut next_stats = std::time::Instant::now() + every;
+    let mut next_stats = Instant::now() + every;
+    let stop_within = Duration::from_millis(a.stop_timeout_ms);
+    // Set once a signal asked for a stop: the instant past which the pair stops regardless.
+    let mut stop_by: Option<Instant> = None;
     while pair.is_running() {
-        std::thread::sleep(Duration::from_millis(50));
-        if every.is_zero() || std::time::Instant::now() < next_stats {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = Instant::now();
+        if signals.received() && stop_by.is_none() {
+            stop_by = Some(now + stop_within + Duration::from_millis(500));
+            if !pair.leave(stop_within) {
+                // Static sessions: nobody to hand them to.
+                tracing::info!("stopping on signal");
+                break;
+            }
+        }
+        if stop_by.is_some_and(|by| now >= by) {
+            tracing::warn!("stopping: the drain did not finish within --stop-timeout-ms");
+            break;
+        }
+        if every.is_zero() || now < next_stats {
             continue;
         }
         next_stats += every;
         let s = pair.stats().snapshot();
-        eprintln!(
-            "zonecast pair: in={} accepted={} dropped={} out={} joined={} objects={}",
-            s.ingest_datagrams,
-            s.ingest_accepted,
-            s.ingest_drops.total(),
-            s.fanout_datagrams,
-            s.joined,
-            s.objects
+        tracing::info!(
+            datagrams_in = s.ingest_datagrams,
+            accepted = s.ingest_accepted,
+            dropped = s.ingest_drops.total(),
+            datagrams_out = s.fanout_datagrams,
+            joined = s.joined,
+            objects = s.objects,
+            "counters"
         );
     }
-    if pair.drained() {
+    if let Some(reason) = pair.fatal() {
+        return Err(Failure::refused(reason));
+    }
+    if pair.drained() || stop_by.is_some() {
+        pair.stop();
+        tracing::info!("stopped");
         return Ok(());
     }
     Err("a pair thread stopped".into())

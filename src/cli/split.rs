@@ -16,6 +16,7 @@ use zonecast::replication::stream::{LinkSubscriber, Role, StreamLink};
 use zonecast::stats::PairStats;
 
 use super::pair::PairArgs;
+use super::Failure;
 
 #[derive(Args)]
 pub struct IngestArgs {
@@ -26,10 +27,17 @@ pub struct IngestArgs {
     pair: PairArgs,
 }
 
-pub fn run_ingest(a: IngestArgs) -> Result<(), String> {
-    if !a.fanout_bus.starts_with("ipc://") {
-        return Err("--fanout-bus must be ipc:///path".into());
+impl IngestArgs {
+    pub fn validate(&self) -> Result<(), Failure> {
+        if !self.fanout_bus.starts_with("ipc://") {
+            return Err(Failure::usage("--fanout-bus must be ipc:///path"));
+        }
+        self.pair.validate()
     }
+}
+
+pub fn run_ingest(a: IngestArgs) -> Result<(), Failure> {
+    a.validate()?;
     super::pair::run(a.pair, Threading::Remote, vec![a.fanout_bus])
 }
 
@@ -51,9 +59,48 @@ pub struct FanoutArgs {
     /// Print a counters line to stderr this often (0: never).
     #[arg(long, default_value_t = 10)]
     stats_every_secs: u64,
+    /// Exit (status 1) if the ingest half's socket is not there within this long of the
+    /// start; once connected, a lost ingest half is waited for (it may be restarting).
+    #[arg(long, default_value_t = 1_000)]
+    wait_for_ingest_ms: u64,
 }
 
-pub fn run_fanout(a: FanoutArgs) -> Result<(), String> {
+impl FanoutArgs {
+    pub fn validate(&self) -> Result<(), Failure> {
+        if !self.bus.starts_with("ipc://") || self.bus.len() <= "ipc://".len() {
+            return Err(Failure::usage(
+                "--bus must be ipc:///path (the ingest half's --fanout-bus)",
+            ));
+        }
+        if self.send_buffer == 0 {
+            return Err(Failure::usage("--send-buffer must be above 0"));
+        }
+        Ok(())
+    }
+
+    /// Waits for the ingest half's socket file.
+    fn wait_for_ingest(&self) -> Result<(), Failure> {
+        use std::os::unix::fs::FileTypeExt;
+        let path = self.bus.trim_start_matches("ipc://");
+        let by = std::time::Instant::now() + Duration::from_millis(self.wait_for_ingest_ms);
+        loop {
+            if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= by {
+                return Err(Failure::from(format!(
+                    "no ingest half at {}: no socket at {path} after {} ms (start `zonecast ingest --fanout-bus {}` first)",
+                    self.bus, self.wait_for_ingest_ms, self.bus
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn run_fanout(a: FanoutArgs) -> Result<(), Failure> {
+    a.validate()?;
+    a.wait_for_ingest()?;
     let options = SocketOptions {
         send_buffer: a.send_buffer,
         ..SocketOptions::default()
@@ -78,14 +125,14 @@ pub fn run_fanout(a: FanoutArgs) -> Result<(), String> {
         std::thread::spawn(move || loop {
             std::thread::sleep(every);
             let s = stats.snapshot();
-            eprintln!(
-                "zonecast fanout: out={} updates={} refused={} malformed_frames={}",
-                s.fanout_datagrams,
-                s.fanout_updates,
-                s.fanout_refused,
-                malformed.load(std::sync::atomic::Ordering::Relaxed)
+            tracing::info!(
+                datagrams_out = s.fanout_datagrams,
+                updates = s.fanout_updates,
+                refused = s.fanout_refused,
+                malformed_frames = malformed.load(std::sync::atomic::Ordering::Relaxed),
+                "counters"
             );
         });
     }
-    fanout.run().map_err(|e| e.to_string())
+    Ok(fanout.run().map_err(|e| e.to_string())?)
 }

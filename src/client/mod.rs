@@ -45,6 +45,8 @@ pub enum ClientError {
     Io(io::Error),
     /// The datagram could not be built (payload too large, body too large).
     Encode(WireError),
+    /// The controller refused or did not answer (registration, deregistration).
+    Control(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -52,6 +54,7 @@ impl std::fmt::Display for ClientError {
         match self {
             ClientError::Io(e) => write!(f, "socket: {e}"),
             ClientError::Encode(e) => write!(f, "cannot encode datagram: {e}"),
+            ClientError::Control(e) => write!(f, "controller: {e}"),
         }
     }
 }

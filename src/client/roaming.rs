@@ -135,6 +135,21 @@ impl Roaming {
         Ok(Some(loc))
     }
 
+    /// Ends the device's membership for good: a Leave datagram to its pair (the others see it
+    /// leave at once) and `device.deregister` (the controller forgets its session and key).
+    /// A controller that does not answer leaves the registration to expire with the scene.
+    pub fn leave(&mut self, dev: &mut Device) -> Result<(), ClientError> {
+        dev.leave()?;
+        let req = crate::control::protocol::Request::DeviceDeregister {
+            device: dev.session().device,
+            key: dev.session().key.to_hex(),
+        };
+        self.control
+            .call::<crate::control::protocol::DeviceDeregistered>(&req)
+            .map_err(|e| ClientError::Control(e.to_string()))?;
+        Ok(())
+    }
+
     /// When `poll` next has something to do.
     pub fn next_wake(&self, dev: &Device) -> Instant {
         self.policy.next_wake(dev.last_answered())

@@ -93,6 +93,33 @@ pub struct ControlClient {
     socket: Option<zmq::Socket>,
 }
 
+/// Checks that `endpoint` is one ZeroMQ can connect to: `tcp://HOST:PORT` (a numeric port)
+/// or `ipc://PATH`. Anything else would fail forever on every attempt, so it is refused up
+/// front.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`{endpoint}` is not a control endpoint ({why}): give tcp://HOST:PORT or ipc://PATH"
+        ))
+    };
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        return if path.is_empty() {
+            bad("empty path")
+        } else {
+            Ok(())
+        };
+    }
+    let Some(rest) = endpoint.strip_prefix("tcp://") else {
+        return bad("unknown transport");
+    };
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => bad("no HOST:PORT"),
+    }
+}
+
 impl ControlClient {
     /// A client for `endpoint` (or a comma-separated list of replicas); nothing connects
     /// until the first request.
@@ -108,6 +135,10 @@ impl ControlClient {
                 std::io::ErrorKind::InvalidInput,
                 "no controller endpoint",
             ));
+        }
+        for e in &endpoints {
+            check_endpoint(e)
+                .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
         }
         Ok(ControlClient {
             endpoints,

@@ -3,13 +3,14 @@
 //! back the typed answers, passes session and replication commands to ingest, logs the
 //! tracker's notes, and computes the load figures heartbeats carry.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::control::client::{ControlClient, RequestError};
 use crate::control::Load;
+use crate::logs::Throttle;
 use crate::replication::assignment::{Answer, Call, Local, Note, Tracker, TrackerConfig};
 use crate::replication::ReplicaStatus;
 use crate::security::PublicKey;
@@ -35,6 +36,11 @@ pub struct AgentStatus {
     pub registered: AtomicBool,
     /// The pair drained, deregistered and stopped on purpose.
     pub drained: AtomicBool,
+    /// Asked to leave (SIGTERM): drain to the standby or deregister, by this many
+    /// milliseconds from the request (0: not asked). See `Tracker::leave`.
+    pub leave_within_ms: AtomicU64,
+    /// Why the agent stopped for good (a refusal retrying cannot fix), if it did.
+    pub fatal: Mutex<Option<String>>,
 }
 
 /// Starts the agent thread; it runs until `stop` is set (and sets it once drained).
@@ -65,11 +71,23 @@ pub fn spawn(
                 probes,
                 replica,
                 last_rates: (Instant::now(), 0, 0),
+                failures: Throttle::new(Duration::from_secs(10)),
             };
+            let mut leaving = false;
             while !stop.load(Relaxed) {
+                let within = agent.status.leave_within_ms.load(Relaxed);
+                if within > 0 && !leaving {
+                    leaving = true;
+                    let now = Instant::now();
+                    tracing::info!("leaving: handing this pair's scenes over within {within} ms");
+                    agent
+                        .tracker
+                        .leave(now, now + Duration::from_millis(within));
+                }
                 agent.step();
                 if agent.tracker.is_done() {
-                    agent.status.drained.store(true, Relaxed);
+                    let fatal = agent.status.fatal.lock().is_ok_and(|f| f.is_some());
+                    agent.status.drained.store(!fatal, Relaxed);
                     stop.store(true, Relaxed);
                     break;
                 }
@@ -99,6 +117,8 @@ struct Agent {
     probes: Arc<ProbeIdentity>,
     replica: Option<Arc<ReplicaStatus>>,
     last_rates: (Instant, u64, u64),
+    /// Repeated refusals are logged once per 10 s.
+    failures: Throttle,
 }
 
 impl Agent {
@@ -114,7 +134,12 @@ impl Agent {
             self.sessions.send(commands);
         }
         for note in self.tracker.take_notes() {
-            log(&note);
+            if let Note::Fatal(reason) = &note {
+                if let Ok(mut f) = self.status.fatal.lock() {
+                    *f = Some(reason.clone());
+                }
+            }
+            self.log(&note);
         }
         let pair = self.tracker.pair();
         self.status.pair.store(pair.unwrap_or(0), Relaxed);
@@ -157,32 +182,49 @@ impl Agent {
         self.last_rates = (Instant::now(), s.ingest_datagrams, s.fanout_datagrams);
         load
     }
-}
 
-fn log(note: &Note) {
-    match note {
-        Note::Registered {
-            pair,
-            region,
-            heartbeat,
-        } => eprintln!(
-            "zonecast pair: registered as pair {pair} in region {region} (heartbeat every {} ms)",
-            heartbeat.as_millis()
-        ),
-        Note::Stale(e) => eprintln!("zonecast pair: {e}; dropping every assigned session"),
-        Note::Unreachable(e) => {
-            eprintln!("zonecast pair: controller unavailable: {e}; relaying on the last assignment")
+    fn log(&mut self, note: &Note) {
+        match note {
+            Note::Registered {
+                pair,
+                region,
+                heartbeat,
+            } => tracing::info!(
+                "registered as pair {pair} in region {region} (heartbeat every {} ms)",
+                heartbeat.as_millis()
+            ),
+            Note::Stale(e) => tracing::warn!("{e}; dropping every assigned session"),
+            Note::Unreachable(e) if self.tracker.pair().is_some() => tracing::warn!(
+                "controller {} unavailable: {e}; relaying on the last assignment, retrying",
+                self.client.endpoint()
+            ),
+            Note::Unreachable(e) => tracing::warn!(
+                "controller {} unavailable: {e}; not registered yet (serving nothing), retrying",
+                self.client.endpoint()
+            ),
+            Note::Reachable => tracing::info!("controller reachable again"),
+            Note::Failed(e) => {
+                if let Some(held) = self.failures.allow(Instant::now()) {
+                    tracing::warn!(held_back = held, "{e}");
+                }
+            }
+            Note::Draining(grace) => tracing::info!(
+                "draining: scenes handed over; forwarding stragglers for {} ms",
+                grace.as_millis()
+            ),
+            Note::Drained(pair) => tracing::info!("drained; deregistered pair {pair}, stopping"),
+            Note::FanoutMissing => tracing::warn!("fanout half missing: not heartbeating"),
+            Note::FanoutBack => tracing::info!("fanout half connected"),
+            Note::Leaving(n) => {
+                tracing::info!("leaving: drain accepted, {n} scene(s) go to the standby")
+            }
+            Note::LeavingWithoutStandby(e) => {
+                tracing::warn!("leaving without a standby ({e}): deregistering; the controller moves the scenes")
+            }
+            Note::LeaveTimedOut => {
+                tracing::warn!("leaving: the drain did not finish in time; stopping anyway")
+            }
+            Note::Fatal(e) => tracing::error!("{e}"),
         }
-        Note::Reachable => eprintln!("zonecast pair: controller reachable again"),
-        Note::Failed(e) => eprintln!("zonecast pair: {e}"),
-        Note::Draining(grace) => eprintln!(
-            "zonecast pair: draining: scenes handed over; forwarding stragglers for {} ms",
-            grace.as_millis()
-        ),
-        Note::Drained(pair) => {
-            eprintln!("zonecast pair: drained; deregistered pair {pair}, stopping")
-        }
-        Note::FanoutMissing => eprintln!("zonecast ingest: fanout half missing: not heartbeating"),
-        Note::FanoutBack => eprintln!("zonecast ingest: fanout half connected"),
     }
 }

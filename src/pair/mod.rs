@@ -229,6 +229,26 @@ impl Pair {
         self.agent.as_ref().is_some_and(|a| a.drained.load(Relaxed))
     }
 
+    /// Asks the agent to leave (SIGTERM): drain to the standby or deregister within `within`,
+    /// then stop (see `Tracker::leave`). False when there is no agent (static sessions).
+    pub fn leave(&self, within: Duration) -> bool {
+        match &self.agent {
+            Some(a) => {
+                let ms = u64::try_from(within.as_millis()).unwrap_or(u64::MAX).max(1);
+                a.leave_within_ms.store(ms, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Why the agent stopped for good, if it did (a registration refused as unauthorized).
+    pub fn fatal(&self) -> Option<String> {
+        self.agent
+            .as_ref()
+            .and_then(|a| a.fatal.lock().ok().and_then(|f| f.clone()))
+    }
+
     /// Whether both halves are still running.
     pub fn is_running(&self) -> bool {
         self.threads.iter().all(|t| !t.is_finished())
@@ -350,7 +370,7 @@ impl Shard {
                 let ingest = ingest(Box::new(direct));
                 vec![spawn(&format!("zc-pair-{i}"), move || {
                     if let Err(e) = ingest.run(poll, initial) {
-                        eprintln!("zonecast pair: shard {i} stopped: {e}");
+                        tracing::error!("shard {i} stopped: {e}");
                     }
                 })]
             }
@@ -366,7 +386,7 @@ impl Shard {
                 vec![
                     spawn(&format!("zc-ingest-{i}"), move || {
                         if let Err(e) = ingest.run(poll, initial) {
-                            eprintln!("zonecast pair: shard {i} ingest stopped: {e}");
+                            tracing::error!("shard {i} ingest stopped: {e}");
                         }
                     }),
                     spawn(&format!("zc-fanout-{i}"), move || {
@@ -378,7 +398,7 @@ impl Shard {
                 let ingest = ingest(Box::new(NoFanout));
                 vec![spawn(&format!("zc-ingest-{i}"), move || {
                     if let Err(e) = ingest.run(poll, initial) {
-                        eprintln!("zonecast ingest: stopped: {e}");
+                        tracing::error!("stopped: {e}");
                     }
                 })]
             }

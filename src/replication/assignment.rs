@@ -20,12 +20,20 @@
 //! - `stale_epoch` or `unknown_pair` (a controller that forgot it: dead for a minute, or
 //!   never known): revoke every session, stop every mirror and handover, register again at
 //!   once as a new pair.
-//! - No answer: keep serving the last assignment, retry every interval. Another refusal: retry
-//!   in a second.
+//! - No answer: keep serving the last assignment, retry every interval. A registration
+//!   refused as `unauthorized` or `invalid_value` is fatal (retrying cannot fix a wrong token
+//!   or value): [`Note::Fatal`], done. Another refusal: retry in a second.
 //! - A split pair's ingest (`requires_fanout`) does not heartbeat while its fanout half is away,
 //!   so the controller fails it over.
 //! - A draining pair, once its scenes are handed over, forwards stragglers for `drain_grace`,
 //!   then deregisters and is done.
+//! - A pair told to [`Tracker::leave`] (SIGTERM) drains itself: it asks for `pair.drain` (its
+//!   standby takes its scenes with their state, then the drain above). While the standby is
+//!   still catching up (`conflict`) it keeps heartbeating and asks again every 100 ms. With
+//!   nobody to hand over to (no stream, or no other live pair: `invalid_value`, `no_pair`) it
+//!   deregisters at once, and the controller gives its scenes to whoever it can. An
+//!   unregistered pair is done at once; whatever is still unfinished at the leave deadline is
+//!   given up (done), so a stop is bounded.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -34,8 +42,8 @@ use std::time::{Duration, Instant};
 use super::command::SessionCommand;
 use crate::control::client::RequestError;
 use crate::control::protocol::{
-    Assignment, HeartbeatReply, Load, MirrorReport, MirrorState, PairDeregistered, PairRegistered,
-    Reply, Request,
+    Assignment, HeartbeatReply, Load, MirrorReport, MirrorState, PairDeregistered, PairDraining,
+    PairRegistered, Reply, Request,
 };
 use crate::control::ErrorCode;
 use crate::security::PublicKey;
@@ -76,12 +84,14 @@ pub enum Call {
     Register(Request),
     Heartbeat(Request),
     Deregister(Request),
+    /// `pair.drain` of itself: the pair is leaving.
+    Drain(Request),
 }
 
 impl Call {
     pub fn request(&self) -> &Request {
         match self {
-            Call::Register(r) | Call::Heartbeat(r) | Call::Deregister(r) => r,
+            Call::Register(r) | Call::Heartbeat(r) | Call::Deregister(r) | Call::Drain(r) => r,
         }
     }
 }
@@ -92,6 +102,7 @@ pub enum Answer {
     Registered(PairRegistered),
     Heartbeat(HeartbeatReply),
     Deregistered(PairDeregistered),
+    Draining(PairDraining),
 }
 
 impl Answer {
@@ -105,6 +116,7 @@ impl Answer {
             Call::Deregister(_) => {
                 Answer::Deregistered(serde_json::from_value(fields).map_err(bad)?)
             }
+            Call::Drain(_) => Answer::Draining(serde_json::from_value(fields).map_err(bad)?),
         })
     }
 
@@ -114,6 +126,7 @@ impl Answer {
             (Call::Register(_), Reply::PairRegistered(r)) => Some(Answer::Registered(r)),
             (Call::Heartbeat(_), Reply::Heartbeat(r)) => Some(Answer::Heartbeat(r)),
             (Call::Deregister(_), Reply::PairDeregistered(r)) => Some(Answer::Deregistered(r)),
+            (Call::Drain(_), Reply::PairDraining(r)) => Some(Answer::Draining(r)),
             _ => None,
         }
     }
@@ -140,6 +153,15 @@ pub enum Note {
     Drained(u32),
     FanoutMissing,
     FanoutBack,
+    /// Leaving: the drain was accepted, this many scenes go to the standby.
+    Leaving(usize),
+    /// Leaving with nobody to take the scenes with their state: deregistering instead.
+    LeavingWithoutStandby(String),
+    /// The leave deadline passed before the drain finished: stopping anyway.
+    LeaveTimedOut,
+    /// A refusal that retrying cannot fix (a wrong token, a value the controller rejects):
+    /// the tracker is done and the pair should exit with this reason.
+    Fatal(String),
 }
 
 /// The pair's assignment and its life cycle with the controller. See the module doc.
@@ -166,10 +188,28 @@ pub struct Tracker {
     deregistering: bool,
     /// Mirrors reported `lost` already: a new loss is reported at once, not at the next beat.
     lost_reported: BTreeSet<u32>,
+    /// Leaving (see [`Tracker::leave`]).
+    leave: Option<Leave>,
+    /// The call in flight is this pair's own `pair.drain`.
+    asking_drain: bool,
     done: bool,
     commands: Vec<SessionCommand>,
     notes: Vec<Note>,
 }
+
+/// Where a pair that leaves is.
+#[derive(Clone, Copy, Debug)]
+struct Leave {
+    /// Given up (done) at this instant, finished or not.
+    deadline: Instant,
+    /// Ask for the drain (again) at this instant; `None`: accepted, or deregistering instead.
+    ask_at: Option<Instant>,
+    /// Nobody can take the state: deregister now.
+    deregister: bool,
+}
+
+/// How often a leaving pair asks again while its standby catches up.
+const DRAIN_RETRY: Duration = Duration::from_millis(100);
 
 /// Heartbeat interval until the controller says otherwise.
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(50);
@@ -195,6 +235,8 @@ impl Tracker {
             in_flight: false,
             deregistering: false,
             lost_reported: BTreeSet::new(),
+            leave: None,
+            asking_drain: false,
             done: false,
             commands: Vec::new(),
             notes: Vec::new(),
@@ -223,7 +265,29 @@ impl Tracker {
 
     /// When the next call is due.
     pub fn poll_timeout(&self) -> Instant {
-        self.next
+        match self.leave {
+            Some(l) => self.next.min(l.deadline),
+            None => self.next,
+        }
+    }
+
+    /// The pair is stopping (SIGTERM): drain to its standby, or deregister, then be done, by
+    /// `deadline` at the latest. See the module doc.
+    pub fn leave(&mut self, now: Instant, deadline: Instant) {
+        if self.leave.is_some() || self.done {
+            return;
+        }
+        if self.pair.is_none() {
+            self.done = true;
+            return;
+        }
+        self.leave = Some(Leave {
+            deadline,
+            // A drain the operator started already is not asked for again.
+            ask_at: self.drained_at.is_none().then_some(now),
+            deregister: false,
+        });
+        self.next = now;
     }
 
     /// The request to send now, if one is due (at most one at a time).
@@ -236,7 +300,16 @@ impl Tracker {
             .collect();
         // A primary this pair mirrors just lost its stream: the controller hears it now.
         let fresh_loss = self.pair.is_some() && !lost.is_subset(&self.lost_reported);
-        if self.done || self.in_flight || (now < self.next && !fresh_loss) {
+        if let Some(l) = self.leave {
+            if now >= l.deadline && !self.done {
+                self.notes.push(Note::LeaveTimedOut);
+                self.done = true;
+            }
+        }
+        let drain_due = self
+            .leave
+            .is_some_and(|l| l.deregister || l.ask_at.is_some_and(|at| now >= at));
+        if self.done || self.in_flight || (now < self.next && !fresh_loss && !drain_due) {
             return None;
         }
         self.lost_reported = lost;
@@ -253,12 +326,21 @@ impl Tracker {
             return None;
         }
         let token = Some(self.config.token.clone());
+        let deregister_now = self.leave.is_some_and(|l| l.deregister);
         let call = match (self.pair, self.drained_at) {
+            (Some(pair), _) if deregister_now => {
+                self.deregistering = true;
+                Call::Deregister(Request::PairDeregister { token, pair })
+            }
             (Some(pair), Some(at))
                 if now.saturating_duration_since(at) >= self.config.drain_grace =>
             {
                 self.deregistering = true;
                 Call::Deregister(Request::PairDeregister { token, pair })
+            }
+            (Some(pair), None) if drain_due => {
+                self.asking_drain = true;
+                Call::Drain(Request::PairDrain { token, pair })
             }
             (Some(pair), _) => Call::Heartbeat(Request::PairHeartbeat {
                 token,
@@ -296,6 +378,7 @@ impl Tracker {
         local: &Local,
     ) {
         self.in_flight = false;
+        let asked_drain = std::mem::take(&mut self.asking_drain);
         if std::mem::take(&mut self.deregistering) {
             // Whatever became of the deregistration, the grace period is over.
             self.finish_drain();
@@ -344,6 +427,43 @@ impl Tracker {
                     };
             }
             Ok(Answer::Deregistered(_)) => self.finish_drain(),
+            Ok(Answer::Draining(r)) => {
+                if let Some(l) = self.leave.as_mut() {
+                    l.ask_at = None;
+                }
+                self.notes.push(Note::Leaving(r.moved.len()));
+                // The heartbeat reply carries the handovers.
+                self.next = now;
+            }
+            Err(RequestError::Refused(e))
+                if asked_drain
+                    && matches!(
+                        e.code,
+                        ErrorCode::Conflict | ErrorCode::NoPair | ErrorCode::InvalidValue
+                    ) =>
+            {
+                let Some(l) = self.leave.as_mut() else {
+                    return;
+                };
+                if e.code == ErrorCode::Conflict {
+                    // The standby is catching up: keep heartbeating, ask again shortly.
+                    l.ask_at = Some(now + DRAIN_RETRY);
+                } else {
+                    l.ask_at = None;
+                    l.deregister = true;
+                    self.notes.push(Note::LeavingWithoutStandby(e.to_string()));
+                }
+                self.next = now;
+            }
+            // A leaving pair the controller forgot has nothing to hand back.
+            Err(RequestError::Refused(e))
+                if self.leave.is_some()
+                    && matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::UnknownPair) =>
+            {
+                self.notes.push(Note::Stale(e.to_string()));
+                self.reset();
+                self.done = true;
+            }
             Err(RequestError::Refused(e))
                 if matches!(e.code, ErrorCode::StaleEpoch | ErrorCode::UnknownPair) =>
             {
@@ -365,6 +485,16 @@ impl Tracker {
                     self.notes.push(Note::Unreachable(e));
                 }
                 self.next = now + self.interval;
+            }
+            // Registration refused for good: the token or a value is wrong, and will stay so.
+            Err(RequestError::Refused(e))
+                if self.pair.is_none()
+                    && matches!(e.code, ErrorCode::Unauthorized | ErrorCode::InvalidValue) =>
+            {
+                self.notes.push(Note::Fatal(format!(
+                    "the controller refused to register this pair: {e}"
+                )));
+                self.done = true;
             }
             Err(e) => {
                 self.notes.push(Note::Failed(e.to_string()));

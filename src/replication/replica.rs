@@ -134,7 +134,7 @@ impl Replica {
                 self.mirrors.insert(pair, m);
                 self.report(pair, Some(MirrorState::Connecting));
             }
-            Err(e) => eprintln!("zonecast pair: cannot mirror pair {pair} at {endpoint}: {e}"),
+            Err(e) => tracing::warn!("cannot mirror pair {pair} at {endpoint}: {e}"),
         }
     }
 

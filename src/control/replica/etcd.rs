@@ -239,13 +239,13 @@ impl Worker {
             match result {
                 Ok(()) => {
                     if self.outage {
-                        eprintln!("zonecast controller: etcd lock: reachable again");
+                        tracing::info!("etcd lock: reachable again");
                         self.outage = false;
                     }
                 }
                 Err(e) => {
                     if !self.outage {
-                        eprintln!("zonecast controller: etcd lock: {e}");
+                        tracing::warn!("etcd lock: {e}");
                         self.outage = true;
                     }
                     // Next time, a new connection to the next member.

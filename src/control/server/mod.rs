@@ -186,7 +186,7 @@ fn recover(
     };
     let (store, found) = Store::open(dir).map_err(|e| e.to_string())?;
     if let Some(cut) = &found.truncated {
-        eprintln!("zonecast controller: the log's tail was torn or corrupt: {cut}");
+        tracing::warn!("the log's tail was torn or corrupt: {cut}");
     }
     let mut controller = match found.snapshot {
         Some(s) => Controller::from_image(config, Box::new(super::random::OsRandom), s.image),
@@ -196,8 +196,8 @@ fn recover(
         controller.apply(&b.entries);
     }
     let (pairs, scenes, devices) = controller.image().counts();
-    eprintln!(
-        "zonecast controller: {} holds {pairs} pairs, {scenes} scenes, {devices} devices (batch {}, term {})",
+    tracing::info!(
+        "{} holds {pairs} pairs, {scenes} scenes, {devices} devices (batch {}, term {})",
         dir.display(),
         store.seq(),
         controller.term()
@@ -216,19 +216,16 @@ fn log_change(change: &Change) {
                     None => format!("scene {scene} -> no live pair"),
                 })
                 .collect();
-            eprintln!(
-                "zonecast controller: pair {pair} is dead ({cause}); {}",
-                moved.join(", ")
-            );
+            tracing::warn!("pair {pair} is dead ({cause}); {}", moved.join(", "));
         }
-        Change::PairRevived { pair } => eprintln!(
-            "zonecast controller: pair {pair}, declared dead, heartbeats again: back under its id"
-        ),
-        Change::Stalled { ms } => eprintln!(
-            "zonecast controller: this controller was stalled for {ms} ms; no pair is blamed for it"
-        ),
+        Change::PairRevived { pair } => {
+            tracing::warn!("pair {pair}, declared dead, heartbeats again: back under its id")
+        }
+        Change::Stalled { ms } => {
+            tracing::warn!("this controller was stalled for {ms} ms; no pair is blamed for it")
+        }
         Change::PairForgotten { pair } => {
-            eprintln!("zonecast controller: forgot dead pair {pair}");
+            tracing::warn!("forgot dead pair {pair}");
         }
     }
 }

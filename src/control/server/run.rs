@@ -138,7 +138,7 @@ impl Server {
             }
             let now = Instant::now();
             if let Err(e) = self.follow_answer(now) {
-                eprintln!("zonecast controller: {e}");
+                tracing::warn!("{e}");
                 return;
             }
             // A probe that confirms a suspicion is acted on at once, not at the next tick.
@@ -165,7 +165,7 @@ impl Server {
             let batch = self.node.commit();
             if let Err(e) = self.persist(batch) {
                 // A controller that cannot make its decisions durable must not answer them.
-                eprintln!("zonecast controller: stopping: {e}");
+                tracing::error!("stopping: {e}");
                 return;
             }
             let seq = self.node.seq();
@@ -337,7 +337,7 @@ impl Server {
         };
         let ask = self.node.follow_request(self.token.clone());
         if let Err(e) = self.follow.ask(now, &active, &ask) {
-            eprintln!("zonecast controller: cannot follow {active}: {e}");
+            tracing::warn!("cannot follow {active}: {e}");
             self.next_follow = now + Duration::from_millis(100);
         }
     }
@@ -358,7 +358,7 @@ impl Server {
                 return Ok(());
             }
             Err(e) => {
-                eprintln!("zonecast controller: following: {e}");
+                tracing::warn!("following: {e}");
                 self.follow.drop_socket();
                 self.next_follow = now + Duration::from_millis(100);
                 return Ok(());
@@ -367,7 +367,7 @@ impl Server {
         let persist = match self.node.on_follow(now, answer) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("zonecast controller: refused a follow answer: {e}");
+                tracing::warn!("refused a follow answer: {e}");
                 self.follow.drop_socket();
                 self.next_follow = now + Duration::from_millis(100);
                 return Ok(());
@@ -392,8 +392,8 @@ impl Server {
     fn lock_duties(&mut self, now: Instant) -> bool {
         let leaving = self.leave.load(Relaxed);
         if leaving && self.node.role() == Role::Active {
-            eprintln!(
-                "zonecast controller: handing over (term {}, batch {})",
+            tracing::info!(
+                "handing over (term {}, batch {})",
                 self.node.term(),
                 self.node.seq()
             );
@@ -410,7 +410,7 @@ impl Server {
                     self.leave_by = None;
                     self.node.release_lead(now);
                     self.fail_unconfirmed();
-                    eprintln!("zonecast controller: released the lock; now passive");
+                    tracing::info!("released the lock; now passive");
                     // Give the others the first go at the lock (while this one still
                     // counts as in sync, so it can take it back if nobody in sync does).
                     self.next_lock = now + Duration::from_millis(300);
@@ -419,14 +419,11 @@ impl Server {
             }
             Role::Active => {
                 if !lock.held() {
-                    eprintln!(
-                        "zonecast controller: lost the {}: now passive",
-                        lock.describe()
-                    );
+                    tracing::warn!("lost the {}: now passive", lock.describe());
                     self.node.become_passive(now);
                     let batch = self.node.commit();
                     if let Err(e) = self.persist(batch) {
-                        eprintln!("zonecast controller: stopping: {e}");
+                        tracing::error!("stopping: {e}");
                         return true;
                     }
                     self.fail_unconfirmed();
@@ -437,7 +434,7 @@ impl Server {
                 let (term, holder) = match lock.holder() {
                     Ok(r) => r,
                     Err(e) => {
-                        eprintln!("zonecast controller: {e}");
+                        tracing::warn!("{e}");
                         return false;
                     }
                 };
@@ -471,16 +468,13 @@ impl Server {
                     return false;
                 }
                 if let Err(e) = self.persist(batch) {
-                    eprintln!("zonecast controller: stopping: {e}");
+                    tracing::error!("stopping: {e}");
                     return true;
                 }
-                eprintln!(
-                    "zonecast controller: active under term {term} (batch {})",
-                    self.node.seq()
-                );
+                tracing::info!("active under term {term} (batch {})", self.node.seq());
             }
             Ok(None) => {}
-            Err(e) => eprintln!("zonecast controller: {e}"),
+            Err(e) => tracing::warn!("{e}"),
         }
         false
     }

@@ -309,7 +309,7 @@ impl Controller {
             }
             DeviceRegister { token, scene, name } => {
                 if let Some(required) = &self.config.device_token {
-                    check_token(required, &token)?;
+                    check_token(required, &token, "the device token")?;
                 }
                 self.device_register(scene, name).map(Reply::from)
             }
@@ -451,7 +451,7 @@ impl Controller {
 
     /// Checks an operator (cluster) token.
     pub fn operator(&self, token: &Option<String>) -> Result<(), ControlError> {
-        check_token(&self.config.token, token)
+        check_token(&self.config.token, token, "the cluster token")
     }
 
     fn scene(&self, scene: u32) -> Result<&SceneRec, ControlError> {
@@ -492,13 +492,21 @@ fn unknown_scene(scene: u32) -> ControlError {
 }
 
 /// Compares a presented token with the required one in constant time.
-fn check_token(required: &str, presented: &Option<String>) -> Result<(), ControlError> {
+/// `which` names the token in the refusal ("the cluster token", "the device token").
+fn check_token(
+    required: &str,
+    presented: &Option<String>,
+    which: &str,
+) -> Result<(), ControlError> {
     match presented {
         Some(t) if bool::from(t.as_bytes().ct_eq(required.as_bytes())) => Ok(()),
-        Some(_) => Err(err(ErrorCode::Unauthorized, "wrong token")),
+        Some(_) => Err(err(
+            ErrorCode::Unauthorized,
+            format!("wrong token: this op requires {which}"),
+        )),
         None => Err(err(
             ErrorCode::Unauthorized,
-            "this op requires the cluster token",
+            format!("this op requires {which}"),
         )),
     }
 }

@@ -75,8 +75,8 @@ impl StreamHub {
                     l.set_nonblocking(true).map_err(|err| fail(e, err))?;
                     let at = format!("tcp://{}", l.local_addr().map_err(|err| fail(e, err))?);
                     if key.is_none() && leaves_host(&at) {
-                        eprintln!(
-                            "zonecast: warning: the replication stream {at} is reachable from other hosts and NOT encrypted (it carries session keys); configure keys (docs/SECURITY.md)"
+                        tracing::warn!(
+                            "the replication stream {at} is reachable from other hosts and NOT encrypted (it carries session keys); configure keys (docs/SECURITY.md)"
                         );
                     }
                     bound.push(at);
