@@ -7,6 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::net::histogram::{Histogram, HistogramSnapshot};
 use crate::scene::{DropCounts, DropReason};
 
 /// Live counters of one pair.
@@ -48,6 +49,12 @@ pub struct PairStats {
     pub held_overflow: AtomicU64,
     /// Primaries this pair mirrors in sync.
     pub mirrors_synced: AtomicU64,
+    /// UDP payload bytes received and sent.
+    pub ingest_bytes: AtomicU64,
+    pub fanout_bytes: AtomicU64,
+    /// Per burst: from its datagrams' receipt to its last datagram sent (fused) or handed to
+    /// the fanout thread (split, ingest-only).
+    pub burst_latency: Histogram,
 }
 
 /// A plain copy of the counters at one instant.
@@ -77,6 +84,9 @@ pub struct StatsSnapshot {
     pub held_expired: u64,
     pub held_overflow: u64,
     pub mirrors_synced: u64,
+    pub ingest_bytes: u64,
+    pub fanout_bytes: u64,
+    pub burst_latency: HistogramSnapshot,
 }
 
 impl PairStats {
@@ -117,6 +127,9 @@ impl PairStats {
             held_expired: self.held_expired.load(Relaxed),
             held_overflow: self.held_overflow.load(Relaxed),
             mirrors_synced: self.mirrors_synced.load(Relaxed),
+            ingest_bytes: self.ingest_bytes.load(Relaxed),
+            fanout_bytes: self.fanout_bytes.load(Relaxed),
+            burst_latency: self.burst_latency.snapshot(),
         }
     }
 }
@@ -164,6 +177,9 @@ impl StatsSnapshot {
         self.held_expired += o.held_expired;
         self.held_overflow += o.held_overflow;
         self.mirrors_synced += o.mirrors_synced;
+        self.ingest_bytes += o.ingest_bytes;
+        self.fanout_bytes += o.fanout_bytes;
+        self.burst_latency.add(&o.burst_latency);
     }
 
     /// Prometheus text exposition format (version 0.0.4).
@@ -183,6 +199,18 @@ impl StatsSnapshot {
             "counter",
             "Datagrams received.",
             &[("", self.ingest_datagrams)],
+        );
+        metric(
+            "ingest_bytes_total",
+            "counter",
+            "UDP payload bytes received.",
+            &[("", self.ingest_bytes)],
+        );
+        metric(
+            "fanout_bytes_total",
+            "counter",
+            "UDP payload bytes sent.",
+            &[("", self.fanout_bytes)],
         );
         metric(
             "ingest_accepted_total",
@@ -312,6 +340,11 @@ impl StatsSnapshot {
             "Primaries this pair mirrors in sync.",
             &[("", self.mirrors_synced)],
         );
+        s.push_str(
+            "# HELP zonecast_burst_latency_seconds Per burst of datagrams: from receipt to the last datagram sent (fused pair) or handed to fanout (split pair).\n# TYPE zonecast_burst_latency_seconds histogram\n",
+        );
+        self.burst_latency
+            .render(&mut s, "zonecast_burst_latency_seconds", "");
         s
     }
 }

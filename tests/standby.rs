@@ -254,15 +254,30 @@ fn killed_primary(mode: Mode) {
 
 #[test]
 fn a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
-    drain_under_traffic(Mode::Plain);
+    drain_under_traffic(Mode::Plain, Stop::Drain);
 }
 
 #[test]
 fn encrypted_a_drain_under_traffic_loses_no_update_and_the_drained_pair_exits() {
-    drain_under_traffic(Mode::Encrypted);
+    drain_under_traffic(Mode::Encrypted, Stop::Drain);
 }
 
-fn drain_under_traffic(mode: Mode) {
+/// What systemd, Docker and Kubernetes do: SIGTERM. The pair drains itself.
+#[test]
+fn sigterm_to_a_serving_pair_drains_it_losing_no_update_and_it_exits_0_deregistered() {
+    drain_under_traffic(Mode::Plain, Stop::Sigterm);
+}
+
+/// How the serving pair is told to go.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    /// `zonecast pair drain --pair ID`.
+    Drain,
+    /// `kill -TERM`.
+    Sigterm,
+}
+
+fn drain_under_traffic(mode: Mode, stop: Stop) {
     let ctl = ControllerProcess::start_in(mode);
     let extra = ["--drain-grace-ms", "500"];
     let mut pairs = vec![ctl.pair("eu", &extra), ctl.pair("eu", &extra)];
@@ -290,11 +305,20 @@ fn drain_under_traffic(mode: Mode) {
             let _ = received(crowd.dev(0));
         }
         if !drained && start.elapsed() > Duration::from_millis(500) {
-            let id = primary["id"].to_string();
-            let mut args = vec!["pair", "drain", "--pair", &id];
-            let operator = ctl.cli_args();
-            args.extend(operator.iter().map(String::as_str));
-            zonecast_ok(&args);
+            match stop {
+                Stop::Drain => {
+                    let id = primary["id"].to_string();
+                    let mut args = vec!["pair", "drain", "--pair", &id];
+                    let operator = ctl.cli_args();
+                    args.extend(operator.iter().map(String::as_str));
+                    zonecast_ok(&args);
+                }
+                Stop::Sigterm => {
+                    let pid = by_udp(&mut pairs, &primary["udp"]).child.id();
+                    // SAFETY: kill(2) on a child process this test started and still owns.
+                    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+                }
+            }
             drained = true;
         }
         std::thread::sleep(Duration::from_millis(4));
@@ -310,6 +334,16 @@ fn drain_under_traffic(mode: Mode) {
     }
     let want: Vec<f32> = (1..=n).map(|i| i as f32).collect();
     let missing: Vec<&f32> = want.iter().filter(|x| !got.contains(x)).collect();
+    eprintln!(
+        "{}: {} of {n} updates received, {} lost",
+        if stop == Stop::Sigterm {
+            "sigterm"
+        } else {
+            "drain"
+        },
+        got.len(),
+        missing.len()
+    );
     assert!(
         missing.is_empty(),
         "{} of {n} updates lost: {missing:?}",

@@ -14,9 +14,10 @@ use zonecast::control::protocol::Request;
 use zonecast::control::replica::lock::{self, FileLock, Lock};
 use zonecast::control::replica::AckMode;
 use zonecast::control::server::{ControllerServer, ServerOptions};
+use zonecast::control::stats::ControlStats;
 use zonecast::control::store::{self, Snapshot, Store};
 use zonecast::control::Config;
-use zonecast::net::metrics::{MetricsServer, Render};
+use zonecast::net::metrics::{Admin, MetricsServer};
 use zonecast::net::zeromq::{leaves_host, Curve};
 use zonecast::security::KeyPair;
 use zonecast::wire::SessionKey;
@@ -235,11 +236,10 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), Failure> {
     };
     let server = ControllerServer::start(&a.control, config, options)?;
     let metrics = match a.metrics {
-        Some(addr) => {
-            let stats = server.stats();
-            let render: Render = Arc::new(move || stats.to_prometheus());
-            Some(MetricsServer::start(addr, render)?)
-        }
+        Some(addr) => Some(MetricsServer::start(
+            addr,
+            admin(server.stats(), server.endpoint()),
+        )?),
         None => None,
     };
     let shown = metrics.as_ref().map_or("off".to_string(), |m| {
@@ -280,6 +280,48 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), Failure> {
         return Ok(());
     }
     Err("the controller stopped".into())
+}
+
+/// The controller's admin endpoint: its metrics; live while its loop goes round (it does
+/// at least every 50 ms); ready while active or following the active; `/status` as JSON.
+fn admin(stats: Arc<ControlStats>, endpoint: &str) -> Admin {
+    let (m, l, r) = (stats.clone(), stats.clone(), stats.clone());
+    let endpoint = endpoint.to_string();
+    Admin {
+        metrics: Arc::new(move || m.to_prometheus()),
+        live: Arc::new(move || match l.loop_age() {
+            Some(age) if age > Duration::from_secs(5) => {
+                Err(format!("the loop last ran {} ms ago", age.as_millis()))
+            }
+            _ => Ok(()),
+        }),
+        ready: Arc::new(move || {
+            let g = r.gauges();
+            if g.synced {
+                Ok(())
+            } else {
+                Err("passive, not following an active controller yet".into())
+            }
+        }),
+        status: Arc::new(move || {
+            let g = stats.gauges();
+            serde_json::json!({
+                "role": "controller",
+                "version": env!("CARGO_PKG_VERSION"),
+                "commit": env!("ZONECAST_COMMIT"),
+                "control": endpoint,
+                "active": g.active,
+                "ready": g.synced,
+                "term": g.term,
+                "epoch": g.epoch,
+                "pairs": g.pairs,
+                "pairs_alive": g.pairs_alive,
+                "scenes": g.scenes,
+                "devices": g.devices,
+            })
+            .to_string()
+        }),
+    }
 }
 
 /// The lock file next to a data directory (replicas on one host share it).

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use zonecast::fanout::Fanout;
+use zonecast::net::metrics::{Admin, MetricsServer};
 use zonecast::net::{bind_udp, SocketOptions};
 use zonecast::pair::Threading;
 use zonecast::replication::stream::{LinkSubscriber, Role, StreamLink};
@@ -59,6 +60,10 @@ pub struct FanoutArgs {
     /// Print a counters line to stderr this often (0: never).
     #[arg(long, default_value_t = 10)]
     stats_every_secs: u64,
+    /// Serve Prometheus metrics (this half's sends) and /live, /ready, /status at
+    /// http://ADDR/.
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     /// Exit (status 1) if the ingest half's socket is not there within this long of the
     /// start; once connected, a lost ingest half is waited for (it may be restarting).
     #[arg(long, default_value_t = 1_000)]
@@ -119,7 +124,37 @@ pub fn run_fanout(a: FanoutArgs) -> Result<(), Failure> {
         },
         stats: stats.clone(),
     };
-    println!("zonecast fanout: bus={} udp={from}", a.bus);
+    let _admin = match a.metrics {
+        Some(addr) => {
+            let (m, st) = (stats.clone(), stats.clone());
+            let bus = a.bus.clone();
+            let admin = Admin {
+                metrics: Arc::new(move || m.snapshot().to_prometheus()),
+                live: Arc::new(|| Ok(())),
+                // Its ingest half's socket was there at the start; the link redials it.
+                ready: Arc::new(|| Ok(())),
+                status: Arc::new(move || {
+                    let s = st.snapshot();
+                    serde_json::json!({
+                        "role": "fanout",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "commit": env!("ZONECAST_COMMIT"),
+                        "bus": bus,
+                        "datagrams_out": s.fanout_datagrams,
+                        "updates_out": s.fanout_updates,
+                        "refused": s.fanout_refused,
+                    })
+                    .to_string()
+                }),
+            };
+            Some(MetricsServer::start(addr, admin)?)
+        }
+        None => None,
+    };
+    let shown = _admin.as_ref().map_or("off".to_string(), |m| {
+        format!("http://{}/metrics", m.addr())
+    });
+    println!("zonecast fanout: bus={} udp={from} metrics={shown}", a.bus);
     let every = Duration::from_secs(a.stats_every_secs);
     if !every.is_zero() {
         std::thread::spawn(move || loop {

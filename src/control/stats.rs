@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::protocol::{ErrorCode, OPS};
 use super::{Cause, Change, ProbeOutcome};
+use crate::net::histogram::Histogram;
 
 /// Why a message got no reply at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +67,29 @@ pub struct ControlStats {
     stalls: AtomicU64,
     /// Probes by outcome, in `PROBE_OUTCOMES` order.
     probes: [AtomicU64; 4],
+    /// Receipt to reply (durable and acknowledged as `--ack` says), by op.
+    latency: [Histogram; OPS.len() + 1],
+    /// Scenes moved off a dead pair (failovers).
+    failovers: AtomicU64,
+    gauges: [AtomicU64; 8],
+    /// When the loop last published its gauges (Unix ms): a wedged loop is not live.
+    loop_at_ms: AtomicU64,
+}
+
+/// What the controller holds now, published by its loop after each burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Serving (holds the lock).
+    pub active: bool,
+    /// Active, or a passive that follows the active (it has everything the active wrote,
+    /// give or take the batch in flight).
+    pub synced: bool,
+    pub term: u64,
+    pub epoch: u64,
+    pub pairs: u64,
+    pub pairs_alive: u64,
+    pub scenes: u64,
+    pub devices: u64,
 }
 
 /// What failure detection did (see [`ControlStats::detection`]).
@@ -92,11 +116,61 @@ const PROBE_OUTCOMES: [(ProbeOutcome, &str); 4] = [
 ];
 
 impl ControlStats {
+    /// The index of `op` in the per-op counters (the last one: unknown).
+    pub fn op_index(op: Option<&str>) -> usize {
+        op.and_then(|op| OPS.iter().position(|o| *o == op))
+            .unwrap_or(OPS.len())
+    }
+
     pub fn request(&self, op: Option<&str>) {
-        let i = op
-            .and_then(|op| OPS.iter().position(|o| *o == op))
-            .unwrap_or(OPS.len());
-        self.requests[i].fetch_add(1, Relaxed);
+        self.requests[Self::op_index(op)].fetch_add(1, Relaxed);
+    }
+
+    /// A reply to a request of op `op` (an `op_index`) went out `d` after its receipt.
+    pub fn latency(&self, op: usize, d: std::time::Duration) {
+        if let Some(h) = self.latency.get(op) {
+            h.observe(d);
+        }
+    }
+
+    pub fn set_gauges(&self, g: Gauges) {
+        let values = [
+            u64::from(g.active),
+            u64::from(g.synced),
+            g.term,
+            g.epoch,
+            g.pairs,
+            g.pairs_alive,
+            g.scenes,
+            g.devices,
+        ];
+        for (a, v) in self.gauges.iter().zip(values) {
+            a.store(v, Relaxed);
+        }
+        self.loop_at_ms
+            .store(crate::net::unix_ns() / 1_000_000, Relaxed);
+    }
+
+    /// How long ago the loop last went round (`None`: never yet).
+    pub fn loop_age(&self) -> Option<std::time::Duration> {
+        let at = self.loop_at_ms.load(Relaxed);
+        (at > 0).then(|| {
+            std::time::Duration::from_millis((crate::net::unix_ns() / 1_000_000).saturating_sub(at))
+        })
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let v = |i: usize| self.gauges[i].load(Relaxed);
+        Gauges {
+            active: v(0) == 1,
+            synced: v(1) == 1,
+            term: v(2),
+            epoch: v(3),
+            pairs: v(4),
+            pairs_alive: v(5),
+            scenes: v(6),
+            devices: v(7),
+        }
     }
 
     pub fn error(&self, code: ErrorCode) {
@@ -120,9 +194,11 @@ impl ControlStats {
     /// A change the controller decided on its own (deaths, revivals, its own stalls).
     pub fn change(&self, change: &Change) {
         match change {
-            Change::PairDead { cause, .. } => {
+            Change::PairDead { cause, moved, .. } => {
                 let i = usize::from(!matches!(cause, Cause::Probe(_)));
                 self.deaths[i].fetch_add(1, Relaxed);
+                let taken = moved.iter().filter(|(_, to)| to.is_some()).count();
+                self.failovers.fetch_add(taken as u64, Relaxed);
             }
             Change::PairRevived { .. } => {
                 self.revivals.fetch_add(1, Relaxed);
@@ -219,6 +295,50 @@ impl ControlStats {
             "outcome",
             PROBE_OUTCOMES.iter().map(|(_, n)| *n).zip(&self.probes),
         );
+        family(
+            &mut s,
+            "failovers_total",
+            "Scenes moved off a pair declared dead to another live pair.",
+            "to",
+            [("any", &self.failovers)].into_iter(),
+        );
+        let g = self.gauges();
+        let gauges: [(&str, &str, u64); 8] = [
+            (
+                "active",
+                "1 while this replica is the active controller.",
+                u64::from(g.active),
+            ),
+            (
+                "ready",
+                "1 while this replica is active, or a passive following the active.",
+                u64::from(g.synced),
+            ),
+            ("term", "The controller term this replica knows.", g.term),
+            ("epoch", "The assignment epoch.", g.epoch),
+            (
+                "pairs",
+                "Pairs registered (alive or declared dead).",
+                g.pairs,
+            ),
+            ("pairs_alive", "Pairs registered and alive.", g.pairs_alive),
+            ("scenes", "Scenes.", g.scenes),
+            ("devices", "Devices registered.", g.devices),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(
+                s,
+                "# HELP zonecast_control_{name} {help}\n# TYPE zonecast_control_{name} gauge\nzonecast_control_{name} {v}"
+            );
+        }
+        s.push_str("# HELP zonecast_control_request_duration_seconds Requests by op: receipt to reply sent (durable, and acknowledged by a passive with --ack replica).\n# TYPE zonecast_control_request_duration_seconds histogram\n");
+        for (op, h) in OPS.iter().copied().chain(["unknown"]).zip(&self.latency) {
+            h.snapshot().render(
+                &mut s,
+                "zonecast_control_request_duration_seconds",
+                &format!("op=\"{op}\""),
+            );
+        }
         s
     }
 }

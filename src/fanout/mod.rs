@@ -173,6 +173,7 @@ impl Sender {
     /// Adds this sender's totals to `stats`.
     pub fn publish(&self, stats: &PairStats) {
         stats.fanout_datagrams.store(self.totals.sent, Relaxed);
+        stats.fanout_bytes.store(self.totals.bytes, Relaxed);
         stats
             .fanout_buffer_full
             .store(self.totals.buffer_full, Relaxed);
@@ -358,6 +359,7 @@ fn seal_queued(
 fn add(a: FlushReport, b: FlushReport) -> FlushReport {
     FlushReport {
         sent: a.sent + b.sent,
+        bytes: a.bytes + b.bytes,
         buffer_full: a.buffer_full + b.buffer_full,
         refused: a.refused + b.refused,
     }

@@ -167,6 +167,8 @@ impl RecvBatch {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlushReport {
     pub sent: u64,
+    /// UDP payload bytes of the datagrams sent.
+    pub bytes: u64,
     /// Dropped because the socket's send buffer stayed full.
     pub buffer_full: u64,
     /// Dropped because the kernel refused that one destination (unreachable, refused, ...).
@@ -243,7 +245,12 @@ impl SendBatch {
                 )
             };
             if n > 0 {
-                at += n as usize;
+                let done = at + n as usize;
+                report.bytes += self.slots.iovecs[at..done]
+                    .iter()
+                    .map(|v| v.iov_len as u64)
+                    .sum::<u64>();
+                at = done;
                 report.sent += n as u64;
                 continue;
             }

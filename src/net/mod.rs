@@ -2,6 +2,7 @@
 //! and batched recvmmsg/sendmmsg over caller-owned, reused buffers (Linux); the libzmq context
 //! and socket bounds ([`zeromq`]); the Prometheus endpoint ([`metrics`]).
 
+pub mod histogram;
 pub mod metrics;
 pub mod mmsg;
 mod socket;

@@ -4,6 +4,7 @@
 //! controller. This is where the layers are wired together; the logic lives in `scene`,
 //! `udp_ingest`, `ipc_bus` and `fanout`.
 
+mod admin;
 pub mod agent;
 mod sessions;
 
@@ -19,7 +20,7 @@ pub use sessions::{SessionEntry, SessionsError, SessionsFile};
 use crate::fanout::{DirectFanout, Fanout, Sender};
 use crate::ipc_bus::inproc::InprocBus;
 use crate::ipc_bus::{Publisher, Topic};
-use crate::net::metrics::{MetricsServer, Render};
+use crate::net::metrics::MetricsServer;
 use crate::net::{bind_udp_shards, shard_of, SocketOptions};
 use crate::replication::stream::StreamHub;
 use crate::replication::{Replica, ReplicaStatus};
@@ -28,6 +29,7 @@ use crate::scene::{self, Engine};
 use crate::security::KeyPair;
 use crate::stats::{PairStats, StatsSet};
 use crate::udp_ingest::{self, Ingest, ProbeIdentity, SessionControl};
+use admin::Health;
 
 /// Batches the bus may hold between ingest and fanout before ingest waits.
 const BUS_CAPACITY: usize = 1024;
@@ -118,6 +120,7 @@ impl std::error::Error for PairError {}
 /// A running pair.
 pub struct Pair {
     udp: SocketAddr,
+    health: Arc<Health>,
     metrics: Option<MetricsServer>,
     stats: Arc<StatsSet>,
     stop: Arc<AtomicBool>,
@@ -151,12 +154,15 @@ impl Pair {
                 .map(|_| Arc::new(PairStats::default()))
                 .collect(),
         });
+        let health = Arc::new(Health::default());
+        if let Ok(mut u) = health.udp.lock() {
+            *u = udp.to_string();
+        }
         let metrics = match config.metrics {
-            Some(addr) => Some({
-                let s = stats.clone();
-                let render: Render = Arc::new(move || s.snapshot().to_prometheus());
-                MetricsServer::start(addr, render).map_err(PairError::Metrics)?
-            }),
+            Some(addr) => Some(
+                MetricsServer::start(addr, admin::admin(stats.clone(), health.clone()))
+                    .map_err(PairError::Metrics)?,
+            ),
             None => None,
         };
         let stop = Arc::new(AtomicBool::new(false));
@@ -176,6 +182,7 @@ impl Pair {
                 stats: stats.shards[i].clone(),
                 stop: stop.clone(),
                 probes: probes.clone(),
+                health: health.clone(),
             };
             let (control, handles, rep) = shard.start(config, &mine)?;
             if let Some((status, endpoints)) = rep {
@@ -185,8 +192,12 @@ impl Pair {
             controls.push(control);
             threads.extend(handles);
         }
+        if let Ok(mut b) = health.bus.lock() {
+            b.clone_from(&bus);
+        }
         Ok(Pair {
             udp,
+            health,
             metrics,
             stats,
             stop,
@@ -271,6 +282,9 @@ impl Pair {
         )?;
         self.threads.push(thread);
         self.agent = Some(status.clone());
+        if let Ok(mut a) = self.health.agent.lock() {
+            *a = Some(status.clone());
+        }
         Ok(status)
     }
 
@@ -289,10 +303,23 @@ impl Drop for Pair {
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+/// Starts a shard thread; one that ends while the pair is not stopping marks it failed
+/// (`/live` says so).
+fn spawn(
+    name: &str,
+    health: &Arc<Health>,
+    stop: &Arc<AtomicBool>,
+    f: impl FnOnce() + Send + 'static,
+) -> JoinHandle<()> {
+    let (health, stop) = (health.clone(), stop.clone());
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(f)
+        .spawn(move || {
+            f();
+            if !stop.load(Relaxed) {
+                health.failed.store(true, Relaxed);
+            }
+        })
         .expect("the OS refused to start a thread")
 }
 
@@ -303,6 +330,7 @@ struct Shard {
     stats: Arc<PairStats>,
     stop: Arc<AtomicBool>,
     probes: Arc<ProbeIdentity>,
+    health: Arc<Health>,
 }
 
 impl Shard {
@@ -361,6 +389,8 @@ impl Shard {
             probes: self.probes.clone(),
         };
         let i = self.index;
+        let (health, stop) = (self.health.clone(), self.stop.clone());
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| spawn(name, &health, &stop, f);
         let threads = match config.threading {
             Threading::Fused => {
                 let direct = DirectFanout {
@@ -368,11 +398,14 @@ impl Shard {
                     stats: stats.clone(),
                 };
                 let ingest = ingest(Box::new(direct));
-                vec![spawn(&format!("zc-pair-{i}"), move || {
-                    if let Err(e) = ingest.run(poll, initial) {
-                        tracing::error!("shard {i} stopped: {e}");
-                    }
-                })]
+                vec![spawn(
+                    &format!("zc-pair-{i}"),
+                    Box::new(move || {
+                        if let Err(e) = ingest.run(poll, initial) {
+                            tracing::error!("shard {i} stopped: {e}");
+                        }
+                    }),
+                )]
             }
             Threading::Split => {
                 let mut bus = InprocBus::new(BUS_CAPACITY);
@@ -384,23 +417,32 @@ impl Shard {
                     stats: stats.clone(),
                 };
                 vec![
-                    spawn(&format!("zc-ingest-{i}"), move || {
-                        if let Err(e) = ingest.run(poll, initial) {
-                            tracing::error!("shard {i} ingest stopped: {e}");
-                        }
-                    }),
-                    spawn(&format!("zc-fanout-{i}"), move || {
-                        let _ = fanout.run();
-                    }),
+                    spawn(
+                        &format!("zc-ingest-{i}"),
+                        Box::new(move || {
+                            if let Err(e) = ingest.run(poll, initial) {
+                                tracing::error!("shard {i} ingest stopped: {e}");
+                            }
+                        }),
+                    ),
+                    spawn(
+                        &format!("zc-fanout-{i}"),
+                        Box::new(move || {
+                            let _ = fanout.run();
+                        }),
+                    ),
                 ]
             }
             Threading::Remote => {
                 let ingest = ingest(Box::new(NoFanout));
-                vec![spawn(&format!("zc-ingest-{i}"), move || {
-                    if let Err(e) = ingest.run(poll, initial) {
-                        tracing::error!("stopped: {e}");
-                    }
-                })]
+                vec![spawn(
+                    &format!("zc-ingest-{i}"),
+                    Box::new(move || {
+                        if let Err(e) = ingest.run(poll, initial) {
+                            tracing::error!("stopped: {e}");
+                        }
+                    }),
+                )]
             }
         };
         Ok((control, threads, rep))

@@ -160,6 +160,7 @@ impl<P: Publisher> Ingest<P> {
         let mut rx = RecvBatch::new(BURST);
         let mut batch = self.publish(batch)?;
         let mut received = 0u64;
+        let mut bytes = 0u64;
         let mut next_tick = Instant::now() + self.tick;
         let fd = self.socket.as_raw_fd();
         let mut idle = false;
@@ -206,6 +207,7 @@ impl<P: Publisher> Ingest<P> {
                 for i in 0..n {
                     let d = rx.get(i);
                     received += 1;
+                    bytes += d.bytes.len() as u64;
                     match d.from {
                         _ if d.truncated => self.engine.count_drop(DropReason::Oversized),
                         // The controller checking on a suspect: answered here, at once.
@@ -229,6 +231,11 @@ impl<P: Publisher> Ingest<P> {
                 if !batch.is_empty() {
                     batch = self.publish(batch)?;
                 }
+                if n > 0 {
+                    // Receive to sent (fused) or to handed to the fanout thread (split).
+                    self.stats.burst_latency.observe(now.elapsed());
+                }
+                self.stats.ingest_bytes.store(bytes, Relaxed);
                 self.publish_counters(received);
                 if n < rx.capacity() {
                     break;

@@ -25,6 +25,10 @@ struct Pending {
     seq: u64,
     envelope: Vec<zmq::Message>,
     body: Vec<u8>,
+    /// The request's op (`ControlStats::op_index`) and when its burst was taken: the
+    /// latency histogram gets receipt to reply.
+    op: usize,
+    received: Instant,
 }
 
 /// A follow ask held until there is a batch after `after`, or `until`.
@@ -55,6 +59,8 @@ pub struct Server {
     next_follow: Instant,
     /// A leaving active lets go of the lock by then at the latest.
     leave_by: Option<Instant>,
+    /// When a passive last applied a follow answer (its readiness).
+    last_followed: Option<Instant>,
 }
 
 impl Drop for Server {
@@ -103,6 +109,7 @@ impl Server {
             next_lock: now,
             next_follow: now,
             leave_by: None,
+            last_followed: None,
         }
     }
 
@@ -170,11 +177,14 @@ impl Server {
             }
             let seq = self.node.seq();
             self.pending
-                .extend(replies.into_iter().map(|(envelope, body)| Pending {
+                .extend(replies.into_iter().map(|(envelope, body, op)| Pending {
                     seq,
                     envelope,
                     body,
+                    op,
+                    received: now,
                 }));
+            self.publish_gauges(now);
             self.answer_parked(now);
             self.release(now);
             if now >= self.next_lock {
@@ -224,11 +234,13 @@ impl Server {
         &mut self,
         now: Instant,
         mut incoming: Incoming,
-    ) -> Option<(Vec<zmq::Message>, Vec<u8>)> {
+    ) -> Option<(Vec<zmq::Message>, Vec<u8>, usize)> {
         let source = Source::from_peer(incoming.body.gets("Peer-Address"));
         let mut follow = false;
+        let mut op = ControlStats::op_index(None);
         let served = match decode(&incoming.body) {
             Ok(req) => {
+                op = ControlStats::op_index(Some(req.op()));
                 self.stats.request(Some(req.op()));
                 follow = matches!(req, Request::ReplicaFollow { .. });
                 self.node.serve(now, source, req)
@@ -263,7 +275,7 @@ impl Server {
             io::send(&self.socket, envelope, json.to_string().as_bytes());
             return None;
         }
-        Some((envelope, json.to_string().into_bytes()))
+        Some((envelope, json.to_string().into_bytes(), op))
     }
 
     /// Appends a batch to the log and makes it durable.
@@ -316,6 +328,30 @@ impl Server {
         }
     }
 
+    /// The gauges a scrape shows: role, term, epoch, pairs, scenes, devices, in sync.
+    fn publish_gauges(&self, now: Instant) {
+        let c = self.node.controller();
+        let (pairs, alive, scenes, devices) = c.gauges();
+        let role = self.node.role();
+        let synced = match role {
+            Role::Active | Role::Leaving => true,
+            // A healthy passive gets an answer at least every PARK.
+            Role::Passive => self
+                .last_followed
+                .is_some_and(|at| now.saturating_duration_since(at) <= PARK * 3),
+        };
+        self.stats.set_gauges(crate::control::stats::Gauges {
+            active: role == Role::Active,
+            synced,
+            term: self.node.term(),
+            epoch: c.epoch(),
+            pairs: pairs as u64,
+            pairs_alive: alive as u64,
+            scenes: scenes as u64,
+            devices: devices as u64,
+        });
+    }
+
     /// Sends the replies whose batches are released.
     fn release(&mut self, now: Instant) {
         self.fail_unconfirmed();
@@ -323,6 +359,7 @@ impl Server {
         while self.pending.front().is_some_and(|p| p.seq <= released) {
             if let Some(p) = self.pending.pop_front() {
                 io::send(&self.socket, p.envelope, &p.body);
+                self.stats.latency(p.op, p.received.elapsed());
             }
         }
     }
@@ -373,6 +410,7 @@ impl Server {
                 return Ok(());
             }
         };
+        self.last_followed = Some(now);
         if let Some(store) = self.store.as_mut() {
             for p in &persist {
                 match p {

@@ -213,6 +213,17 @@ impl Controller {
         self.meta.epoch
     }
 
+    /// Pairs registered and alive, scenes, devices: the controller's gauges.
+    pub fn gauges(&self) -> (usize, usize, usize, usize) {
+        let alive = self.pairs.values().filter(|p| p.alive).count();
+        (
+            self.pairs.len(),
+            alive,
+            self.scenes.len(),
+            self.devices.len(),
+        )
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

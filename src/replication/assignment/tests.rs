@@ -471,3 +471,99 @@ fn a_revived_pair_drops_the_scenes_that_moved_and_keeps_the_rest() {
     assert_eq!(t.pair(), Some(3), "same identity");
     assert_eq!(t.scenes().iter().copied().collect::<Vec<_>>(), vec![2]);
 }
+
+fn refusal(code: ErrorCode) -> Result<Answer, RequestError> {
+    Err(RequestError::Refused(ControlError::new(code, "no")))
+}
+
+#[test]
+fn a_leaving_pair_asks_for_its_own_drain_and_keeps_heartbeating_while_the_standby_catches_up() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    t.leave(t0, t0 + Duration::from_secs(10));
+    let call = t.poll_call(t0, &local).unwrap();
+    assert!(
+        matches!(call, Call::Drain(Request::PairDrain { pair: 3, .. })),
+        "{call:?}"
+    );
+    // The standby is not in sync yet: a heartbeat now, the drain again 100 ms later.
+    t.handle_answer(t0, refusal(ErrorCode::Conflict), &local);
+    assert!(matches!(t.poll_call(t0, &local), Some(Call::Heartbeat(_))));
+    t.handle_answer(
+        t0,
+        Ok(Answer::Heartbeat(HeartbeatReply {
+            term: 0,
+            epoch: 1,
+            assignment: None,
+        })),
+        &local,
+    );
+    assert!(t
+        .poll_call(t0 + Duration::from_millis(40), &local)
+        .is_none());
+    let again = t0 + Duration::from_millis(100);
+    assert!(matches!(t.poll_call(again, &local), Some(Call::Drain(_))));
+    let accepted = PairDraining {
+        pair: 3,
+        draining: true,
+        moved: vec![],
+        epoch: 2,
+    };
+    t.handle_answer(again, Ok(Answer::Draining(accepted)), &local);
+    assert_eq!(t.take_notes(), vec![Note::Leaving(0)]);
+    // From here it is the drain of the test above: heartbeats carry the handovers.
+    assert!(matches!(
+        t.poll_call(again, &local),
+        Some(Call::Heartbeat(_))
+    ));
+    assert!(!t.is_done());
+}
+
+#[test]
+fn a_leaving_pair_without_a_standby_deregisters_and_a_late_one_gives_up_at_its_deadline() {
+    let t0 = Instant::now();
+    let local = Local::default();
+    for code in [ErrorCode::NoPair, ErrorCode::InvalidValue] {
+        let mut t = registered(t0);
+        t.leave(t0, t0 + Duration::from_secs(10));
+        assert!(matches!(t.poll_call(t0, &local), Some(Call::Drain(_))));
+        t.handle_answer(t0, refusal(code), &local);
+        assert!(matches!(
+            t.take_notes()[..],
+            [Note::LeavingWithoutStandby(_)]
+        ));
+        assert!(matches!(t.poll_call(t0, &local), Some(Call::Deregister(_))));
+        t.handle_answer(t0, refusal(ErrorCode::NotActive), &local);
+        assert!(t.is_done(), "{code:?}");
+    }
+    // A controller that never answers: done at the deadline, not later.
+    let mut t = registered(t0);
+    let by = t0 + Duration::from_secs(2);
+    t.leave(t0, by);
+    let mut now = t0;
+    while !t.is_done() {
+        if t.poll_call(now, &local).is_some() {
+            t.handle_answer(now, Err(RequestError::Unavailable("down".into())), &local);
+        }
+        assert!(now <= by, "still leaving past the deadline");
+        now = t.poll_timeout().max(now + Duration::from_millis(1));
+    }
+    assert!(t.take_notes().contains(&Note::LeaveTimedOut));
+    // An unregistered pair has nothing to hand over.
+    let mut t = Tracker::new(config(), t0);
+    t.leave(t0, by);
+    assert!(t.is_done());
+}
+
+#[test]
+fn a_registration_refused_for_a_wrong_token_is_fatal_not_retried() {
+    let t0 = Instant::now();
+    let local = Local::default();
+    let mut t = Tracker::new(config(), t0);
+    assert!(matches!(t.poll_call(t0, &local), Some(Call::Register(_))));
+    t.handle_answer(t0, refusal(ErrorCode::Unauthorized), &local);
+    assert!(t.is_done());
+    assert!(matches!(t.take_notes()[..], [Note::Fatal(_)]));
+    assert!(t.poll_call(t0 + Duration::from_secs(5), &local).is_none());
+}
