@@ -66,6 +66,11 @@ fn a_split_pair_relays_among_devices_in_order_never_to_the_sender() {
         assert_eq!(xs, (0..50).map(|i| i as f32).collect::<Vec<_>>());
     }
     assert!(updates(&drain(&mut a, Duration::from_millis(100))).is_empty());
+    // What the fanout half sent (snapshots and 2 x 50 updates) reaches the ingest half's
+    // metrics through its heartbeats: the pair's `out`, as `status` and the controller see it.
+    let out = pair.wait_metric("zonecast_fanout_updates_total", 100);
+    assert!(out >= 100, "the ingest half reports {out} updates sent");
+    assert!(pair.metrics()["zonecast_fanout_bytes_total"] > 0);
 }
 
 #[test]

@@ -112,10 +112,17 @@ pub fn run_fanout(a: FanoutArgs) -> Result<(), Failure> {
     };
     let socket = bind_udp(a.listen, &options).map_err(|e| e.to_string())?;
     let from = socket.local_addr().map_err(|e| e.to_string())?;
-    let link = StreamLink::connect(&a.bus, Role::Fanout, &a.token, None, None)
-        .map_err(|e| e.to_string())?;
-    let malformed = Arc::new(AtomicU64::new(0));
     let stats = Arc::new(PairStats::default());
+    let link = StreamLink::connect_reporting(
+        &a.bus,
+        Role::Fanout,
+        &a.token,
+        None,
+        None,
+        Some(stats.clone()),
+    )
+    .map_err(|e| e.to_string())?;
+    let malformed = Arc::new(AtomicU64::new(0));
     let fanout = Fanout {
         socket,
         subscriber: LinkSubscriber {

@@ -5,6 +5,8 @@
 //! within [`HELLO_DEADLINE`], then only heartbeat; it gets a checkpoint before any live batch;
 //! it is dropped with a bye when it falls [`MAX_BACKLOG`] behind, and refused for a wrong
 //! token, an unexpected frame, more than [`MAX_INPUT`] unread bytes or silence before hello.
+//! A fanout half's heartbeat carries its send totals ([`FanoutTotals`]), so the ingest half
+//! (which registers the pair) reports what the pair sends.
 //! [`LinkSession`] is the subscriber's side: its hello, a heartbeat every [`HEARTBEAT`], and what
 //! each frame from the hub means (a batch, a bye, or something malformed). The drivers in
 //! `stream/` only move bytes and consult these.
@@ -30,6 +32,40 @@ pub const MAX_INPUT: usize = 4096;
 const HELLO: &[u8; 2] = b"ZH";
 const BEAT: &[u8; 2] = b"ZK";
 const BYE: &[u8; 2] = b"ZY";
+
+/// A fanout half's totals since it started, carried by its heartbeats: `"ZK" | datagrams
+/// u64 LE | updates u64 LE | bytes u64 LE` (a bare `"ZK"` carries none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FanoutTotals {
+    pub datagrams: u64,
+    pub updates: u64,
+    pub bytes: u64,
+}
+
+impl FanoutTotals {
+    const LEN: usize = 2 + 3 * 8;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut f = BEAT.to_vec();
+        for v in [self.datagrams, self.updates, self.bytes] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f
+    }
+
+    fn decode(f: &[u8]) -> Option<FanoutTotals> {
+        if f.len() != Self::LEN || &f[..2] != BEAT {
+            return None;
+        }
+        let v =
+            |i: usize| u64::from_le_bytes(f[2 + 8 * i..10 + 8 * i].try_into().unwrap_or_default());
+        Some(FanoutTotals {
+            datagrams: v(0),
+            updates: v(1),
+            bytes: v(2),
+        })
+    }
+}
 
 /// What a subscriber is to the hub.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +105,7 @@ pub struct HubPeer {
     state: State,
     accepted: Instant,
     last_heard: Instant,
+    totals: Option<FanoutTotals>,
 }
 
 impl HubPeer {
@@ -77,6 +114,7 @@ impl HubPeer {
             state: State::AwaitingHello,
             accepted: now,
             last_heard: now,
+            totals: None,
         }
     }
 
@@ -119,6 +157,13 @@ impl HubPeer {
                 self.last_heard = now;
                 Ok(())
             }
+            State::Greeted {
+                role: Role::Fanout, ..
+            } if FanoutTotals::decode(f).is_some() => {
+                self.last_heard = now;
+                self.totals = FanoutTotals::decode(f);
+                Ok(())
+            }
             State::Greeted { .. } => Err(Refusal::Unexpected),
         }
     }
@@ -155,6 +200,11 @@ impl HubPeer {
             }
             _ => false,
         }
+    }
+
+    /// The totals its last heartbeat carried (a fanout half).
+    pub fn totals(&self) -> Option<FanoutTotals> {
+        self.totals
     }
 
     /// Whether it said hello as `role` and was heard within `within`.
@@ -223,13 +273,16 @@ impl LinkSession {
         &self.hello
     }
 
-    /// A framed heartbeat if one is due.
-    pub fn poll_beat(&mut self, now: Instant) -> Option<Vec<u8>> {
+    /// A framed heartbeat if one is due, carrying `totals` if given (a fanout half).
+    pub fn poll_beat(&mut self, now: Instant, totals: Option<FanoutTotals>) -> Option<Vec<u8>> {
         if now < self.next_beat {
             return None;
         }
         self.next_beat = now + HEARTBEAT;
-        Some(frame(BEAT))
+        Some(match totals {
+            Some(t) => frame(&t.encode()),
+            None => frame(BEAT),
+        })
     }
 
     /// When the next heartbeat is due.
@@ -320,15 +373,40 @@ mod tests {
         assert!(!p.take(true), "one checkpoint");
         assert!(p.take(false));
         let mut link = LinkSession::new(Role::Standby, TOKEN, t0).unwrap();
-        assert!(link.poll_beat(t0).is_some());
-        assert!(link.poll_beat(t0 + HEARTBEAT / 2).is_none());
+        assert!(link.poll_beat(t0, None).is_some());
+        assert!(link.poll_beat(t0 + HEARTBEAT / 2, None).is_none());
         let later = t0 + HEARTBEAT * 10;
-        let mut input = link.poll_beat(later).unwrap();
+        let mut input = link.poll_beat(later, None).unwrap();
         p.handle_input(later, &mut input, TOKEN).unwrap();
         assert!(p.live_as(Role::Standby, later, HEARTBEAT));
         assert!(!p.live_as(Role::Fanout, later, HEARTBEAT));
         assert!(!p.live_as(Role::Standby, later + HEARTBEAT * 2, HEARTBEAT));
         assert_eq!(p.handle_tick(later + HELLO_DEADLINE * 2), Ok(()));
+    }
+
+    #[test]
+    fn a_fanout_halfs_heartbeats_carry_its_totals_and_only_a_fanouts_are_taken() {
+        let t0 = Instant::now();
+        let mut hub = HubPeer::new(t0);
+        let mut link = LinkSession::new(Role::Fanout, TOKEN, t0).unwrap();
+        let mut input = link.hello().to_vec();
+        hub.handle_input(t0, &mut input, TOKEN).unwrap();
+        let totals = FanoutTotals {
+            datagrams: 7,
+            updates: 9,
+            bytes: 1234,
+        };
+        let mut beat = link.poll_beat(t0, Some(totals)).unwrap();
+        hub.handle_input(t0, &mut beat, TOKEN).unwrap();
+        assert_eq!(hub.totals(), Some(totals));
+        assert!(hub.live_as(Role::Fanout, t0, HEARTBEAT));
+        // A standby has no totals to report: from it the long beat is unexpected.
+        let mut standby = greeted(t0);
+        let mut beat = frame(&totals.encode());
+        assert_eq!(
+            standby.handle_input(t0, &mut beat, TOKEN),
+            Err(Refusal::Unexpected)
+        );
     }
 
     #[test]

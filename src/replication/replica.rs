@@ -270,6 +270,12 @@ impl Replica {
         }
         let live = hub.has_live(Role::Fanout, now, FANOUT_DEAD_AFTER);
         self.status.fanout_alive.store(live, Relaxed);
+        // An ingest-only pair sends nothing itself: its fanout half's totals are the pair's.
+        if let Some(t) = hub.fanout_totals() {
+            self.stats.fanout_datagrams.store(t.datagrams, Relaxed);
+            self.stats.fanout_updates.store(t.updates, Relaxed);
+            self.stats.fanout_bytes.store(t.bytes, Relaxed);
+        }
         let c = hub.counters();
         self.stats.bus_subscribers.store(c.peers, Relaxed);
         self.stats.bus_refused.store(c.refused, Relaxed);

@@ -118,6 +118,14 @@ impl StreamHub {
         }
     }
 
+    /// The send totals of the connected fanout half, from its last heartbeat.
+    pub fn fanout_totals(&self) -> Option<super::FanoutTotals> {
+        self.peers
+            .iter()
+            .filter(|p| p.core.role() == Some(Role::Fanout))
+            .find_map(|p| p.core.totals())
+    }
+
     /// Whether a subscriber of `role` is connected and was heard within `within`.
     pub fn has_live(&self, role: Role, now: Instant, within: Duration) -> bool {
         self.peers.iter().any(|p| p.core.live_as(role, now, within))

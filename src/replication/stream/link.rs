@@ -16,10 +16,11 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 use super::transport::{Conn, Got, Socket};
 use super::{Endpoint, Role, HELLO_DEADLINE};
 use crate::ipc_bus::{BusError, Subscriber};
-use crate::replication::peer::{FromHub, LinkEvent, LinkSession};
+use crate::replication::peer::{FanoutTotals, FromHub, LinkEvent, LinkSession};
 use crate::scene::Batch;
 use crate::security::noise::Channel;
 use crate::security::PublicKey;
+use crate::stats::PairStats;
 
 /// The subscribing side. See the module doc.
 pub struct StreamLink {
@@ -38,6 +39,19 @@ impl StreamLink {
         token: &str,
         server_key: Option<PublicKey>,
         wake: Option<Box<dyn Fn() + Send>>,
+    ) -> Result<StreamLink, BusError> {
+        StreamLink::connect_reporting(endpoint, role, token, server_key, wake, None)
+    }
+
+    /// [`connect`](StreamLink::connect) for a fanout half: its heartbeats carry the send
+    /// totals in `report`, so the ingest half reports what the pair sends.
+    pub fn connect_reporting(
+        endpoint: &str,
+        role: Role,
+        token: &str,
+        server_key: Option<PublicKey>,
+        wake: Option<Box<dyn Fn() + Send>>,
+        report: Option<Arc<PairStats>>,
     ) -> Result<StreamLink, BusError> {
         let endpoint = Endpoint::parse(endpoint)?;
         if LinkSession::new(role, token, Instant::now()).is_none() {
@@ -69,7 +83,7 @@ impl StreamLink {
                     let Some(session) = LinkSession::new(role, &token, Instant::now()) else {
                         return;
                     };
-                    let end = run_link(&mut conn, session, &halt, &emit);
+                    let end = run_link(&mut conn, session, &halt, &emit, report.as_deref());
                     if halt.load(Relaxed) || !emit(end) {
                         return;
                     }
@@ -133,6 +147,7 @@ fn run_link(
     mut session: LinkSession,
     halt: &AtomicBool,
     emit: &dyn Fn(LinkEvent) -> bool,
+    report: Option<&PairStats>,
 ) -> LinkEvent {
     let mut input = Vec::with_capacity(64 << 10);
     let mut buf = vec![0u8; 64 << 10];
@@ -154,7 +169,12 @@ fn run_link(
         return LinkEvent::Lost;
     }
     while !halt.load(Relaxed) {
-        if let Some(beat) = session.poll_beat(Instant::now()) {
+        let totals = report.map(|s| FanoutTotals {
+            datagrams: s.fanout_datagrams.load(Relaxed),
+            updates: s.fanout_updates.load(Relaxed),
+            bytes: s.fanout_bytes.load(Relaxed),
+        });
+        if let Some(beat) = session.poll_beat(Instant::now(), totals) {
             if conn.send(&beat).and_then(|_| conn.flush()).is_err() {
                 return LinkEvent::Lost;
             }

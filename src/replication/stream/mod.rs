@@ -14,7 +14,8 @@
 //! Frames are `len u32 LE | payload`. Subscriber to hub: hello `"ZH" | 1 | role u8 |
 //! token_len u8 | token` (the cluster token: the stream carries session keys), then heartbeat
 //! `"ZK"` every 50 ms. Hub to subscriber: batches (the `codec` payload, `"ZB" | 1 | events`),
-//! starting with a checkpoint, and `"ZY"` (bye) before the hub closes a stream on purpose
+//! (a fanout half's carries its send totals: `"ZK" | datagrams u64 | updates u64 | bytes u64`,
+//! little-endian), starting with a checkpoint, and `"ZY"` (bye) before the hub closes a stream on purpose
 //! (the subscriber fell too far behind, or the hub is stopping), so that the subscriber can
 //! tell a deliberate close from the death of the publisher.
 //!
@@ -35,7 +36,7 @@ mod transport;
 pub use hub::{HubCounters, StreamHub};
 pub use link::{LinkSubscriber, StreamLink};
 
-pub use super::peer::{LinkEvent, Role, HELLO_DEADLINE};
+pub use super::peer::{FanoutTotals, LinkEvent, Role, HELLO_DEADLINE};
 use crate::ipc_bus::BusError;
 
 /// Connections a hub holds at once (greeted or not); more are closed on accept.
