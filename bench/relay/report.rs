@@ -167,7 +167,26 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(23, 190, 207),
 ];
 
-fn color(i: usize) -> RGBColor {
+/// Every mode the bench knows, in palette order: one distinct colour each, the same in every
+/// plot (a mode's colour does not depend on which others ran).
+const MODES: [&str; 7] = [
+    "raw",
+    "zonecast",
+    "zonecast-busy",
+    "zonecast-split",
+    "zonecast-mirrored",
+    "zonecast-mirrored-encrypted",
+    "nats",
+];
+
+// Distinct colours for every known mode.
+const _: () = assert!(MODES.len() <= COLORS.len());
+
+fn color(mode: &str) -> RGBColor {
+    let i = MODES
+        .iter()
+        .position(|m| *m == mode)
+        .unwrap_or(MODES.len() + mode.len());
     COLORS[i % COLORS.len()]
 }
 
@@ -206,8 +225,8 @@ fn cdf_plot(m: &Measured, path: &Path) -> Result<(), Box<dyn std::error::Error>>
         .x_desc("one-way latency, microseconds (log)")
         .y_desc("fraction of updates")
         .draw()?;
-    for (i, (mode, o)) in merged.iter().enumerate() {
-        let c = color(i);
+    for (mode, o) in &merged {
+        let c = color(mode);
         chart
             .draw_series(LineSeries::new(o.cdf(), c.stroke_width(2)))?
             .label(mode.as_str())
@@ -262,8 +281,8 @@ fn throughput_plot(m: &Measured, path: &Path) -> Result<(), Box<dyn std::error::
         }
         v
     };
-    for (i, mode) in modes.iter().enumerate() {
-        let c = color(i);
+    for mode in &modes {
+        let c = color(mode);
         let mut pts: Vec<(f64, f64)> = m
             .throughput
             .iter()

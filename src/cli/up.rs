@@ -206,8 +206,9 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     }
     println!("  scene {scene}     `demo` in region {REGION}");
     println!("  devices     {} simulated at {} Hz", a.devices, a.hz);
-    println!("  join in     zonecast device --control {control} --scene {scene}{key_arg}");
-    println!("  look        zonecast status --control {control} --token {token}{key_arg}");
+    let me = command_name();
+    println!("  join in     {me} device --control {control} --scene {scene}{key_arg}");
+    println!("  look        {me} status --control {control} --token {token}{key_arg}");
     let mut devices = Vec::new();
     let mut roaming = Vec::new();
     for _ in 0..a.devices {
@@ -329,4 +330,23 @@ fn sum(pairs: &[Pair]) -> StatsSnapshot {
         total.add(&p.stats().snapshot());
     }
     total
+}
+
+/// How to run this binary again from a shell: `zonecast` when that is what PATH finds (after
+/// `cargo install --path .`), else this executable's full path (e.g. under `target/release`).
+fn command_name() -> String {
+    let me = std::env::current_exe().ok();
+    let on_path = std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            let candidate = d.join("zonecast");
+            candidate.is_file()
+                && me.as_ref().is_some_and(|m| {
+                    std::fs::canonicalize(&candidate).ok() == std::fs::canonicalize(m).ok()
+                })
+        })
+    });
+    match me {
+        Some(m) if !on_path => m.display().to_string(),
+        _ => "zonecast".into(),
+    }
 }
