@@ -171,6 +171,8 @@ fn controller_process(dir: &std::path::Path) -> Target {
             "30000",
             "--dead-after-ms",
             "60000",
+            "--dead-after-max-ms",
+            "120000",
             "--data-dir",
         ])
         .arg(dir)

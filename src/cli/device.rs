@@ -150,10 +150,7 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
     let (mut received, mut sent) = (0u64, 0u64);
     loop {
         let now = Instant::now();
-        if stop.is_some_and(|s| now >= s) {
-            break;
-        }
-        if signals.received() {
+        if signals.received() || stop.is_some_and(|s| now >= s) {
             leave(&mut dev, roaming.as_mut());
             break;
         }

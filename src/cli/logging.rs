@@ -12,7 +12,7 @@ pub enum LogFormat {
     /// `2026-12-03T18:05:20.123456Z  INFO zonecast::pair::agent: registered as pair 1 ...`
     #[default]
     Text,
-    /// One JSON object per line: `timestamp`, `level`, `target`, `fields.message`, ...
+    /// One JSON object per line: `timestamp`, `level`, `message`, other fields, `target`.
     Json,
 }
 
@@ -32,7 +32,7 @@ pub fn init(filter: Option<&str>, format: LogFormat) -> Result<(), String> {
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     installed.map_err(|e| format!("cannot install the logger: {e}"))
 }

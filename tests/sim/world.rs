@@ -1,6 +1,7 @@
 //! One simulated cluster run from one seed: a controller (the real state machine, seeded
 //! randomness), a few pairs and devices, a fault phase drawn from the seed (crashes and
-//! restarts, host partitions, stream cuts, freezes, drains, lossy and duplicating links), then
+//! restarts, host partitions, stream cuts, freezes, drains and SIGTERMs (a pair draining
+//! itself), lossy and duplicating links), then
 //! a quiet phase in which the cluster must settle. Virtual time in microseconds; every
 //! decision comes from the seed, so a seed replays exactly.
 
@@ -74,6 +75,8 @@ pub enum Fault {
     Freeze(usize, u64),
     /// An operator drains a pair slot.
     Drain(usize),
+    /// SIGTERM to a pair slot: it drains itself (or deregisters) within 10 s.
+    Terminate(usize),
     /// Check that the devices of a crash at this time are re-homed.
     CheckRehome {
         crashed: usize,
@@ -298,6 +301,7 @@ impl World {
                     Fault::CutStreams(slot, other, self.rng.gen_range(100_000..900_000))
                 }
                 6..=7 => Fault::Freeze(slot, self.rng.gen_range(100_000..700_000)),
+                8 => Fault::Terminate(slot),
                 _ => Fault::Drain(slot),
             };
             self.faults.push((at, fault));
@@ -390,6 +394,14 @@ impl World {
                     });
                     self.log(|| format!("drain of pair {id}: {:?}", r.is_ok()));
                 }
+            }
+            Fault::Terminate(slot) => {
+                let inc = self.slots[slot];
+                let now = self.instant();
+                self.log(|| format!("SIGTERM to pair #{inc}"));
+                self.pairs[inc]
+                    .tracker
+                    .leave(now, now + Duration::from_secs(10));
             }
             Fault::CheckRehome { crashed, devices } => self.check_rehome(crashed, &devices)?,
         }
