@@ -211,7 +211,7 @@ fn permanent_errors_exit_non_zero_at_once_with_their_reason() {
             "two heartbeats",
         ),
         (
-            vec!["pair", "--sessions", "x", "--quiet-after-ms", "20000"],
+            vec!["pair", "--sessions", "x", "--quiet-after-ms", "0"],
             2,
             "--quiet-after-ms",
         ),

@@ -1,18 +1,21 @@
 //! `zonecast device`: join a scene from a terminal, print what arrives, optionally send updates
-//! of one object moving on a circle.
+//! of one object moving on a circle, optionally with an interest area and walking.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use zonecast::client::{Device, Event, Roaming, Session};
+use zonecast::client::{Area, Device, Event, Roaming, Session, Shape};
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{Fields, SessionKey, MASK_TRANSLATION};
 
 use super::signals::Signals;
 use super::{micros, Failure};
+
+/// How often a walking device reports its anchor.
+const ANCHOR_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Args)]
 pub struct DeviceArgs {
@@ -57,12 +60,47 @@ pub struct DeviceArgs {
     /// Print a summary per second instead of every event.
     #[arg(long)]
     quiet: bool,
+    /// Receive only objects within this distance of the anchor (an interest sphere on layer
+    /// 0; default: everything).
+    #[arg(long, conflicts_with = "box_half")]
+    radius: Option<f32>,
+    /// Receive only objects within these half-extents of the anchor (an interest box on layer
+    /// 0), as HX,HY,HZ.
+    #[arg(long = "box", value_name = "HX,HY,HZ", value_parser = parse_vec3)]
+    box_half: Option<[f32; 3]>,
+    /// The anchor of the interest area, as X,Y,Z; the moved object circles around it.
+    #[arg(long, default_value = "0,0,0", value_parser = parse_vec3)]
+    anchor: [f32; 3],
+    /// Walk: the anchor (and the moved object with it) moves at this velocity, units per
+    /// second, as VX,VY,VZ; the anchor is reported ten times a second.
+    #[arg(long, value_parser = parse_vec3)]
+    walk: Option<[f32; 3]>,
+}
+
+/// `X,Y,Z` as three finite floats.
+fn parse_vec3(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([x, y, z]),
+        _ => Err("three finite numbers separated by commas".into()),
+    }
 }
 
 impl DeviceArgs {
     pub fn validate(&self) -> Result<(), Failure> {
         if !self.send_hz.is_finite() || !(0.0..=100_000.0).contains(&self.send_hz) {
             return Err(Failure::usage("--send-hz must be 0 to 100000"));
+        }
+        let bad_extent = |v: f32| !v.is_finite() || v < 0.0;
+        if self.radius.is_some_and(bad_extent)
+            || self.box_half.is_some_and(|b| b.into_iter().any(bad_extent))
+        {
+            return Err(Failure::usage(
+                "--radius and --box must be finite and not negative",
+            ));
         }
         if let Some(c) = &self.control {
             zonecast::control::client::check_endpoint(c.split(',').next().unwrap_or_default())
@@ -133,8 +171,20 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
         dev.session().pair,
         dev.local_addr().map_err(|e| e.to_string())?
     );
-    let first = dev
-        .join_until_snapshot(0.0, Duration::from_secs(5))
+    let area = match (a.radius, a.box_half) {
+        (Some(r), _) => Some(Area::sphere(a.anchor, r)),
+        (None, Some(h)) => {
+            let mut area = Area::sphere(a.anchor, 0.0);
+            area.layers[0] = Shape::Box(h);
+            Some(area)
+        }
+        (None, None) => None,
+    };
+    let joined = match area {
+        Some(area) => dev.join_area_until_snapshot(area, Duration::from_secs(5)),
+        None => dev.join_until_snapshot(0.0, Duration::from_secs(5)),
+    };
+    let first = joined
         .map_err(|e| e.to_string())?
         .ok_or("no snapshot from the pair within 5 s: is it running and serving this device?")?;
     if !a.quiet {
@@ -147,7 +197,16 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
     let mut next_send = start;
     let mut next_keepalive = start + Duration::from_secs(1);
     let mut next_summary = start + Duration::from_secs(1);
+    let mut next_anchor = start + ANCHOR_EVERY;
     let (mut received, mut sent) = (0u64, 0u64);
+    let anchor_at = |t: f32| {
+        let v = a.walk.unwrap_or([0.0; 3]);
+        [
+            a.anchor[0] + v[0] * t,
+            a.anchor[1] + v[1] * t,
+            a.anchor[2] + v[2] * t,
+        ]
+    };
     loop {
         let now = Instant::now();
         if signals.received() || stop.is_some_and(|s| now >= s) {
@@ -157,8 +216,9 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
         if let Some(p) = period {
             if now >= next_send {
                 let t = start.elapsed().as_secs_f32();
+                let c = anchor_at(t);
                 let fields = Fields {
-                    translation: [t.cos() * 5.0, 0.0, t.sin() * 5.0],
+                    translation: [c[0] + t.cos() * 5.0, c[1], c[2] + t.sin() * 5.0],
                     ..Fields::default()
                 };
                 dev.update(object, MASK_TRANSLATION, &fields, &[])
@@ -166,6 +226,13 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
                 sent += 1;
                 next_send += p;
             }
+        }
+        if a.walk.is_some() && now >= next_anchor {
+            let anchor = anchor_at(start.elapsed().as_secs_f32());
+            if dev.area().is_some() {
+                dev.move_anchor(anchor).map_err(|e| e.to_string())?;
+            }
+            next_anchor += ANCHOR_EVERY;
         }
         match roaming.as_mut() {
             Some(r) => {
@@ -199,6 +266,9 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
             .min(now + Duration::from_millis(200));
         if period.is_some() {
             wake = wake.min(next_send);
+        }
+        if a.walk.is_some() {
+            wake = wake.min(next_anchor);
         }
         let wait = wake.saturating_duration_since(Instant::now());
         match dev.recv(wait).map_err(|e| e.to_string())? {
@@ -246,13 +316,19 @@ fn describe(e: &Event) -> String {
             age(r.origin_timestamp_ns)
         ),
         Event::Delete(r) => format!("delete object={} from={}", r.object, r.origin_device),
+        Event::Left(r) => format!(
+            "left-interest object={} at={:?}",
+            r.object, r.fields.translation
+        ),
         Event::Snapshot {
             chunk_index,
             chunk_count,
+            incremental,
             objects,
             ..
         } => format!(
-            "snapshot chunk {}/{} objects={}",
+            "snapshot{} chunk {}/{} objects={}",
+            if *incremental { " (entered)" } else { "" },
             chunk_index + 1,
             chunk_count,
             objects.len()

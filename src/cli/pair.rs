@@ -131,12 +131,17 @@ pub struct PairArgs {
     #[arg(long, default_value_t = 10_000)]
     evict_after_ms: u64,
     /// Send nothing to a joined device silent this long, until it is heard again (it then gets
-    /// a fresh snapshot). Devices keepalive at least every second.
+    /// a fresh snapshot). Devices keepalive at least every second. At or above
+    /// --evict-after-ms, a silent device is evicted without a pause first.
     #[arg(long, default_value_t = 2_000)]
     quiet_after_ms: u64,
     /// Most objects one scene may hold (at most 65535).
     #[arg(long, default_value_t = 16_384)]
     max_objects_per_scene: usize,
+    /// Cell size of the interest index: one value for x, y and z, or X,Y,Z; 0 leaves an axis
+    /// unsplit (e.g. 32,0,32 for a world on the x-z plane). About the typical interest radius.
+    #[arg(long, default_value = "32", value_parser = parse_cell)]
+    interest_cell: [f32; 3],
     /// Let several sockets share the UDP port (SO_REUSEPORT).
     #[arg(long)]
     reuse_port: bool,
@@ -186,11 +191,14 @@ impl PairArgs {
         if self.evict_after_ms == 0 || self.quiet_after_ms == 0 {
             return bad("--evict-after-ms and --quiet-after-ms must be above 0".into());
         }
-        if self.quiet_after_ms >= self.evict_after_ms {
-            return bad(format!(
-                "--quiet-after-ms ({}) must be below --evict-after-ms ({}): a device goes quiet before it is evicted",
-                self.quiet_after_ms, self.evict_after_ms
-            ));
+        // A quiet window at or past the eviction window is allowed: the device is then evicted
+        // without being paused first (e.g. `--evict-after-ms 300` alone, for tests).
+        if self
+            .interest_cell
+            .iter()
+            .any(|c| !c.is_finite() || *c < 0.0)
+        {
+            return bad("--interest-cell sizes must be finite and not negative".into());
         }
         if !(1..=65_535).contains(&self.max_objects_per_scene) {
             return bad("--max-objects-per-scene must be 1 to 65535".into());
@@ -241,6 +249,7 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
             evict_after: Duration::from_millis(a.evict_after_ms.max(1)),
             quiet_after: Duration::from_millis(a.quiet_after_ms.max(1)),
             max_objects_per_scene: a.max_objects_per_scene,
+            interest_cell: a.interest_cell,
             ..scene::Config::default()
         },
         metrics: a.metrics,
@@ -386,5 +395,18 @@ fn advertise_bus(bound: &str, advertise: SocketAddr) -> String {
             format!("tcp://{}", SocketAddr::new(advertise.ip(), a.port()))
         }
         _ => bound.to_string(),
+    }
+}
+
+/// `--interest-cell`: `C` (every axis) or `X,Y,Z`.
+fn parse_cell(s: &str) -> Result<[f32; 3], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [c] => Ok([c; 3]),
+        [x, y, z] => Ok([x, y, z]),
+        _ => Err("one size, or three separated by commas".into()),
     }
 }

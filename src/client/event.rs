@@ -8,7 +8,7 @@ use crate::net::unix_ns;
 use crate::wire::bundle;
 use crate::wire::{
     parse_exact, Datagram, Fields, KeepaliveAckBody, Kind, ObjectBody, PeerLeftBody, RedirectBody,
-    RejectBody, RejectReason, SnapshotHead, WireError, LEAVE_TIMED_OUT,
+    RejectBody, RejectReason, SnapshotHead, WireError, LEAVE_TIMED_OUT, SNAPSHOT_INCREMENTAL,
 };
 
 /// One object's state as another device wrote it.
@@ -22,6 +22,8 @@ pub struct ObjectRecord {
     pub origin_timestamp_ns: u64,
     /// Which fields the update carried (an overwrite or snapshot carries all).
     pub mask: u8,
+    /// The object's layer.
+    pub layer: u8,
     pub fields: Fields,
     pub payload: Vec<u8>,
 }
@@ -34,6 +36,7 @@ impl ObjectRecord {
             origin_seq: b.origin_seq,
             origin_timestamp_ns: b.origin_timestamp_ns,
             mask: b.mask,
+            layer: b.layer,
             fields: b.fields,
             payload: b.payload.to_vec(),
         }
@@ -47,11 +50,17 @@ pub enum Event {
     Overwrite(ObjectRecord),
     /// The object is gone (the record carries only id and origin).
     Delete(ObjectRecord),
-    /// One chunk of the scene's state, sent after a join.
+    /// Revision 2: the object left this device's interest area (it still exists; the record
+    /// carries id, layer and the write that moved it out). Forget it until it comes back.
+    Left(ObjectRecord),
+    /// One chunk of a snapshot. Complete (`incremental` false, after a join or a pause): the
+    /// chunks together are the device's whole view, and an object absent from every chunk is
+    /// not in it. Incremental (revision 2, after an interest change): objects that entered.
     Snapshot {
         snapshot_id: u32,
         chunk_index: u16,
         chunk_count: u16,
+        incremental: bool,
         objects: Vec<ObjectRecord>,
     },
     KeepaliveAck {
@@ -104,6 +113,7 @@ impl Event {
             Kind::ObjectUpdate => Event::Update(record),
             Kind::ObjectOverwrite => Event::Overwrite(record),
             Kind::ObjectDelete => Event::Delete(record),
+            Kind::ObjectLeft => Event::Left(record),
             _ => return Err(WireError::Malformed),
         })
     }
@@ -112,9 +122,10 @@ impl Event {
     pub fn decode(dg: &Datagram<'_>) -> Result<Event, WireError> {
         let body = dg.body();
         Ok(match dg.kind() {
-            kind @ (Kind::ObjectUpdate | Kind::ObjectOverwrite | Kind::ObjectDelete) => {
-                Event::object(kind, body)?
-            }
+            kind @ (Kind::ObjectUpdate
+            | Kind::ObjectOverwrite
+            | Kind::ObjectDelete
+            | Kind::ObjectLeft) => Event::object(kind, body)?,
             Kind::Snapshot => {
                 let (head, records) = SnapshotHead::parse(body)?;
                 let objects = records
@@ -124,6 +135,7 @@ impl Event {
                     snapshot_id: head.snapshot_id.get(),
                     chunk_index: head.chunk_index.get(),
                     chunk_count: head.chunk_count.get(),
+                    incremental: head.flags.get() & SNAPSHOT_INCREMENTAL != 0,
                     objects,
                 }
             }
@@ -157,7 +169,7 @@ impl Event {
                     timed_out: b.reason == LEAVE_TIMED_OUT,
                 }
             }
-            Kind::Join | Kind::Leave | Kind::Keepalive | Kind::Bundle => {
+            Kind::Join | Kind::Leave | Kind::Keepalive | Kind::Bundle | Kind::Interest => {
                 return Err(WireError::Malformed)
             }
         })

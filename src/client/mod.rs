@@ -23,6 +23,8 @@ pub use roaming::{RoamAction, RoamPolicy, Roaming};
 
 use crate::net::unix_ns;
 use crate::scene::ReplayWindow;
+use crate::wire::interest;
+pub use crate::wire::interest::{Area, Shape};
 use crate::wire::{
     seal, Datagram, Direction, Fields, HeaderFields, JoinBody, Kind, ObjectBody, RejectReason,
     SessionKey, WireError, HEADER_LEN, MASK_ALL, MAX_DATAGRAM, MAX_PAYLOAD, MAX_SEQ,
@@ -74,6 +76,8 @@ pub struct Device {
     seq: u64,
     inbound: ReplayWindow,
     interest_radius: f32,
+    /// The interest area it declared (revision 2); `None`: it receives everything.
+    area: Option<Area>,
     dropped: u64,
     last_heard: Option<Instant>,
     /// When the pair last answered one of its own datagrams (a keepalive ack, a snapshot).
@@ -105,6 +109,7 @@ impl Device {
             seq: unix_ns() / 1000,
             inbound: ReplayWindow::default(),
             interest_radius: 0.0,
+            area: None,
             dropped: 0,
             last_heard: None,
             last_answered: None,
@@ -133,9 +138,14 @@ impl Device {
         self.dropped
     }
 
-    /// The interest radius of the last join.
+    /// The interest radius of the last revision-1 join.
     pub fn interest_radius(&self) -> f32 {
         self.interest_radius
+    }
+
+    /// The interest area it declared, if any (`None`: it receives everything).
+    pub fn area(&self) -> Option<&Area> {
+        self.area.as_ref()
     }
 
     /// When the last verified datagram from the pair arrived.
@@ -166,7 +176,15 @@ impl Device {
         self.epoch = self.epoch.max(epoch);
         // A new pair numbers its datagrams afresh.
         self.inbound = ReplayWindow::default();
-        self.join(self.interest_radius)
+        self.rejoin()
+    }
+
+    /// Joins again as it last joined (with its interest area, if it declared one).
+    pub fn rejoin(&mut self) -> Result<u64, ClientError> {
+        match self.area {
+            Some(area) => self.join_area(area),
+            None => self.join(self.interest_radius),
+        }
     }
 
     /// Joins and waits for the first snapshot chunk, re-sending the join every 100 ms: with a
@@ -177,9 +195,25 @@ impl Device {
         interest_radius: f32,
         timeout: Duration,
     ) -> Result<Option<Event>, ClientError> {
+        self.interest_radius = interest_radius;
+        self.area = None;
+        self.rejoin_until_snapshot(timeout)
+    }
+
+    /// [`Device::join_until_snapshot`] with an interest area (revision 2).
+    pub fn join_area_until_snapshot(
+        &mut self,
+        area: Area,
+        timeout: Duration,
+    ) -> Result<Option<Event>, ClientError> {
+        self.area = Some(area);
+        self.rejoin_until_snapshot(timeout)
+    }
+
+    fn rejoin_until_snapshot(&mut self, timeout: Duration) -> Result<Option<Event>, ClientError> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            self.join(interest_radius)?;
+            self.rejoin()?;
             let step = Instant::now() + Duration::from_millis(100);
             while Instant::now() < step {
                 let left = step.saturating_duration_since(Instant::now());
@@ -191,9 +225,11 @@ impl Device {
         Ok(None)
     }
 
-    /// Joins the scene; the pair answers with a snapshot. Radius 0 means the whole scene.
+    /// Joins the scene as a revision-1 device: it receives every update of the scene (the
+    /// radius is carried but ignored by the pair). The pair answers with a snapshot.
     pub fn join(&mut self, interest_radius: f32) -> Result<u64, ClientError> {
         self.interest_radius = interest_radius;
+        self.area = None;
         let body = JoinBody {
             interest_radius: interest_radius.into(),
             reserved: 0.into(),
@@ -201,6 +237,38 @@ impl Device {
         let seq = self.send(Kind::Join, body.as_bytes())?;
         self.join_pending = Some(Instant::now());
         Ok(seq)
+    }
+
+    /// Joins the scene with an interest area (revision 2): the pair sends updates of objects
+    /// inside it only, `Event::Left` when one leaves it, and answers with a snapshot of it.
+    pub fn join_area(&mut self, area: Area) -> Result<u64, ClientError> {
+        self.area = Some(area);
+        let len = area
+            .emit(&mut self.tx[HEADER_LEN..])
+            .map_err(ClientError::Encode)?;
+        let seq = self.seal_and_send(Kind::Join, len)?;
+        self.join_pending = Some(Instant::now());
+        Ok(seq)
+    }
+
+    /// Declares a new interest area (revision 2; the device must have joined). The pair answers
+    /// with `Event::Left` for what left it and an incremental snapshot of what entered it.
+    pub fn set_interest(&mut self, area: Area) -> Result<u64, ClientError> {
+        self.area = Some(area);
+        let len = area
+            .emit(&mut self.tx[HEADER_LEN..])
+            .map_err(ClientError::Encode)?;
+        self.seal_and_send(Kind::Interest, len)
+    }
+
+    /// Moves the anchor of its interest area (revision 2): sent at once in a keepalive, and in
+    /// every keepalive after. A device that declared no area starts with a sphere of radius 0
+    /// on layer 0, so call [`Device::set_interest`] or [`Device::join_area`] first.
+    pub fn move_anchor(&mut self, anchor: [f32; 3]) -> Result<u64, ClientError> {
+        let mut area = self.area.unwrap_or_else(|| Area::sphere(anchor, 0.0));
+        area.anchor = anchor;
+        self.area = Some(area);
+        self.keepalive()
     }
 
     /// Since when a Join has gone unanswered (no snapshot yet), if one has.
@@ -212,8 +280,16 @@ impl Device {
         self.send(Kind::Leave, &[])
     }
 
+    /// Tells the pair it is alive; carries the anchor of its interest area, if it has one.
     pub fn keepalive(&mut self) -> Result<u64, ClientError> {
-        self.send(Kind::Keepalive, &[])
+        match self.area {
+            Some(area) => {
+                let len = interest::emit_anchor(area.anchor, &mut self.tx[HEADER_LEN..])
+                    .map_err(ClientError::Encode)?;
+                self.seal_and_send(Kind::Keepalive, len)
+            }
+            None => self.send(Kind::Keepalive, &[]),
+        }
     }
 
     /// Sends the fields selected by `mask` (and the payload if `MASK_PAYLOAD` is set).
@@ -241,6 +317,26 @@ impl Device {
             Kind::ObjectOverwrite,
             ObjectBody::new(object, MASK_ALL, *fields, payload),
         )
+    }
+
+    /// Sends an update (`overwrite` false) or overwrite of an object on `layer` (0..8): the
+    /// layer is part of its state, and decides which devices' layer shapes it is tested against.
+    pub fn write_on_layer(
+        &mut self,
+        layer: u8,
+        overwrite: bool,
+        object: u64,
+        mask: u8,
+        fields: &Fields,
+        payload: &[u8],
+    ) -> Result<u64, ClientError> {
+        let (kind, mask) = match overwrite {
+            true => (Kind::ObjectOverwrite, MASK_ALL),
+            false => (Kind::ObjectUpdate, mask),
+        };
+        let mut body = ObjectBody::new(object, mask, *fields, payload);
+        body.layer = layer & crate::wire::LAYER_BITS;
+        self.send_object(kind, body)
     }
 
     pub fn delete(&mut self, object: u64) -> Result<u64, ClientError> {

@@ -117,7 +117,7 @@ impl Roaming {
             .policy
             .poll(now, dev.last_answered(), dev.join_pending_since());
         if action.rejoin {
-            dev.join(dev.interest_radius())?;
+            dev.rejoin()?;
         } else if action.keepalive {
             dev.keepalive()?;
         }

@@ -1,8 +1,9 @@
 //! Fanout: turns bus events into datagrams sealed under each recipient's key and sent with
 //! sendmmsg; the updates queued for one recipient in a burst share a datagram (a bundle).
 //!
-//! An accepted update goes to every other joined device of its scene, never back to its
-//! sender. A recipient whose address is dead costs only its own datagram (counted as
+//! An accepted update goes to every other joined device of its scene whose interest area is
+//! everything, and to the devices the engine lists in `Deliver` events (see `scene::interest`),
+//! never back to its sender. A recipient whose address is dead costs only its own datagram (counted as
 //! `refused`); a full socket send buffer waits at most a few milliseconds, then drops and
 //! counts. Allocation only happens when a session or a scene is added.
 
@@ -22,10 +23,11 @@ pub use table::{Recipient, Table};
 use crate::ipc_bus::{BusError, Subscriber};
 use crate::net::mmsg::{FlushReport, SendBatch};
 use crate::net::unix_ns;
-use crate::scene::SessionRecord;
+use crate::scene::{parse_deliver, SessionRecord};
 use crate::scene::{Batch, EventKind};
 use crate::stats::PairStats;
 use crate::wire::bundle::{BundleWriter, ENTRY_HEAD};
+use crate::wire::interest::Area;
 use crate::wire::{
     seal, Direction, HeaderFields, Kind, PeerLeftBody, SessionKey, HEADER_LEN, MAX_BODY,
 };
@@ -80,6 +82,8 @@ pub struct Sender {
     scenes: Vec<u32>,
     /// Object updates put into datagrams (one per recipient; a bundle carries several).
     updates: u64,
+    /// Scratch: (recipient, event index) of the `Deliver` events of a relay run.
+    pending: Vec<(u32, u32)>,
 }
 
 impl Sender {
@@ -93,6 +97,7 @@ impl Sender {
             no_session: 0,
             scenes: Vec::new(),
             updates: 0,
+            pending: Vec::new(),
         }
     }
 
@@ -101,13 +106,10 @@ impl Sender {
         let now_ns = unix_ns();
         let mut i = 0;
         while let Some((e, data)) = batch.get(i) {
-            if let EventKind::Relay(_) = e.kind {
+            if is_relay(e.kind) {
                 // A run of relays is fanned out together so each recipient gets them bundled.
                 let mut end = i + 1;
-                while batch
-                    .get(end)
-                    .is_some_and(|(e, _)| matches!(e.kind, EventKind::Relay(_)))
-                {
+                while batch.get(end).is_some_and(|(e, _)| is_relay(e.kind)) {
                     end += 1;
                 }
                 self.relay_run(batch, i, end, now_ns);
@@ -126,6 +128,7 @@ impl Sender {
                     if let Some(r) = SessionRecord::decode(data) {
                         let key = SessionKey::new(r.key);
                         self.table.admit(e.device, e.scene, key, first_seq());
+                        self.table.set_everything(e.device, r.area.is_everything());
                         if let (true, Some(addr)) = (r.joined, e.addr) {
                             self.table.join(e.device, addr);
                         }
@@ -161,7 +164,12 @@ impl Sender {
                     };
                     self.send_to_scene(Kind::PeerLeft, e.scene, None, body.as_bytes(), now_ns);
                 }
-                EventKind::Relay(_) => {}
+                EventKind::Interest => {
+                    if let Ok(area) = Area::parse(data) {
+                        self.table.set_everything(e.device, area.is_everything());
+                    }
+                }
+                EventKind::Relay(_) | EventKind::Deliver(_) => {}
                 EventKind::Direct(kind) => {
                     self.send_to_device(kind, e.scene, e.device, e.addr, data, now_ns);
                 }
@@ -182,66 +190,83 @@ impl Sender {
         stats.fanout_updates.store(self.updates, Relaxed);
     }
 
-    /// Fans out the relay events `batch[from..to]`: for each member of each scene concerned,
-    /// the updates of the others in as few datagrams as fit (a plain object datagram when
-    /// there is one, a bundle when there are several), in their order.
+    /// Fans out the relay events `batch[from..to]`: to every everything-member of each scene
+    /// concerned, the updates of the others; to each device a `Deliver` event lists, what it
+    /// lists for it. Each recipient's share goes out in as few datagrams as fit (a plain object
+    /// datagram when there is one, a bundle when there are several), in event order.
     fn relay_run(&mut self, batch: &Batch, from: usize, to: usize, now_ns: u64) {
         self.scenes.clear();
+        self.pending.clear();
         for k in from..to {
-            if let Some((e, _)) = batch.get(k) {
-                if !self.scenes.contains(&e.scene) {
-                    self.scenes.push(e.scene);
+            let Some((e, data)) = batch.get(k) else {
+                continue;
+            };
+            match e.kind {
+                EventKind::Relay(_) if !self.scenes.contains(&e.scene) => self.scenes.push(e.scene),
+                EventKind::Deliver(_) => {
+                    if let Some((devices, _)) = parse_deliver(data) {
+                        self.pending.extend(devices.map(|d| (d, k as u32)));
+                    }
                 }
+                _ => {}
             }
         }
         for si in 0..self.scenes.len() {
             let scene = self.scenes[si];
-            let Some(members) = self.table.members.get(&scene) else {
+            let Some(members) = self.table.everyone.get(&scene) else {
                 continue;
             };
             for &device in members {
-                let Some(r) = self.table.devices.get_mut(&device).filter(|r| !r.paused) else {
-                    continue;
-                };
-                let mut k = from;
-                while k < to {
-                    if self.out.is_full() {
-                        self.totals = add(self.totals, self.out.flush(self.fd));
-                    }
-                    let buf = self.out.next_buf();
-                    let mut w = BundleWriter::new(&mut buf[HEADER_LEN..HEADER_LEN + MAX_BODY]);
-                    let mut last = Kind::ObjectUpdate;
-                    while let Some((e, data)) = batch.get(k).filter(|_| k < to) {
-                        if let EventKind::Relay(kind) = e.kind {
-                            if e.scene == scene && e.device != device {
-                                if !w.push(kind, data) {
-                                    break;
-                                }
-                                last = kind;
-                            }
+                let mut entries = (from..to)
+                    .filter_map(|k| batch.get(k))
+                    .filter_map(|(e, data)| match e.kind {
+                        EventKind::Relay(kind) if e.scene == scene && e.device != device => {
+                            Some((kind, data))
                         }
-                        k += 1;
-                    }
-                    let (count, len) = (w.count(), w.len());
-                    if count == 0 {
-                        break;
-                    }
-                    let (kind, body_len) = if count == 1 {
-                        // One update: send it as itself, not as a bundle of one.
-                        let start = HEADER_LEN + ENTRY_HEAD;
-                        buf.copy_within(start..HEADER_LEN + len, HEADER_LEN);
-                        (last, len - ENTRY_HEAD)
-                    } else {
-                        (Kind::Bundle, len)
-                    };
-                    let Some(to) = r.addr else {
-                        break;
-                    };
-                    if seal_queued(&mut self.out, r, device, kind, scene, body_len, now_ns, to) {
-                        self.updates += count as u64;
-                    }
-                }
+                        _ => None,
+                    })
+                    .peekable();
+                send_bundled(
+                    &mut self.out,
+                    &mut self.totals,
+                    &mut self.table.devices,
+                    self.fd,
+                    device,
+                    scene,
+                    &mut entries,
+                    now_ns,
+                    &mut self.updates,
+                );
             }
+        }
+        // Listed recipients, each device's entries together and in event order.
+        self.pending.sort_unstable();
+        let mut at = 0;
+        while at < self.pending.len() {
+            let device = self.pending[at].0;
+            let mut end = at;
+            while self.pending.get(end).is_some_and(|p| p.0 == device) {
+                end += 1;
+            }
+            let scene = batch
+                .get(self.pending[at].1 as usize)
+                .map_or(0, |(e, _)| e.scene);
+            let mut entries = self.pending[at..end]
+                .iter()
+                .filter_map(|&(_, k)| delivery(batch, k as usize))
+                .peekable();
+            send_bundled(
+                &mut self.out,
+                &mut self.totals,
+                &mut self.table.devices,
+                self.fd,
+                device,
+                scene,
+                &mut entries,
+                now_ns,
+                &mut self.updates,
+            );
+            at = end;
         }
     }
 
@@ -294,6 +319,83 @@ impl Sender {
     fn flush(&mut self) {
         if !self.out.is_empty() {
             self.totals = add(self.totals, self.out.flush(self.fd));
+        }
+    }
+}
+
+fn is_relay(kind: EventKind) -> bool {
+    matches!(kind, EventKind::Relay(_) | EventKind::Deliver(_))
+}
+
+/// What `Deliver` event `k` of `batch` sends: its kind and body (the preceding relay's when it
+/// carries none).
+fn delivery(batch: &Batch, k: usize) -> Option<(Kind, &[u8])> {
+    let (e, data) = batch.get(k)?;
+    let EventKind::Deliver(kind) = e.kind else {
+        return None;
+    };
+    let (_, body) = parse_deliver(data)?;
+    if !body.is_empty() {
+        return Some((kind, body));
+    }
+    match batch.get(k.checked_sub(1)?)? {
+        (prev, body) if prev.kind == EventKind::Relay(kind) => Some((kind, body)),
+        _ => None,
+    }
+}
+
+/// Sends `entries` to `device` (if it is joined, not paused and has an address) in as few
+/// datagrams as they fit: a plain datagram for one, bundles for several.
+#[allow(clippy::too_many_arguments)]
+fn send_bundled<'a>(
+    out: &mut SendBatch,
+    totals: &mut FlushReport,
+    devices: &mut std::collections::HashMap<u32, Recipient>,
+    fd: RawFd,
+    device: u32,
+    scene: u32,
+    entries: &mut std::iter::Peekable<impl Iterator<Item = (Kind, &'a [u8])>>,
+    now_ns: u64,
+    updates: &mut u64,
+) {
+    let Some(r) = devices.get_mut(&device).filter(|r| r.joined && !r.paused) else {
+        return;
+    };
+    let Some(to) = r.addr else {
+        return;
+    };
+    while entries.peek().is_some() {
+        if out.is_full() {
+            *totals = add(*totals, out.flush(fd));
+        }
+        let buf = out.next_buf();
+        let mut w = BundleWriter::new(&mut buf[HEADER_LEN..HEADER_LEN + MAX_BODY]);
+        let mut last = Kind::ObjectUpdate;
+        while let Some(&(kind, data)) = entries.peek() {
+            if !w.push(kind, data) {
+                if w.is_empty() {
+                    // Cannot fit even alone (never for a valid body): skip it.
+                    entries.next();
+                }
+                break;
+            }
+            last = kind;
+            entries.next();
+        }
+        let (count, len) = (w.count(), w.len());
+        if count == 0 {
+            continue;
+        }
+        let (kind, body_len) = if count == 1 {
+            // One update: send it as itself, not as a bundle of one.
+            let start = HEADER_LEN + ENTRY_HEAD;
+            buf.copy_within(start..HEADER_LEN + len, HEADER_LEN);
+            (last, len - ENTRY_HEAD)
+        } else {
+            (Kind::Bundle, len)
+        };
+        if seal_queued(out, r, device, kind, scene, body_len, now_ns, to) {
+            *updates += count as u64;
         }
     }
 }

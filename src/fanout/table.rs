@@ -12,6 +12,9 @@ pub struct Recipient {
     pub key: SessionKey,
     pub addr: Option<SocketAddr>,
     pub joined: bool,
+    /// Its interest area is everything: it takes every relay of its scene. Others are sent
+    /// what the engine lists for them in `Deliver` events.
+    pub everything: bool,
     /// Silent for a while: relays skip it until it is heard again.
     pub paused: bool,
     /// Next sequence number of datagrams to this device.
@@ -22,7 +25,19 @@ pub struct Recipient {
 #[derive(Default)]
 pub struct Table {
     pub devices: HashMap<u32, Recipient>,
+    /// Joined devices per scene.
     pub members: HashMap<u32, Vec<u32>>,
+    /// Joined devices per scene whose area is everything.
+    pub everyone: HashMap<u32, Vec<u32>>,
+}
+
+fn remove_from(lists: &mut HashMap<u32, Vec<u32>>, scene: u32, device: u32) {
+    if let Some(m) = lists.get_mut(&scene) {
+        m.retain(|d| *d != device);
+        if m.is_empty() {
+            lists.remove(&scene);
+        }
+    }
 }
 
 impl Table {
@@ -33,6 +48,7 @@ impl Table {
             key,
             addr: None,
             joined: false,
+            everything: true,
             paused: false,
             seq: first_seq,
         };
@@ -53,8 +69,29 @@ impl Table {
         if !r.joined {
             r.joined = true;
             self.members.entry(r.scene).or_default().push(device);
+            if r.everything {
+                self.everyone.entry(r.scene).or_default().push(device);
+            }
         }
         true
+    }
+
+    /// Notes whether `device`'s area is everything (an `Interest` event).
+    pub fn set_everything(&mut self, device: u32, everything: bool) {
+        let Some(r) = self.devices.get_mut(&device) else {
+            return;
+        };
+        if r.everything == everything {
+            return;
+        }
+        r.everything = everything;
+        if r.joined {
+            if everything {
+                self.everyone.entry(r.scene).or_default().push(device);
+            } else {
+                remove_from(&mut self.everyone, r.scene, device);
+            }
+        }
     }
 
     pub fn set_paused(&mut self, device: u32, paused: bool) {
@@ -78,12 +115,8 @@ impl Table {
         }
         r.joined = false;
         r.paused = false;
-        if let Some(m) = self.members.get_mut(&r.scene) {
-            m.retain(|d| *d != device);
-            if m.is_empty() {
-                self.members.remove(&r.scene);
-            }
-        }
+        remove_from(&mut self.members, r.scene, device);
+        remove_from(&mut self.everyone, r.scene, device);
     }
 }
 
@@ -100,12 +133,15 @@ mod tests {
         assert!(!t.join(3, addr), "no session, no join");
         assert!(t.join(1, addr) && t.join(2, addr) && t.join(2, addr));
         assert_eq!(t.members[&7], vec![1, 2]);
+        assert_eq!(t.everyone[&7], vec![1, 2]);
+        t.set_everything(1, false);
+        assert_eq!((t.members[&7].len(), &t.everyone[&7]), (2, &vec![2]));
         t.leave(1);
         assert_eq!(t.members[&7], vec![2]);
         t.set_paused(2, true);
         assert!(t.devices[&2].paused);
         t.revoke(2);
-        assert!(!t.members.contains_key(&7));
+        assert!(!t.members.contains_key(&7) && !t.everyone.contains_key(&7));
         assert!(!t.devices.contains_key(&2));
     }
 }

@@ -69,8 +69,12 @@ impl<'a> Input<'a> {
 }
 
 /// A sealed datagram built from the input: kind, sender, seq, optional scene, body.
+/// Every datagram kind, by the input byte that picks it (13 and 14 are the controller's probes,
+/// not device datagrams).
+const KINDS: [u8; 14] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 15, 16];
+
 fn sealed(input: &mut Input<'_>, dir: Direction, scene_from_input: bool) -> Option<Vec<u8>> {
-    let kind = Kind::from_u8(input.byte()? % 12 + 1)?;
+    let kind = Kind::from_u8(KINDS[usize::from(input.byte()?) % KINDS.len()])?;
     let who = input.byte()?;
     let (device, scene, key) = DEVICES[usize::from(who % 3)];
     // A quarter of them claim another device id under that key: a forgery to refuse.

@@ -16,6 +16,7 @@ use crate::ipc_bus::codec;
 use crate::replication::peer::{LinkSession, Role};
 use crate::scene::{Batch, Engine};
 use crate::wire::bundle::BundleWriter;
+use crate::wire::interest::{Area, Shape};
 use crate::wire::{
     Fields, JoinBody, KeepaliveAckBody, Kind, ObjectBody, PeerLeftBody, RedirectBody, RejectBody,
     RejectReason, SnapshotHead, MASK_ALL, MASK_TRANSLATION,
@@ -49,7 +50,11 @@ const SESSIONS: &str = r#"{"devices":[
 
 /// A sealed-datagram op: `op | kind-1 | who | seq u16 | len u16 | body`.
 fn op(out: &mut Vec<u8>, kind: Kind, who: u8, seq: u16, body: &[u8]) {
-    out.extend_from_slice(&[1, kind as u8 - 1, who]);
+    let pick = super::KINDS
+        .iter()
+        .position(|k| *k == kind as u8)
+        .unwrap_or(0) as u8;
+    out.extend_from_slice(&[1, pick, who]);
     out.extend_from_slice(&seq.to_le_bytes());
     out.extend_from_slice(&(body.len() as u16).to_le_bytes());
     out.extend_from_slice(body);
@@ -76,10 +81,21 @@ fn join() -> Vec<u8> {
     .to_vec()
 }
 
+/// A revision-2 interest area: a sphere on layer 0, a box on layer 1.
+fn area(x: f32) -> Vec<u8> {
+    let mut a = Area::sphere([x, 0.0, 0.0], 4.0);
+    a.layers[1] = Shape::Box([1.0, 2.0, 3.0]);
+    let mut out = vec![0u8; a.len()];
+    a.emit(&mut out).expect("room for an area");
+    out
+}
+
 fn datagram() -> Vec<Vec<u8>> {
     let mut run = Vec::new();
     op(&mut run, Kind::Join, 0, 1, &join());
-    op(&mut run, Kind::Join, 1, 1, &join());
+    op(&mut run, Kind::Join, 1, 1, &area(0.0));
+    op(&mut run, Kind::Interest, 1, 10, &area(2.0));
+    op(&mut run, Kind::Keepalive, 1, 11, &[0; 12]);
     op(
         &mut run,
         Kind::ObjectUpdate,
@@ -125,7 +141,7 @@ fn client_events() -> Vec<Vec<u8>> {
         chunk_index: 0.into(),
         chunk_count: 1.into(),
         object_count: 2.into(),
-        reserved: 0.into(),
+        flags: 0.into(),
     }
     .as_bytes()
     .to_vec();

@@ -48,6 +48,8 @@ fn code(kind: EventKind) -> (u8, u8) {
         EventKind::Synced => (12, 0),
         EventKind::Forwarded => (13, 0),
         EventKind::Handover => (14, 0),
+        EventKind::Interest => (15, 0),
+        EventKind::Deliver(k) => (16, k as u8),
     }
 }
 
@@ -69,6 +71,8 @@ fn kind_of(code: u8, wire: u8) -> Option<EventKind> {
         12 => EventKind::Synced,
         13 => EventKind::Forwarded,
         14 => EventKind::Handover,
+        15 => EventKind::Interest,
+        16 => EventKind::Deliver(wire()?),
         _ => return None,
     })
 }

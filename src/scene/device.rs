@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Arrival, ReplayWindow};
+use crate::wire::interest::Area;
 use crate::wire::SessionKey;
 
 /// A device admitted to a pair.
@@ -17,7 +18,8 @@ pub struct DeviceSession {
     /// Silent longer than `quiet_after`: fanout skips it until it is heard again.
     pub quiet: bool,
     pub last_seen: Instant,
-    pub interest_radius: f32,
+    /// What it wants to receive (everything until it says otherwise).
+    pub area: Area,
     pub replay: ReplayWindow,
     /// Set while the device's scene has moved to another pair and this one hands the
     /// device's datagrams over (a drain's grace period). Boxed: rare, and sessions are many.
@@ -61,7 +63,7 @@ impl DeviceSession {
             joined: false,
             quiet: false,
             last_seen: now,
-            interest_radius: 0.0,
+            area: Area::EVERYTHING,
             replay: ReplayWindow::default(),
             forward: None,
             arrival: None,

@@ -47,6 +47,12 @@ pub enum EventKind {
     /// Replication: `scene` now belongs to the pair in data (a wire `RedirectBody`: epoch and
     /// endpoint); this pair forwards its devices' datagrams from here on (a drain).
     Handover,
+    /// `device` has a new interest area; data = a wire interest body (see `wire::interest`).
+    Interest,
+    /// A datagram of this kind for each listed device (see `scene::interest`): data =
+    /// `count u16 | device u32 x count | body`; an empty body means the preceding `Relay`
+    /// event's. `device` is the writer whose update caused it.
+    Deliver(Kind),
 }
 
 /// One event; its bytes live in the batch arena.

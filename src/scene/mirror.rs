@@ -15,7 +15,9 @@
 //!
 //! Data layouts (little-endian), used on the bus by `Session` and `Object` events:
 //! - session: `key [32] | flags u8 (1 joined, 2 quiet, 4 has replay top) | top u64 |
-//!   seen u128 | interest_radius f32`, the address in the event's `addr`;
+//!   seen u128 | area` (a wire interest body; a 61-byte record from before interest areas ends
+//!   in an f32 and means everything), the address in the event's `addr`;
+//! - interest: the `Interest` event's data is the device's new area (a wire interest body);
 //! - object: `flags u8 (1 has owner, 2 deleted) | owner u32 | object body` (the body's origin
 //!   fields are the last writer and its (seq, timestamp)).
 
@@ -26,6 +28,7 @@ use zerocopy::IntoBytes;
 
 use super::{scene_entry, DeviceSession, Engine, Forward, Object, ReplayWindow, Scene};
 use crate::scene::{Batch, Event, EventKind};
+use crate::wire::interest::Area;
 use crate::wire::{
     parse_exact, KeepaliveAckBody, Kind, ObjectBody, RedirectBody, RejectBody, SessionKey,
     MAX_DATAGRAM,
@@ -39,11 +42,14 @@ pub struct SessionRecord {
     pub quiet: bool,
     pub top: Option<u64>,
     pub seen: u128,
-    pub interest_radius: f32,
+    pub area: Area,
 }
 
 impl SessionRecord {
-    pub const LEN: usize = 32 + 1 + 8 + 16 + 4;
+    /// Bytes before the area.
+    const FIXED: usize = 32 + 1 + 8 + 16;
+    /// A record written before interest areas: the fixed part and an unused f32.
+    const LEGACY_LEN: usize = Self::FIXED + 4;
 
     fn of(d: &DeviceSession) -> SessionRecord {
         SessionRecord {
@@ -52,7 +58,7 @@ impl SessionRecord {
             quiet: d.quiet,
             top: d.replay.top(),
             seen: d.replay.seen(),
-            interest_radius: d.interest_radius,
+            area: d.area,
         }
     }
 
@@ -63,13 +69,19 @@ impl SessionRecord {
         out.push(flags);
         out.extend_from_slice(&self.top.unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&self.seen.to_le_bytes());
-        out.extend_from_slice(&self.interest_radius.to_le_bytes());
+        let mut area = [0u8; crate::wire::MAX_BODY];
+        let n = self.area.emit(&mut area).unwrap_or(0);
+        out.extend_from_slice(&area[..n]);
     }
 
     pub fn decode(data: &[u8]) -> Option<SessionRecord> {
-        if data.len() != Self::LEN {
+        if data.len() < Self::LEGACY_LEN {
             return None;
         }
+        let area = match data.len() {
+            Self::LEGACY_LEN => Area::EVERYTHING,
+            _ => Area::parse(&data[Self::FIXED..]).ok()?,
+        };
         let flags = data[32];
         let top = u64::from_le_bytes(data[33..41].try_into().ok()?);
         Some(SessionRecord {
@@ -78,7 +90,7 @@ impl SessionRecord {
             quiet: flags & 2 != 0,
             top: (flags & 4 != 0).then_some(top),
             seen: u128::from_le_bytes(data[41..57].try_into().ok()?),
-            interest_radius: f32::from_le_bytes(data[57..61].try_into().ok()?),
+            area,
         })
     }
 }
@@ -161,7 +173,14 @@ impl Engine {
                 self.tombstones.clear();
                 true
             }
-            EventKind::Synced | EventKind::Forwarded | EventKind::Handover => true,
+            EventKind::Synced
+            | EventKind::Forwarded
+            | EventKind::Handover
+            | EventKind::Deliver(_) => true,
+            EventKind::Interest => match Area::parse(data) {
+                Ok(area) => self.with_device(e.device, |d| d.area = area),
+                Err(_) => false,
+            },
             EventKind::Session => {
                 let Some(r) = SessionRecord::decode(data) else {
                     return false;
@@ -194,7 +213,13 @@ impl Engine {
                 }
                 if !dev.joined {
                     dev.joined = true;
-                    scene_entry(&mut self.scenes, &self.hasher, dev.scene).joined += 1;
+                    scene_entry(
+                        &mut self.scenes,
+                        &self.hasher,
+                        dev.scene,
+                        self.config.interest_cell,
+                    )
+                    .joined += 1;
                 }
                 true
             }
@@ -210,7 +235,7 @@ impl Engine {
                 self.release(e.device);
                 true
             }
-            EventKind::Relay(kind) => self.mirror_write(now, e, kind, data),
+            EventKind::Relay(kind) => self.mirror_write(now, e, kind, data).is_some(),
             EventKind::Direct(Kind::KeepaliveAck) => match parse_exact::<KeepaliveAckBody>(data) {
                 Ok(b) => self.with_device(e.device, |d| {
                     d.replay.accept(b.echo_seq.get());
@@ -256,7 +281,7 @@ impl Engine {
         let mut state = from
             .scenes
             .remove(&scene)
-            .unwrap_or_else(|| Scene::new(&self.hasher));
+            .unwrap_or_else(|| Scene::new(&self.hasher, self.config.interest_cell));
         from.tombstones.retain(|t| t.1 != scene);
         self.tombstones.retain(|t| t.1 != scene);
         for (id, o) in state.objects.iter_mut().filter(|(_, o)| !o.is_live()) {
@@ -278,7 +303,13 @@ impl Engine {
             d.last_seen = now;
             d.forward = None;
             if d.joined {
-                scene_entry(&mut self.scenes, &self.hasher, scene).joined += 1;
+                scene_entry(
+                    &mut self.scenes,
+                    &self.hasher,
+                    scene,
+                    self.config.interest_cell,
+                )
+                .joined += 1;
             }
             let record = SessionRecord::of(&d);
             out.push_with(EventKind::Session, scene, id, d.addr, |b| record.encode(b));
@@ -289,6 +320,8 @@ impl Engine {
             }
             self.devices.insert(id, d);
         }
+        // A mirror keeps no interest index: build it for the devices and objects adopted.
+        self.rebuild_view(scene);
     }
 
     /// A drain's handover arriving in the old pair's stream: [`Engine::adopt`], and every
@@ -348,11 +381,17 @@ impl Engine {
         let mut d = DeviceSession::new(scene, SessionKey::new(r.key), now);
         d.addr = addr;
         d.quiet = r.quiet;
-        d.interest_radius = r.interest_radius;
+        d.area = r.area;
         d.replay = ReplayWindow::from_parts(r.top, r.seen);
         if r.joined {
             d.joined = true;
-            scene_entry(&mut self.scenes, &self.hasher, scene).joined += 1;
+            scene_entry(
+                &mut self.scenes,
+                &self.hasher,
+                scene,
+                self.config.interest_cell,
+            )
+            .joined += 1;
         }
         self.devices.insert(device, d);
     }
@@ -369,9 +408,14 @@ impl Engine {
             obj.delete(body.origin_device, order, now);
             self.tombstones.push_back((now, scene, body.object));
         }
-        scene_entry(&mut self.scenes, &self.hasher, scene)
-            .objects
-            .insert(body.object, obj);
+        scene_entry(
+            &mut self.scenes,
+            &self.hasher,
+            scene,
+            self.config.interest_cell,
+        )
+        .objects
+        .insert(body.object, obj);
         Some(())
     }
 
@@ -387,25 +431,30 @@ impl Engine {
         data: &[u8],
         out: &mut Batch,
     ) -> bool {
-        if !self.mirror_write(now, e, kind, data) {
+        let Some((object, was)) = self.mirror_write(now, e, kind, data) else {
             return false;
-        }
+        };
         out.push(EventKind::Relay(kind), e.scene, e.device, e.addr, data);
+        self.view_write(e.scene, e.device, object, kind, was, out);
         true
     }
 
-    fn mirror_write(&mut self, now: Instant, e: &Event, kind: Kind, data: &[u8]) -> bool {
-        let Ok(body) = ObjectBody::parse(data) else {
-            return false;
-        };
+    /// Applies a replicated write; returns its object and where it was before (if live).
+    fn mirror_write(
+        &mut self,
+        now: Instant,
+        e: &Event,
+        kind: Kind,
+        data: &[u8],
+    ) -> Option<(u64, super::interest::Spot)> {
+        let body = ObjectBody::parse(data).ok()?;
         let (device, seq) = (body.origin_device, body.origin_seq);
-        let Some(dev) = self.devices.get_mut(&device) else {
-            return false;
-        };
-        dev.replay.accept(seq);
+        self.devices.get_mut(&device)?.replay.accept(seq);
         let order = (body.origin_timestamp_ns, seq);
-        self.write_object(now, e.scene, device, kind, order, &body)
-            .is_ok()
+        let was = self
+            .write_object(now, e.scene, device, kind, order, &body)
+            .ok()?;
+        Some((body.object, was))
     }
 }
 

@@ -16,6 +16,7 @@ mod arrival;
 mod device;
 mod drops;
 mod events;
+mod interest;
 mod mirror;
 mod object;
 mod replay;
@@ -31,10 +32,12 @@ pub use arrival::{Arrival, GAP_WAIT, MAX_WAITING};
 pub use device::{DeviceSession, Forward};
 pub use drops::{DropCounts, DropReason};
 pub use events::{Batch, Event, EventKind};
+pub use interest::{parse_deliver, MAX_CELLS};
 pub use mirror::SessionRecord;
 pub use object::{Object, Order};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 
+use crate::wire::interest::{parse_anchor, Area, AREA_HEAD_LEN};
 use crate::wire::{
     parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
     RedirectBody, RejectBody, RejectReason, SessionKey, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY,
@@ -57,6 +60,9 @@ pub struct Config {
     /// can aim collisions at it. A seed (the simulation): fixed, so iteration order, and with
     /// it the order of the events the engine emits, replays exactly.
     pub hash_seed: Option<u64>,
+    /// Cell size of the interest index along x, y and z (0: the axis is not split); about the
+    /// typical interest radius works best (see `interest`).
+    pub interest_cell: [f32; 3],
 }
 
 impl Default for Config {
@@ -67,6 +73,7 @@ impl Default for Config {
             tombstone_ttl: Duration::from_secs(10),
             max_objects_per_scene: 16_384,
             hash_seed: None,
+            interest_cell: [32.0; 3],
         }
     }
 }
@@ -78,20 +85,29 @@ type Map<K, V> = HashMap<K, V, Hasher>;
 pub(crate) struct Scene {
     objects: Map<u64, Object>,
     joined: usize,
+    space: interest::Space,
 }
 
 impl Scene {
-    fn new(hasher: &Hasher) -> Scene {
+    fn new(hasher: &Hasher, cell: [f32; 3]) -> Scene {
         Scene {
             objects: HashMap::with_hasher(hasher.clone()),
             joined: 0,
+            space: interest::Space::new(cell, hasher),
         }
     }
 }
 
-/// `scene`'s state in `scenes`, created empty if it has none.
-fn scene_entry<'a>(scenes: &'a mut Map<u32, Scene>, hasher: &Hasher, scene: u32) -> &'a mut Scene {
-    scenes.entry(scene).or_insert_with(|| Scene::new(hasher))
+/// `scene`'s state in `scenes`, created empty (interest cells of `cell`) if it has none.
+fn scene_entry<'a>(
+    scenes: &'a mut Map<u32, Scene>,
+    hasher: &Hasher,
+    scene: u32,
+    cell: [f32; 3],
+) -> &'a mut Scene {
+    scenes
+        .entry(scene)
+        .or_insert_with(|| Scene::new(hasher, cell))
 }
 
 /// Which way a datagram reached the engine.
@@ -128,6 +144,8 @@ pub struct Engine {
     /// Datagrams that waited for a gap (see `arrival`): fed in order, fed after giving up.
     reordered: (u64, u64),
     snapshots: u32,
+    /// Reused buffers of interest evaluation (no allocation per write in steady state).
+    scratch: interest::Scratch,
 }
 
 impl Engine {
@@ -147,6 +165,7 @@ impl Engine {
             accepted: 0,
             reordered: (0, 0),
             snapshots: 0,
+            scratch: interest::Scratch::default(),
         }
     }
 
@@ -434,16 +453,27 @@ impl Engine {
         }
         let applied = match dg.kind() {
             Kind::Join => {
-                let body = parse_exact::<JoinBody>(dg.body())?;
+                let area = join_area(dg.body())?;
                 let dev = self.devices.get_mut(&id).ok_or(DropReason::UnknownDevice)?;
-                dev.interest_radius = body.interest_radius.get();
-                if !dev.joined {
+                if dev.joined {
+                    self.set_area(id, area, false, out);
+                    self.push_snapshot(scene, id, from, out);
+                } else {
                     dev.joined = true;
-                    scene_entry(&mut self.scenes, &self.hasher, scene).joined += 1;
+                    scene_entry(
+                        &mut self.scenes,
+                        &self.hasher,
+                        scene,
+                        self.config.interest_cell,
+                    )
+                    .joined += 1;
+                    // The area goes downstream before the join: fanout must know from the
+                    // start whether the device takes every relay.
+                    self.set_area(id, area, true, out);
                     let seq = dg.seq().to_le_bytes();
                     out.push(EventKind::Joined, scene, id, Some(from), &seq);
+                    self.push_listed(scene, id, from, false, out);
                 }
-                self.push_snapshot(scene, id, from, out);
                 Ok(())
             }
             Kind::Leave => {
@@ -458,12 +488,34 @@ impl Engine {
                 Err(DropReason::NotJoined)
             }
             Kind::Keepalive => {
+                if !dg.body().is_empty() {
+                    // Revision 2: the keepalive carries the device's anchor.
+                    let anchor = parse_anchor(dg.body())?;
+                    let mut area = self.devices.get(&id).map_or(Area::EVERYTHING, |d| d.area);
+                    area.anchor = anchor;
+                    self.set_area(id, area, false, out);
+                    if !self.scratch.entered.is_empty() {
+                        self.push_listed(scene, id, from, true, out);
+                    }
+                }
                 let body = KeepaliveAckBody {
                     echo_seq: dg.header().seq,
                     echo_timestamp_ns: dg.header().timestamp_ns,
                 };
                 let kind = EventKind::Direct(Kind::KeepaliveAck);
                 out.push(kind, scene, id, Some(from), body.as_bytes());
+                Ok(())
+            }
+            Kind::Interest if !joined => {
+                reject(out, RejectReason::NotJoined, 0);
+                Err(DropReason::NotJoined)
+            }
+            Kind::Interest => {
+                let area = Area::parse(dg.body())?;
+                self.set_area(id, area, false, out);
+                // Always answered, if only with an empty incremental snapshot: the device
+                // learns that its area holds.
+                self.push_listed(scene, id, from, true, out);
                 Ok(())
             }
             kind if !joined => {
@@ -483,11 +535,12 @@ impl Engine {
                 let order = (dg.timestamp_ns(), dg.seq());
                 let result = self.write_object(now, scene, id, kind, order, &body);
                 match result {
-                    Ok(()) => {
+                    Ok(was) => {
                         out.push(EventKind::Relay(kind), scene, id, Some(from), dg.body());
                         if let Some(data) = out.last_data_mut() {
                             stamp_origin(data, id, dg.seq(), dg.timestamp_ns());
                         }
+                        self.view_write(scene, id, body.object, kind, was, out);
                         Ok(())
                     }
                     Err(reason) => {
@@ -508,7 +561,8 @@ impl Engine {
         applied.map(|()| Taken::Applied)
     }
 
-    /// Applies the ownership and ordering rules to one object write.
+    /// Applies the ownership and ordering rules to one object write; returns where the object
+    /// was before it, if it was live (for the interest index).
     fn write_object(
         &mut self,
         now: Instant,
@@ -517,16 +571,23 @@ impl Engine {
         kind: Kind,
         order: Order,
         body: &ObjectBody<'_>,
-    ) -> Result<(), DropReason> {
+    ) -> Result<interest::Spot, DropReason> {
         let max = self.config.max_objects_per_scene;
-        let scene_state = scene_entry(&mut self.scenes, &self.hasher, scene);
+        let scene_state = scene_entry(
+            &mut self.scenes,
+            &self.hasher,
+            scene,
+            self.config.interest_cell,
+        );
         let full = scene_state.objects.len() >= max;
+        let mut was = None;
         let object = match scene_state.objects.get_mut(&body.object) {
             Some(obj) => {
                 if !obj.is_live() && kind == Kind::ObjectDelete {
                     return Err(DropReason::UnknownObject);
                 }
                 obj.admit(device, order)?;
+                was = obj.is_live().then_some((obj.layer, obj.fields.translation));
                 obj
             }
             None if kind == Kind::ObjectDelete => return Err(DropReason::UnknownObject),
@@ -542,7 +603,7 @@ impl Engine {
         } else {
             object.apply(device, order, body, kind == Kind::ObjectOverwrite);
         }
-        Ok(())
+        Ok(was)
     }
 
     /// Takes `device` out of its scene (if joined), releases its objects and announces it;
@@ -560,10 +621,11 @@ impl Engine {
 
     /// The state half of `leave`: returns the scene left, if the device had joined.
     fn release(&mut self, device: u32) -> Option<u32> {
-        let dev = self.devices.get_mut(&device)?;
-        if !dev.joined {
+        if !self.devices.get(&device)?.joined {
             return None;
         }
+        self.forget_view(device);
+        let dev = self.devices.get_mut(&device)?;
         dev.joined = false;
         dev.quiet = false;
         let scene = dev.scene;
@@ -579,5 +641,16 @@ impl Engine {
     }
 }
 
+/// The area a join asks for: everything for a revision-1 body (8 bytes), else its interest body.
+fn join_area(body: &[u8]) -> Result<Area, DropReason> {
+    if body.len() < AREA_HEAD_LEN {
+        parse_exact::<JoinBody>(body)?;
+        return Ok(Area::EVERYTHING);
+    }
+    Ok(Area::parse(body)?)
+}
+
+#[cfg(test)]
+mod interest_tests;
 #[cfg(test)]
 mod tests;

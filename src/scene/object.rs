@@ -21,6 +21,12 @@ pub struct Object {
     pub payload: Vec<u8>,
     /// Set while the object is a tombstone: it was deleted at this instant.
     pub deleted_at: Option<Instant>,
+    /// Its layer, as its last write said (see `wire::LAYER_BITS`).
+    pub layer: u8,
+    /// Devices with a bounded interest area (not everything) that currently see it, sorted:
+    /// exactly the joined ones whose area contains it (see `interest`). Kept by the serving
+    /// engine only; a mirror rebuilds it when it takes the scene over.
+    pub viewers: Vec<u32>,
 }
 
 impl Object {
@@ -33,6 +39,8 @@ impl Object {
             fields: Fields::default(),
             payload: Vec::new(),
             deleted_at: None,
+            layer: 0,
+            viewers: Vec::new(),
         }
     }
 
@@ -75,6 +83,7 @@ impl Object {
             self.payload.clear();
             self.payload.extend_from_slice(body.payload);
         }
+        self.layer = body.layer;
         self.writer = device;
         self.order = order;
         self.deleted_at = None;
@@ -101,6 +110,7 @@ impl Object {
             origin_seq: self.order.1,
             origin_timestamp_ns: self.order.0,
             mask,
+            layer: self.layer,
             fields: self.fields,
             payload: &self.payload,
         }

@@ -21,7 +21,9 @@ pub fn parse_exact<T: FromBytes + KnownLayout + Immutable + Unaligned>(
     })
 }
 
-/// Join: the device's interest radius (0 = the whole scene; wider filters come with zones).
+/// Join, revision 1 (8 bytes): the device receives every update of its scene; the radius is
+/// ignored. A join whose body is an interest area (`interest::Area`, 16 bytes or more) is
+/// revision 2.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
 #[repr(C)]
 pub struct JoinBody {
@@ -46,8 +48,14 @@ pub struct SnapshotHead {
     pub chunk_index: U16,
     pub chunk_count: U16,
     pub object_count: U16,
-    pub reserved: U16,
+    /// Bit 0 ([`SNAPSHOT_INCREMENTAL`]): the chunks add objects that entered the device's
+    /// interest to its view; clear: they are the complete view (what is absent is not in it).
+    /// Other bits reserved, zero.
+    pub flags: U16,
 }
+
+/// Snapshot flag: objects that entered the view, not the whole view (revision 2).
+pub const SNAPSHOT_INCREMENTAL: u16 = 1;
 
 pub const SNAPSHOT_HEAD_LEN: usize = 12;
 const _: () = assert!(std::mem::size_of::<SnapshotHead>() == SNAPSHOT_HEAD_LEN);

@@ -3,7 +3,7 @@
 //! bundling never delays an update; it saves a syscall and a tag per extra update under load.
 //!
 //! Body: entries back to back, each `kind (u8) | reserved (u8) | len (u16 LE) | object body`,
-//! where kind is ObjectUpdate, ObjectOverwrite or ObjectDelete.
+//! where kind is ObjectUpdate, ObjectOverwrite, ObjectDelete or (revision 2) ObjectLeft.
 
 use super::{Kind, WireError};
 
@@ -84,7 +84,7 @@ impl<'a> Iterator for Entries<'a> {
             return fail(WireError::Truncated);
         }
         let len = usize::from(u16::from_le_bytes([r[2], r[3]]));
-        let kind = Kind::from_u8(r[0]).filter(|k| k.is_object());
+        let kind = Kind::from_u8(r[0]).filter(|k| k.is_object() || *k == Kind::ObjectLeft);
         let Some(kind) = kind.filter(|_| r[1] == 0) else {
             self.rest = &[];
             return fail(WireError::Malformed);

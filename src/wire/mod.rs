@@ -11,6 +11,7 @@ mod auth;
 mod bodies;
 pub mod bundle;
 mod header;
+pub mod interest;
 mod object;
 pub mod probe;
 
@@ -18,10 +19,11 @@ pub use auth::{nonce, Direction, SessionKey};
 pub use bodies::{
     parse_exact, JoinBody, KeepaliveAckBody, PeerLeftBody, RedirectBody, RejectBody, RejectReason,
     SnapshotHead, SnapshotRecords, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY, SNAPSHOT_HEAD_LEN,
+    SNAPSHOT_INCREMENTAL,
 };
 pub use header::{seal, Datagram, Header, HeaderFields};
 pub use object::{
-    encoded_len, stamp_origin, Fields, ObjectBody, ObjectHead, MASK_ALL, MASK_PAYLOAD,
+    encoded_len, stamp_origin, Fields, ObjectBody, ObjectHead, LAYER_BITS, MASK_ALL, MASK_PAYLOAD,
     MASK_ROTATION, MASK_SCALE, MASK_TRANSLATION, OBJECT_HEAD_LEN,
 };
 
@@ -71,6 +73,12 @@ pub enum Kind {
     PeerLeft = 11,
     /// Several object datagrams for one device in one (body: [`bundle`] entries).
     Bundle = 12,
+    // 13 and 14 are the controller's probe and its ack (`probe`), never device datagrams.
+    /// Revision 2: an object left the device's interest area (body: [`ObjectBody`] with an
+    /// empty mask; its origin fields are the write that moved it out).
+    ObjectLeft = 15,
+    /// Revision 2: the device's new interest area (body: [`interest::Area`]).
+    Interest = 16,
 }
 
 impl Kind {
@@ -89,6 +97,8 @@ impl Kind {
             10 => Kind::Reject,
             11 => Kind::PeerLeft,
             12 => Kind::Bundle,
+            15 => Kind::ObjectLeft,
+            16 => Kind::Interest,
             _ => return None,
         })
     }
@@ -99,13 +109,13 @@ impl Kind {
         match dir {
             Direction::ToServer => matches!(
                 self,
-                Join | Leave | Keepalive | ObjectUpdate | ObjectOverwrite | ObjectDelete
+                Join | Leave | Keepalive | ObjectUpdate | ObjectOverwrite | ObjectDelete | Interest
             ),
-            Direction::ToDevice => !matches!(self, Join | Leave | Keepalive),
+            Direction::ToDevice => !matches!(self, Join | Leave | Keepalive | Interest),
         }
     }
 
-    /// Whether the body is an [`ObjectBody`].
+    /// Whether the body is an [`ObjectBody`] a device writes (update, overwrite, delete).
     pub fn is_object(self) -> bool {
         matches!(
             self,

@@ -11,6 +11,9 @@ pub const MASK_ROTATION: u8 = 2;
 pub const MASK_SCALE: u8 = 4;
 pub const MASK_PAYLOAD: u8 = 8;
 pub const MASK_ALL: u8 = MASK_TRANSLATION | MASK_ROTATION | MASK_SCALE | MASK_PAYLOAD;
+/// The bits of an object head's flags that hold the object's layer (revision 2; a revision-1
+/// writer sends zero, layer 0). The other bits are reserved, zero.
+pub const LAYER_BITS: u8 = 0b111;
 
 /// Fixed part of an object body (see docs/PROTOCOL.md, "Object body").
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
@@ -20,7 +23,7 @@ pub struct ObjectHead {
     /// Device whose update this is. Devices send 0; the server fills it in.
     pub origin_device: U32,
     pub mask: u8,
-    /// Reserved, zero.
+    /// Bits 0-2: the object's layer ([`LAYER_BITS`]); the rest reserved, zero.
     pub flags: u8,
     pub payload_len: U16,
     /// The origin datagram's sequence number. Devices send 0; the server fills it in.
@@ -59,6 +62,8 @@ pub struct ObjectBody<'a> {
     pub origin_seq: u64,
     pub origin_timestamp_ns: u64,
     pub mask: u8,
+    /// The object's layer (0..8): which of the scene's grids it lives in.
+    pub layer: u8,
     pub fields: Fields,
     pub payload: &'a [u8],
 }
@@ -72,6 +77,7 @@ impl<'a> ObjectBody<'a> {
             origin_seq: 0,
             origin_timestamp_ns: 0,
             mask,
+            layer: 0,
             fields,
             payload,
         }
@@ -102,7 +108,7 @@ impl<'a> ObjectBody<'a> {
         let mask = head.mask;
         let payload_len = usize::from(head.payload_len.get());
         if mask & !MASK_ALL != 0
-            || head.flags != 0
+            || head.flags & !LAYER_BITS != 0
             || payload_len > MAX_PAYLOAD
             || (mask & MASK_PAYLOAD == 0 && payload_len != 0)
         {
@@ -133,6 +139,7 @@ impl<'a> ObjectBody<'a> {
             origin_seq: head.origin_seq.get(),
             origin_timestamp_ns: head.origin_timestamp_ns.get(),
             mask,
+            layer: head.flags & LAYER_BITS,
             fields,
             payload,
         };
@@ -154,7 +161,7 @@ impl<'a> ObjectBody<'a> {
             object: U64::new(self.object),
             origin_device: U32::new(self.origin_device),
             mask: self.mask & MASK_ALL,
-            flags: 0,
+            flags: self.layer & LAYER_BITS,
             payload_len: U16::new(payload.len() as u16),
             origin_seq: U64::new(self.origin_seq),
             origin_timestamp_ns: U64::new(self.origin_timestamp_ns),

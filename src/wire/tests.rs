@@ -83,7 +83,7 @@ fn round_trip_every_kind() {
         chunk_index: 0.into(),
         chunk_count: 1.into(),
         object_count: 2.into(),
-        reserved: 0.into(),
+        flags: 0.into(),
     }
     .as_bytes()
     .to_vec();
@@ -161,7 +161,7 @@ fn snapshot_records_iterate_and_reject_leftovers() {
         chunk_index: 0.into(),
         chunk_count: 1.into(),
         object_count: 1.into(),
-        reserved: 0.into(),
+        flags: 0.into(),
     }
     .as_bytes()
     .to_vec();
