@@ -5,7 +5,8 @@
 //! (counters), [`udp_ingest`] and [`fanout`] (the thin I/O loops), [`replication`] (the pair's
 //! cluster side: pure cores and stream drivers), [`control`] (the controller, pure, and its
 //! ZeroMQ server and client), [`pair`] (wires them into a server), [`client`] (the device
-//! library); [`net`] and [`security`] serve them all.
+//! library), [`zones`] (scene geometry and zone assignment, pure); [`net`] and [`security`]
+//! serve them all.
 
 pub mod client;
 pub mod control;
@@ -22,3 +23,4 @@ pub mod security;
 pub mod stats;
 pub mod udp_ingest;
 pub mod wire;
+pub mod zones;

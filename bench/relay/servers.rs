@@ -155,7 +155,7 @@ fn wait_subscribed(server: &Server, who: &str) {
 }
 
 /// One unlabelled metric of a pair.
-fn metric(metrics: SocketAddr, name: &str) -> u64 {
+pub fn metric(metrics: SocketAddr, name: &str) -> u64 {
     let mut text = String::new();
     if let Ok(mut s) = TcpStream::connect(metrics) {
         let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");

@@ -9,6 +9,7 @@ use zonecast::control::client::{ControlClient, RequestError};
 use zonecast::control::protocol::{
     ClusterStatus, Request, SceneCreated, SceneDeleted, SceneInfo, SceneShown, Scenes,
 };
+use zonecast::zones::Geometry;
 
 use super::controller::DEFAULT_CONTROL;
 
@@ -84,6 +85,11 @@ enum SceneCommand {
         name: String,
         #[arg(long, default_value = "local")]
         region: String,
+        /// Its zones, as JSON: `{"grid": {"origin": [x,y,z], "cell": [sx,sy,sz], "counts":
+        /// [nx,ny,nz]}, "layers": [...], "reserved": [{"name": N, "min": [..], "max": [..]}]}`
+        /// (docs/PROTOCOL.md, scene.create). Default: the scene is one zone.
+        #[arg(long)]
+        geometry: Option<String>,
     },
     /// List scenes.
     List,
@@ -97,11 +103,24 @@ pub fn run_scene(a: SceneArgs) -> Result<(), String> {
     let op = &a.op;
     let token = op.token();
     let scenes = match a.command {
-        SceneCommand::Create { name, region } => {
+        SceneCommand::Create {
+            name,
+            region,
+            geometry,
+        } => {
+            let g: Geometry = match geometry {
+                Some(json) => {
+                    serde_json::from_str(&json).map_err(|e| format!("--geometry: {e}"))?
+                }
+                None => Geometry::default(),
+            };
             let r: SceneCreated = op.call(&Request::SceneCreate {
                 token,
                 name,
                 region,
+                grid: g.grid,
+                layers: g.layers,
+                reserved: g.reserved,
             })?;
             if op.printed_json(&r) {
                 return Ok(());
@@ -120,7 +139,9 @@ pub fn run_scene(a: SceneArgs) -> Result<(), String> {
             if op.printed_json(&r) {
                 return Ok(());
             }
-            vec![r.scene]
+            print!("{}", scene_table(std::slice::from_ref(&r.scene)));
+            print!("{}", zone_table(&r));
+            return Ok(());
         }
         SceneCommand::Delete { id } => {
             let r: SceneDeleted = op.call(&Request::SceneDelete { token, scene: id })?;
@@ -193,12 +214,32 @@ pub fn status_table(s: &ClusterStatus) -> String {
 }
 
 fn scene_table(scenes: &[SceneInfo]) -> String {
-    let mut out = "SCENE  NAME                 REGION       PAIR  DEVICES\n".to_string();
+    let mut out = "SCENE  NAME                 REGION       PAIR  DEVICES  ZONES\n".to_string();
     for sc in scenes {
         let pair = sc.pair.map_or("-".to_string(), |p| p.to_string());
         out += &format!(
-            "{:<6} {:<20} {:<12} {:<5} {}\n",
-            sc.id, sc.name, sc.region, pair, sc.devices
+            "{:<6} {:<20} {:<12} {:<5} {:<8} {}\n",
+            sc.id, sc.name, sc.region, pair, sc.devices, sc.zones
+        );
+    }
+    out
+}
+
+/// `scene get`: one line per zone.
+fn zone_table(s: &SceneShown) -> String {
+    let mut out = "\nZONE        KIND      NAME         CELL         PAIR\n".to_string();
+    for z in &s.zones {
+        let cell = z
+            .zone
+            .cell
+            .map_or("-".into(), |c| format!("{},{},{}", c[0], c[1], c[2]));
+        out += &format!(
+            "{:<11} {:<9} {:<12} {:<12} {}\n",
+            z.zone.zone,
+            z.zone.kind,
+            z.zone.name.as_deref().unwrap_or("-"),
+            cell,
+            z.pair.map_or("-".to_string(), |p| p.to_string())
         );
     }
     out

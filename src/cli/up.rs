@@ -173,11 +173,11 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     }
     let mut client = connect()?;
     let created: SceneCreated = client
-        .call(&Request::SceneCreate {
-            token: Some(token.clone()),
-            name: "demo".into(),
-            region: REGION.into(),
-        })
+        .call(&Request::scene_create(
+            Some(token.clone()),
+            "demo".into(),
+            REGION.into(),
+        ))
         .map_err(|e| e.to_string())?;
     let scene = created.scene.id;
 

@@ -40,6 +40,9 @@ fn draw(rng: &mut ChaCha8Rng) -> Request {
             token: tok(),
             name: format!("s{id}"),
             region: ["a", "b"][rng.gen_range(0..2)].into(),
+            grid: None,
+            layers: Vec::new(),
+            reserved: Vec::new(),
         },
         1 => Request::SceneDelete {
             token: tok(),

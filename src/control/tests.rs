@@ -690,3 +690,89 @@ fn an_encrypted_controller_requires_encrypted_streams_and_hands_out_their_keys()
     assert_eq!(t.pair_status(a)["bus_key"], key.as_str());
     let _ = b;
 }
+
+#[test]
+fn a_gridded_scene_keeps_its_zones_and_shows_who_serves_each() {
+    let mut t = Ctl::new();
+    let pair = t.pair("r", 9000);
+    let geometry = json!({
+        "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 2]},
+        "layers": ["ground", "air"],
+        "reserved": [{"name": "boss", "min": [40, -10, 40], "max": [60, 10, 60]}],
+    });
+    let mut req = json!({"op": "scene.create", "token": TOKEN, "name": "g", "region": "r"});
+    req.as_object_mut()
+        .unwrap()
+        .extend(geometry.as_object().unwrap().clone());
+    let created = t.ok(req.clone());
+    assert_eq!(
+        created["scene"]["zones"], 9,
+        "2x2 cells on 2 layers and a reserved zone"
+    );
+    let id = created["scene"]["id"].clone();
+    let shown = t.ok(json!({"op": "scene.get", "token": TOKEN, "scene": id}));
+    assert_eq!(shown["geometry"], geometry.clone().tap_numbers());
+    let zones = shown["zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 9);
+    assert!(zones.iter().all(|z| z["pair"] == pair), "{zones:?}");
+    assert_eq!(zones[5]["kind"], "cell");
+    assert_eq!(zones[5]["name"], "air");
+    assert_eq!(zones[5]["cell"], json!([1, 0, 0]));
+    assert_eq!(zones[8]["kind"], "reserved");
+    assert_eq!(zones[8]["zone"], 1u64 << 31);
+    // The geometry is durable: through the JSON of an image (what snapshots and the replica
+    // stream carry), a restored controller shows the same zones.
+    let image = serde_json::to_string(&t.c.image()).unwrap();
+    let mut restored = Ctl::new();
+    restored.c.restore(serde_json::from_str(&image).unwrap());
+    let again = restored.ok(json!({"op": "scene.get", "token": TOKEN, "scene": id}));
+    assert_eq!(again["zones"], shown["zones"]);
+    let plain = t.scene("plain", "r");
+    assert_eq!(plain["zones"], 1);
+    // Impossible geometries are refused and change nothing.
+    for bad in [
+        json!({"grid": {"origin": [0, 0, 0], "cell": [1, 1, 1], "counts": [100, 100, 1]}}),
+        json!({"grid": {"origin": [0, 0, 0], "cell": [0, 1, 1], "counts": [2, 1, 1]}}),
+        json!({"layers": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}),
+        json!({"reserved": [{"name": "x", "min": [1, 0, 0], "max": [0, 0, 0]}]}),
+    ] {
+        let mut req = json!({"op": "scene.create", "token": TOKEN, "name": "bad", "region": "r"});
+        req.as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        assert_eq!(t.code(req), ErrorCode::InvalidValue, "{bad}");
+    }
+    let bad_field = json!({"op": "scene.create", "token": TOKEN, "name": "b", "region": "r",
+        "grid": {"origin": [0, 0, 0], "cell": [1, 1, 1], "counts": [1, 1, 1], "size": 3}});
+    assert_eq!(t.code(bad_field), ErrorCode::BadRequest);
+    let scenes = t.ok(json!({"op": "scene.list", "token": TOKEN}));
+    assert_eq!(scenes["scenes"].as_array().unwrap().len(), 2);
+}
+
+/// Numbers as the controller writes them back (floats for the geometry's f32 fields).
+trait TapNumbers {
+    fn tap_numbers(self) -> Value;
+}
+
+impl TapNumbers for Value {
+    fn tap_numbers(self) -> Value {
+        let mut v = self;
+        for key in ["origin", "cell"] {
+            if let Some(a) = v["grid"][key].as_array_mut() {
+                for x in a.iter_mut() {
+                    *x = json!(x.as_f64().unwrap());
+                }
+            }
+        }
+        if let Some(r) = v["reserved"].as_array_mut() {
+            for z in r.iter_mut() {
+                for key in ["min", "max"] {
+                    for x in z[key].as_array_mut().unwrap().iter_mut() {
+                        *x = json!(x.as_f64().unwrap());
+                    }
+                }
+            }
+        }
+        v
+    }
+}

@@ -52,12 +52,6 @@ impl Space {
         }
     }
 
-    fn clear(&mut self) {
-        self.devices.clear();
-        self.objects.clear();
-        self.wide.iter_mut().for_each(Vec::clear);
-    }
-
     fn coord(&self, axis: usize, v: f32) -> i32 {
         let c = self.cell[axis];
         if c > 0.0 {
@@ -503,7 +497,8 @@ impl Engine {
     pub(super) fn rebuild_view(&mut self, scene: u32) {
         let cell = self.config.interest_cell;
         let s = super::scene_entry(&mut self.scenes, &self.hasher, scene, cell);
-        s.space.clear();
+        // Afresh, with this engine's cell size (the mirror's may differ).
+        s.space = Space::new(cell, &self.hasher);
         for (id, o) in s.objects.iter_mut() {
             o.viewers.clear();
             if o.is_live() {

@@ -77,6 +77,8 @@ struct World {
     areas: BTreeMap<u32, Area>,
     /// Devices that joined.
     joined: HashSet<u32>,
+    /// Every event the engine emitted, in order (what a standby's stream carries).
+    log: Vec<(Event, Vec<u8>)>,
 }
 
 impl World {
@@ -93,6 +95,7 @@ impl World {
             views: BTreeMap::new(),
             areas: BTreeMap::new(),
             joined: HashSet::new(),
+            log: Vec::new(),
         };
         for d in devs {
             w.engine
@@ -138,6 +141,7 @@ impl World {
             .map(|(e, d)| (e.clone(), d.to_vec()))
             .collect();
         self.out.clear();
+        self.log.extend(events.iter().cloned());
         let apply = |view: &mut View, kind: Kind, body: &[u8]| {
             let b = ObjectBody::parse(body).unwrap();
             match kind {
@@ -424,4 +428,77 @@ fn random_walks_keep_every_view_exact() {
             w.check(step);
         }
     }
+}
+
+/// The devices whose area holds each live object of `engine`'s scene, as its viewers list
+/// must say (joined, bounded area).
+fn assert_viewers_exact(engine: &Engine, areas: &BTreeMap<u32, Area>) {
+    let scene = engine.scenes.get(&SCENE).expect("the scene");
+    for (id, o) in scene.objects.iter().filter(|(_, o)| o.is_live()) {
+        let expected: Vec<u32> = areas
+            .iter()
+            .filter(|(_, a)| !a.is_everything() && a.contains(o.layer, o.fields.translation))
+            .map(|(d, _)| *d)
+            .collect();
+        assert_eq!(
+            o.viewers, expected,
+            "object {id} at {:?}",
+            o.fields.translation
+        );
+    }
+}
+
+#[test]
+fn a_standby_that_takes_the_scene_over_rebuilds_who_sees_what() {
+    let (mut a, mut b, mut c) = (Dev::new(1), Dev::new(2), Dev::new(3));
+    let mut w = World::new(&[&a, &b, &c], 8.0);
+    w.join(&mut a, Area::sphere([0.0; 3], 12.0));
+    w.join(&mut b, Area::sphere([50.0, 0.0, 0.0], 12.0));
+    w.join(&mut c, Area::EVERYTHING);
+    for i in 0..20u64 {
+        let m = c.clone_write(i, [i as f32 * 5.0, 0.0, 0.0]);
+        w.feed(&c, &m);
+    }
+    // The standby's mirror: a checkpoint now, then the live events that follow.
+    let mut mirror = Engine::new(Config {
+        hash_seed: Some(9),
+        ..Config::default()
+    });
+    let mut cp = Batch::default();
+    w.engine.checkpoint(&mut cp);
+    for (e, d) in cp.iter() {
+        assert!(mirror.mirror(w.now, e, d));
+    }
+    let from = w.log.len();
+    w.anchor(&mut a, [20.0, 0.0, 0.0]);
+    let m = c.clone_write(3, [48.0, 0.0, 0.0]);
+    w.feed(&c, &m);
+    for (e, d) in &w.log[from..] {
+        assert!(mirror.mirror(w.now, e, d), "{:?}", e.kind);
+    }
+    assert_viewers_exact(&w.engine, &w.areas);
+    let mut standby = Engine::new(Config {
+        hash_seed: Some(11),
+        interest_cell: [8.0; 3],
+        ..Config::default()
+    });
+    let mut out = Batch::default();
+    standby.adopt(&mut mirror, SCENE, w.now, None, &mut out);
+    assert_viewers_exact(&standby, &w.areas);
+    // The rebuilt index works: c moves object 3 from b's area into a's.
+    out.clear();
+    let m = c.clone_write(3, [21.0, 0.0, 0.0]);
+    standby.handle(w.now, c.addr, &m, &mut out).unwrap();
+    let delivered: Vec<(EventKind, Vec<u32>)> = out
+        .iter()
+        .filter(|(e, _)| matches!(e.kind, EventKind::Deliver(_)))
+        .map(|(e, d)| (e.kind, parse_deliver(d).unwrap().0.collect()))
+        .collect();
+    assert_eq!(
+        delivered,
+        [
+            (EventKind::Deliver(Kind::ObjectOverwrite), vec![1]),
+            (EventKind::Deliver(Kind::ObjectLeft), vec![2]),
+        ]
+    );
 }

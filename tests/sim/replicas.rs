@@ -89,7 +89,12 @@ enum Msg {
 }
 
 enum Ev {
-    Deliver { to: usize, from: usize, msg: Msg },
+    /// Boxed: a message holds a request, much larger than the other events.
+    Deliver {
+        to: usize,
+        from: usize,
+        msg: Box<Msg>,
+    },
     Tick(usize),
     Client(usize),
     Fault,
@@ -287,6 +292,7 @@ impl Sim {
             return;
         }
         let delay = self.rng.gen_range(50..2_000);
+        let msg = Box::new(msg);
         self.at(self.now + delay, Ev::Deliver { to, from, msg });
     }
 
@@ -387,14 +393,7 @@ impl Sim {
             .expect("pair") as u32;
         assert_eq!(pair, 1, "the first pair");
         served(node, beat);
-        let scene = served(
-            node,
-            Request::SceneCreate {
-                token: tok,
-                name: "s".into(),
-                region: "r".into(),
-            },
-        )["scene"]["id"]
+        let scene = served(node, Request::scene_create(tok, "s".into(), "r".into()))["scene"]["id"]
             .as_u64()
             .expect("scene") as u32;
         self.pair = pair;
@@ -431,7 +430,7 @@ impl Sim {
                     self.at(self.now + TICK, Ev::Tick(i));
                 }
             }
-            Ev::Deliver { to, from, msg } => self.deliver(to, from, msg)?,
+            Ev::Deliver { to, from, msg } => self.deliver(to, from, *msg)?,
             Ev::Client(c) => {
                 self.client_tick(c);
                 let every = if c == 0 { 10_000 } else { 50_000 };

@@ -228,11 +228,11 @@ impl World {
         }
         for s in 0..scenes {
             let reply = self
-                .operator(Request::SceneCreate {
-                    token: Some(TOKEN.into()),
-                    name: format!("scene-{s}"),
-                    region: REGION.into(),
-                })
+                .operator(Request::scene_create(
+                    Some(TOKEN.into()),
+                    format!("scene-{s}"),
+                    REGION.into(),
+                ))
                 .map_err(|e| format!("setup: scene.create: {e}"))?;
             let Reply::SceneCreated(c) = reply else {
                 return Err("setup: scene.create answered oddly".into());

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::request::{Load, MirrorState};
+use crate::zones::{Geometry, ZoneInfo};
 
 /// A scene as replies show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,21 @@ pub struct SceneInfo {
     /// The pair serving it (`null` while its region has no live pair).
     pub pair: Option<u32>,
     pub devices: usize,
+    /// How many zones it has (1 without a grid).
+    #[serde(default = "one")]
+    pub zones: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// One zone of a scene and the pair that serves it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ZoneServed {
+    #[serde(flatten)]
+    pub zone: ZoneInfo,
+    pub pair: Option<u32>,
 }
 
 /// `scene.create`.
@@ -33,9 +49,15 @@ pub struct Scenes {
 }
 
 /// `scene.get`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SceneShown {
     pub scene: SceneInfo,
+    /// Its grid, layers and reserved zones.
+    #[serde(default)]
+    pub geometry: Geometry,
+    /// Every zone and who serves it.
+    #[serde(default)]
+    pub zones: Vec<ZoneServed>,
 }
 
 /// `scene.delete`.

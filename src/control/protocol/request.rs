@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::zones::{Grid, Reserved};
+
 /// Load figures a pair reports with each heartbeat.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +65,15 @@ pub enum Request {
         token: Option<String>,
         name: String,
         region: String,
+        /// The scene's grid (none: the scene is one zone); see `zones`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grid: Option<Grid>,
+        /// Layer names, layer 0 first (none: one layer).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        layers: Vec<String>,
+        /// Named boxes served as zones of their own.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        reserved: Vec<Reserved>,
     },
     #[serde(rename = "scene.list")]
     SceneList {
@@ -182,6 +193,18 @@ pub enum Request {
 }
 
 impl Request {
+    /// `scene.create` of a scene that is one zone (no grid, layers or reserved zones).
+    pub fn scene_create(token: Option<String>, name: String, region: String) -> Request {
+        Request::SceneCreate {
+            token,
+            name,
+            region,
+            grid: None,
+            layers: Vec::new(),
+            reserved: Vec::new(),
+        }
+    }
+
     /// The `op` this request was sent as.
     pub fn op(&self) -> &'static str {
         match self {

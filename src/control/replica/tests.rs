@@ -33,6 +33,9 @@ fn scene(name: &str) -> Request {
         token: tok(),
         name: name.into(),
         region: "r".into(),
+        grid: None,
+        layers: Vec::new(),
+        reserved: Vec::new(),
     }
 }
 

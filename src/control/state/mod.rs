@@ -39,9 +39,10 @@ use table::Table;
 
 use super::limits::{RegisterLimiter, RegisterLimits, Source};
 use super::protocol::{
-    ControlError, Discovered, ErrorCode, Load, MirrorState, Reply, Request, SceneShown, Scenes,
+    ControlError, Discovered, ErrorCode, Load, MirrorState, Reply, Request, Scenes,
 };
 use super::random::{OsRandom, Random};
+use crate::zones::Geometry;
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -126,6 +127,14 @@ pub(crate) struct SceneRec {
     name: String,
     region: String,
     pair: Option<u32>,
+    /// Its zones. Every zone of a scene is served by the scene's pair today; spreading them
+    /// over the region's pairs (`zones::assign`) is the next step of the zones work.
+    #[serde(default, skip_serializing_if = "is_default")]
+    geometry: Geometry,
+}
+
+fn is_default(g: &Geometry) -> bool {
+    *g == Geometry::default()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -264,9 +273,17 @@ impl Controller {
                 token,
                 name,
                 region,
+                grid,
+                layers,
+                reserved,
             } => {
                 self.operator(&token)?;
-                self.scene_create(name, region).map(Reply::from)
+                let geometry = Geometry {
+                    grid,
+                    layers,
+                    reserved,
+                };
+                self.scene_create(name, region, geometry).map(Reply::from)
             }
             SceneList { token } => {
                 self.operator(&token)?;
@@ -278,8 +295,7 @@ impl Controller {
             SceneGet { token, scene } => {
                 self.operator(&token)?;
                 self.scene(scene)?;
-                let scene = self.scene_info(scene).ok_or_else(|| unknown_scene(scene))?;
-                Ok(Reply::from(SceneShown { scene }))
+                Ok(Reply::from(self.scene_shown(scene)?))
             }
             SceneDelete { token, scene } => {
                 self.operator(&token)?;

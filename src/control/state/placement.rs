@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use super::{err, unknown_scene, Controller, PairRec, SceneRec};
 use crate::control::protocol::{ControlError, ErrorCode, SceneCreated, SceneDeleted};
+use crate::zones::Geometry;
 
 impl Controller {
     pub(super) fn scene_create(
         &mut self,
         name: String,
         region: String,
+        geometry: Geometry,
     ) -> Result<SceneCreated, ControlError> {
         let name = name.trim().to_string();
         let region = region.trim().to_string();
@@ -21,6 +23,9 @@ impl Controller {
                 "name (1-128) and region (1-64) are required",
             ));
         }
+        geometry
+            .validate()
+            .map_err(|m| err(ErrorCode::InvalidValue, format!("geometry: {m}")))?;
         if self.scenes.values().any(|s| s.name == name) {
             return Err(err(
                 ErrorCode::Conflict,
@@ -30,7 +35,13 @@ impl Controller {
         let id = self.meta.next_scene;
         self.meta.next_scene += 1;
         let pair = self.least_loaded(&region, None);
-        self.scenes.insert(id, SceneRec { name, region, pair });
+        let rec = SceneRec {
+            name,
+            region,
+            pair,
+            geometry,
+        };
+        self.scenes.insert(id, rec);
         self.bump(pair);
         let scene = self.scene_info(id).ok_or_else(|| unknown_scene(id))?;
         Ok(SceneCreated {

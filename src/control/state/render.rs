@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use super::Controller;
+use super::{unknown_scene, Controller};
 use crate::control::protocol::{
-    Assignment, ClusterStatus, HandoverOrder, MirrorTarget, PairStatus, RegionStatus, SceneInfo,
-    SessionGrant,
+    Assignment, ClusterStatus, ControlError, HandoverOrder, MirrorTarget, PairStatus, RegionStatus,
+    SceneInfo, SceneShown, SessionGrant, ZoneServed,
 };
 
 impl Controller {
@@ -84,6 +84,27 @@ impl Controller {
             region: s.region.clone(),
             pair: s.pair,
             devices: self.devices.values().filter(|d| d.scene == id).count(),
+            zones: s.geometry.zone_count(),
+        })
+    }
+
+    /// `scene.get`: the scene, its geometry and every zone with the pair serving it.
+    pub(super) fn scene_shown(&self, id: u32) -> Result<SceneShown, ControlError> {
+        let s = self.scene(id)?;
+        let scene = self.scene_info(id).ok_or_else(|| unknown_scene(id))?;
+        let zones = s
+            .geometry
+            .zones()
+            .into_iter()
+            .map(|z| ZoneServed {
+                zone: s.geometry.info(z),
+                pair: s.pair,
+            })
+            .collect();
+        Ok(SceneShown {
+            scene,
+            geometry: s.geometry.clone(),
+            zones,
         })
     }
 

@@ -21,6 +21,9 @@ fn scenes(c: &mut Controller, from: u32, n: u32) -> Vec<Vec<Entry>> {
                     token: Some("t".into()),
                     name: format!("scene-{i}"),
                     region: "r".into(),
+                    grid: None,
+                    layers: Vec::new(),
+                    reserved: Vec::new(),
                 },
             )
             .expect("scene");
