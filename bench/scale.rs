@@ -215,7 +215,7 @@ fn run(n: u32, interest: bool, s: &Setup) -> Row {
                 let b = rx.get(k).bytes;
                 if b.len() > HEADER_LEN && b[3] == Kind::Snapshot as u8 {
                     let id = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                    if let Some(j) = joined.get_mut(id as usize - 1) {
+                    if let Some(j) = (id as usize).checked_sub(1).and_then(|i| joined.get_mut(i)) {
                         *j = true;
                     }
                 }
@@ -233,9 +233,10 @@ fn run(n: u32, interest: bool, s: &Setup) -> Row {
     let mut next_floor = start;
     let mut before = None;
     let (mut sent, mut received) = (0u64, 0u64);
-    let mut next: Vec<Instant> = (0..n)
-        .map(|i| start + period.mul_f64(f64::from(i) / f64::from(n)))
-        .collect();
+    // Sends in phase order: send k is device k % n in round k / n, due at
+    // start + period * (k / n + (k % n) / n) = start + period * k / n.
+    let mut cursor = 0u64;
+    let due = |k: u64| start + period.mul_f64(k as f64 / f64::from(n));
     loop {
         let now = Instant::now();
         if now >= end {
@@ -246,11 +247,10 @@ fn run(n: u32, interest: bool, s: &Setup) -> Row {
             latency.reset();
             floor.reset();
         }
-        for (i, d) in devs.iter_mut().enumerate() {
-            if next[i] > now {
-                continue;
-            }
-            next[i] += period;
+        while due(cursor) <= now {
+            let i = (cursor % u64::from(n)) as usize;
+            cursor += 1;
+            let d = &mut devs[i];
             // The avatar wanders a little around its home: density stays fixed.
             let t = start.elapsed().as_secs_f32() + i as f32;
             let fields = Fields {
@@ -315,7 +315,7 @@ fn run(n: u32, interest: bool, s: &Setup) -> Row {
         }
         if got == 0 {
             // Nothing queued: wait for the next send or a datagram, whichever comes first.
-            let wake = next.iter().min().copied().unwrap_or(end).min(next_floor);
+            let wake = due(cursor).min(end).min(next_floor);
             let wait = wake.saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 wait_readable(&socket, wait.min(Duration::from_millis(2)));

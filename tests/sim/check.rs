@@ -11,7 +11,12 @@
 //! 3. **Bounded re-homing.** After a pair crashes, with no other fault for the bound, every
 //!    device homed there is joined at the scene's new pair within [`REHOME_BOUND`].
 //! 4. **Settling.** Without faults, assignments stop changing, every device is joined at its
-//!    scene's serving pair, and every device hears every other device of its scene.
+//!    scene's serving pair, and every device hears every other device of its scene: all of
+//!    them for a device that receives everything, and for one with an interest area (every
+//!    odd device: a sphere the objects walk in and out of) each whose object its area held at
+//!    that object's last update and ten updates before. The relay model delivers `Deliver`
+//!    lists like fanout, so a standby that took a scene over without rebuilding who sees what
+//!    fails here.
 //!
 //! Failure detection's invariants (5, no false failover; 6, fast confirmation) are in
 //! detect.rs, with the probes they depend on.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use zerocopy::IntoBytes;
-use zonecast::client::RoamPolicy;
+use zonecast::client::{Area, RoamPolicy};
 use zonecast::wire::{
     seal, Direction, Fields, HeaderFields, JoinBody, Kind, ObjectBody, SessionKey, HEADER_LEN,
     MASK_TRANSLATION, MAX_DATAGRAM,
@@ -35,6 +35,19 @@ pub struct Device {
     pub written: u64,
     /// The newest sequence seen per (scene, object), and when (µs).
     pub seen: BTreeMap<(u32, u64), (u64, u64)>,
+    /// Its interest area (revision 2), or `None`: everything.
+    pub area: Option<Area>,
+}
+
+/// Radius of the circle every device's object moves on, around the origin.
+pub const CIRCLE: f32 = 50.0;
+
+/// Where device `id`'s object is after its `written`-th update: on the circle, each device
+/// from its own angle at its own speed (0.02 to 0.08 rad per update), so objects walk in and
+/// out of the fixed interest spheres.
+pub fn position(id: u32, written: u64) -> [f32; 3] {
+    let a = written as f32 * 0.02 * (1 + id % 4) as f32 + id as f32;
+    [CIRCLE * a.cos(), CIRCLE * a.sin(), 0.0]
 }
 
 impl Device {
@@ -65,18 +78,27 @@ impl Device {
     pub fn join(&mut self, now: Instant, now_ns: u64) -> Vec<u8> {
         self.join_pending = Some(now);
         self.joined = false;
-        let body = JoinBody {
-            interest_radius: 0.0f32.into(),
-            reserved: 0.into(),
-        };
-        self.datagram(Kind::Join, body.as_bytes(), now_ns)
+        match self.area {
+            Some(area) => {
+                let mut body = vec![0u8; area.len()];
+                area.emit(&mut body).expect("sized");
+                self.datagram(Kind::Join, &body, now_ns)
+            }
+            None => {
+                let body = JoinBody {
+                    interest_radius: 0.0f32.into(),
+                    reserved: 0.into(),
+                };
+                self.datagram(Kind::Join, body.as_bytes(), now_ns)
+            }
+        }
     }
 
     /// Moves its own object (object id = device id) one step.
     pub fn update(&mut self, now_ns: u64) -> Vec<u8> {
         self.written += 1;
         let fields = Fields {
-            translation: [self.written as f32, 0.0, 0.0],
+            translation: position(self.id, self.written),
             ..Fields::default()
         };
         let body = ObjectBody::new(u64::from(self.id), MASK_TRANSLATION, fields, &[]);

@@ -11,7 +11,7 @@ use zonecast::control::MirrorState;
 use zonecast::replication::assignment::{Answer, Call};
 use zonecast::replication::peer::{HubPeer, LinkEvent};
 use zonecast::replication::SessionCommand;
-use zonecast::scene::{Batch, EventKind};
+use zonecast::scene::{parse_deliver, Batch, EventKind};
 use zonecast::wire::{parse_exact, Kind, ObjectBody, RedirectBody, RejectBody, RejectReason};
 
 use crate::net::{us, Node, Payload, ToDevice};
@@ -254,18 +254,58 @@ impl World {
     }
 
     fn fanout(&mut self, inc: usize, out: &Batch) {
+        let mut last_relay: &[u8] = &[];
         for (e, data) in out.iter() {
             let mut sends: Vec<(usize, ToDevice)> = Vec::new();
+            if let EventKind::Relay(_) = e.kind {
+                last_relay = data;
+            }
             match e.kind {
                 EventKind::Relay(_) => {
                     let Ok(body) = ObjectBody::parse(data) else {
                         continue;
                     };
                     for (i, d) in self.devices.iter().enumerate() {
+                        // An everything-device takes the relay; the others what `Deliver` lists.
                         let member = self.pairs[inc].engine.device(d.id).is_some_and(|s| {
-                            s.scene == e.scene && s.joined && !s.quiet && s.addr == Some(d.addr)
+                            s.scene == e.scene
+                                && s.joined
+                                && !s.quiet
+                                && s.addr == Some(d.addr)
+                                && s.area.is_everything()
                         });
                         if member && d.id != e.device {
+                            let update = ToDevice::Update {
+                                scene: e.scene,
+                                object: body.object,
+                                seq: body.origin_seq,
+                            };
+                            sends.push((i, update));
+                        }
+                    }
+                }
+                EventKind::Deliver(Kind::ObjectUpdate | Kind::ObjectOverwrite) => {
+                    let Some((to, body)) = parse_deliver(data) else {
+                        continue;
+                    };
+                    // An empty body: the relay just before it.
+                    let body = match body.is_empty() {
+                        true => last_relay,
+                        false => body,
+                    };
+                    let Ok(body) = ObjectBody::parse(body) else {
+                        continue;
+                    };
+                    for id in to {
+                        let Some(i) = self.devices.iter().position(|d| d.id == id) else {
+                            continue;
+                        };
+                        let d = &self.devices[i];
+                        let member = self.pairs[inc]
+                            .engine
+                            .device(id)
+                            .is_some_and(|s| s.joined && !s.quiet && s.addr == Some(d.addr));
+                        if member {
                             let update = ToDevice::Update {
                                 scene: e.scene,
                                 object: body.object,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use zonecast::client::Area;
 use zonecast::control::protocol::{DeviceLocation, Reply, Request};
 use zonecast::control::random::Random;
 use zonecast::control::{Config, Controller};
@@ -18,7 +19,7 @@ use zonecast::wire::SessionKey;
 
 use crate::check::{Books, REHOME_BOUND};
 use crate::detect::DETECT_BOUND;
-use crate::device::Device;
+use crate::device::{position, Device};
 use crate::net::{us, Net, Node, Payload, Profile};
 use crate::pair::Pair;
 
@@ -31,6 +32,8 @@ const UPDATE_EVERY: u64 = 40_000;
 /// The quiet phase, and the window at its end in which nothing may change.
 const SETTLE: u64 = 4_000_000;
 const STABLE: u64 = 1_500_000;
+/// Radius of the odd devices' interest spheres (the objects' circle has radius 50).
+const INTEREST_RADIUS: f32 = 40.0;
 
 /// What a run may be asked to do besides its seed.
 #[derive(Clone, Debug, Default)]
@@ -276,6 +279,9 @@ impl World {
                 next_update: self.now + self.rng.gen_range(0..UPDATE_EVERY),
                 written: 0,
                 seen: Default::default(),
+                // Odd devices see a sphere around a point of the circle the objects move on,
+                // so others walk in and out of it; even ones see everything.
+                area: (device % 2 == 1).then(|| Area::sphere(position(device, 0), INTEREST_RADIUS)),
             });
             let (now, ns) = (self.instant(), self.now_ns());
             let d = self.devices.len() - 1;
@@ -565,6 +571,19 @@ impl World {
         self.check_settled(from)
     }
 
+    /// Whether `dev` must have heard `other` lately: always for an everything-device; for an
+    /// area, when `other`'s object was inside it at its last update and ten updates before
+    /// (so the update that brought it in is not still in flight).
+    fn in_view(dev: &Device, other: &Device) -> bool {
+        let Some(area) = &dev.area else {
+            return true;
+        };
+        let w = other.written;
+        w > 11
+            && area.contains(0, position(other.id, w))
+            && area.contains(0, position(other.id, w - 10))
+    }
+
     fn check_settled(&self, since: u64) -> Result<(), String> {
         for dev in &self.devices {
             let serving = self
@@ -584,7 +603,7 @@ impl World {
             for other in self
                 .devices
                 .iter()
-                .filter(|o| o.scene == dev.scene && o.id != dev.id)
+                .filter(|o| o.scene == dev.scene && o.id != dev.id && Self::in_view(dev, o))
             {
                 let heard = dev
                     .seen
