@@ -422,13 +422,14 @@ pub fn write(
             mem["bytes_per_object"].as_f64().unwrap_or(0.0)
         )?;
     }
-    // Written by the bus, control, failover and replicas benchmarks (`--report`), which
+    // Written by the bus, control, failover, replicas and scale benchmarks (`--report`), which
     // scripts/bench runs first.
     for fragment in [
         "docs/bench/bus.md",
         "docs/bench/control.md",
         "docs/bench/failover.md",
         "docs/bench/replicas.md",
+        "docs/bench/scale.md",
     ] {
         if let Ok(text) = std::fs::read_to_string(fragment) {
             s.push_str(&text);
