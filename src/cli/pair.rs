@@ -142,6 +142,10 @@ pub struct PairArgs {
     /// unsplit (e.g. 32,0,32 for a world on the x-z plane). About the typical interest radius.
     #[arg(long, default_value = "32", value_parser = parse_cell)]
     interest_cell: [f32; 3],
+    /// Send a device with an interest area its complete view this often, so a lost notice
+    /// cannot leave its view wrong for long (0: never).
+    #[arg(long, default_value_t = 5_000)]
+    view_refresh_ms: u64,
     /// Let several sockets share the UDP port (SO_REUSEPORT).
     #[arg(long)]
     reuse_port: bool,
@@ -250,6 +254,7 @@ pub fn run(a: PairArgs, threading: Threading, extra_bus: Vec<String>) -> Result<
             quiet_after: Duration::from_millis(a.quiet_after_ms.max(1)),
             max_objects_per_scene: a.max_objects_per_scene,
             interest_cell: a.interest_cell,
+            view_refresh: (a.view_refresh_ms > 0).then(|| Duration::from_millis(a.view_refresh_ms)),
             ..scene::Config::default()
         },
         metrics: a.metrics,

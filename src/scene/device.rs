@@ -20,6 +20,9 @@ pub struct DeviceSession {
     pub last_seen: Instant,
     /// What it wants to receive (everything until it says otherwise).
     pub area: Area,
+    /// When a device with a bounded area is next sent its complete view (see
+    /// `Config::view_refresh`); set by the first tick that sees it joined.
+    pub refresh_at: Option<Instant>,
     pub replay: ReplayWindow,
     /// Set while the device's scene has moved to another pair and this one hands the
     /// device's datagrams over (a drain's grace period). Boxed: rare, and sessions are many.
@@ -64,6 +67,7 @@ impl DeviceSession {
             quiet: false,
             last_seen: now,
             area: Area::EVERYTHING,
+            refresh_at: None,
             replay: ReplayWindow::default(),
             forward: None,
             arrival: None,

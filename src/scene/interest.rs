@@ -471,7 +471,8 @@ impl Engine {
     }
 
     /// The objects `device` sees now (all live ones for an everything-device), into
-    /// `self.scratch.entered`: what a complete snapshot holds.
+    /// `self.scratch.entered`: what a complete snapshot holds. A bounded area looks only at
+    /// the objects of the cells it covers.
     pub(super) fn view_of(&mut self, device: u32) {
         self.scratch.entered.clear();
         let Some(d) = self.devices.get(&device) else {
@@ -482,6 +483,15 @@ impl Engine {
         };
         let everything = d.area.is_everything();
         let x = &mut self.scratch;
+        if !everything && s.space.objects_near(&d.area, &mut x.entered).is_some() {
+            x.entered.retain(|id| {
+                s.objects
+                    .get(id)
+                    .is_some_and(|o| o.is_live() && o.viewers.binary_search(&device).is_ok())
+            });
+            return;
+        }
+        x.entered.clear();
         x.entered.extend(
             s.objects
                 .iter()

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::*;
 use crate::wire::interest::{Area, Shape};
@@ -79,6 +79,8 @@ struct World {
     joined: HashSet<u32>,
     /// Every event the engine emitted, in order (what a standby's stream carries).
     log: Vec<(Event, Vec<u8>)>,
+    /// When set, each datagram to a device is lost with this chance (out of 100).
+    loss: Option<(Rng, u64)>,
 }
 
 impl World {
@@ -88,6 +90,10 @@ impl World {
             interest_cell: [cell, cell, cell],
             ..Config::default()
         };
+        World::with_config(devs, config)
+    }
+
+    fn with_config(devs: &[&Dev], config: Config) -> World {
         let mut w = World {
             engine: Engine::new(config),
             now: Instant::now(),
@@ -96,6 +102,7 @@ impl World {
             areas: BTreeMap::new(),
             joined: HashSet::new(),
             log: Vec::new(),
+            loss: None,
         };
         for d in devs {
             w.engine
@@ -156,7 +163,17 @@ impl World {
                 }
             }
         };
+        let lost = |loss: &mut Option<(Rng, u64)>| {
+            loss.as_mut()
+                .is_some_and(|(rng, pct)| rng.below(100) < *pct)
+        };
         for (i, (e, data)) in events.iter().enumerate() {
+            if matches!(e.kind, EventKind::Deliver(_) | EventKind::Direct(_))
+                && lost(&mut self.loss)
+            {
+                // (A Deliver lists several devices; losing it loses it for all: harsher.)
+                continue;
+            }
             match e.kind {
                 EventKind::Relay(kind) => {
                     let everyone: Vec<u32> = self
@@ -501,4 +518,52 @@ fn a_standby_that_takes_the_scene_over_rebuilds_who_sees_what() {
             (EventKind::Deliver(Kind::ObjectLeft), vec![2]),
         ]
     );
+}
+
+#[test]
+fn the_periodic_complete_view_repairs_what_was_lost() {
+    let mut devs: Vec<Dev> = (1..=5).map(Dev::new).collect();
+    let refs: Vec<&Dev> = devs.iter().collect();
+    let config = Config {
+        hash_seed: Some(7),
+        interest_cell: [8.0; 3],
+        quiet_after: Duration::from_secs(60),
+        evict_after: Duration::from_secs(120),
+        view_refresh: Some(Duration::from_secs(5)),
+        ..Config::default()
+    };
+    let mut w = World::with_config(&refs, config);
+    for (i, d) in devs.iter_mut().enumerate().take(4) {
+        w.join(d, Area::sphere([i as f32 * 10.0, 0.0, 0.0], 12.0));
+    }
+    w.join(&mut devs[4], Area::EVERYTHING);
+    // A third of the datagrams to devices are lost while objects walk about.
+    w.loss = Some((Rng(42), 33));
+    let mut rng = Rng(7);
+    for _ in 0..300 {
+        let object = rng.below(10);
+        let m = devs[4].clone_write(object, [rng.coord().abs() / 1.5, 0.0, 0.0]);
+        w.feed(&devs[4], &m);
+    }
+    let wrong =
+        |w: &World| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.check(0))).is_err();
+    assert!(wrong(&w), "with this much loss some view is wrong");
+    // The next refresh, delivered, makes every view exact again.
+    w.loss = None;
+    w.now += Duration::from_secs(1);
+    w.engine.tick(w.now, &mut w.out);
+    w.deliver();
+    w.now += Duration::from_secs(5);
+    w.engine.tick(w.now, &mut w.out);
+    let snapshots = w
+        .out
+        .iter()
+        .filter(|(e, _)| e.kind == EventKind::Direct(Kind::Snapshot))
+        .count();
+    assert!(
+        snapshots >= 4,
+        "a complete view for each bounded device, got {snapshots}"
+    );
+    w.deliver();
+    w.check(1);
 }

@@ -63,6 +63,10 @@ pub struct Config {
     /// Cell size of the interest index along x, y and z (0: the axis is not split); about the
     /// typical interest radius works best (see `interest`).
     pub interest_cell: [f32; 3],
+    /// How often a device with a bounded interest area is sent its complete view (a snapshot),
+    /// so a lost `ObjectLeft` or a lost entry cannot leave its view wrong for long; `None`:
+    /// never. A view is a few datagrams: cheap next to the updates it repairs.
+    pub view_refresh: Option<Duration>,
 }
 
 impl Default for Config {
@@ -74,6 +78,7 @@ impl Default for Config {
             max_objects_per_scene: 16_384,
             hash_seed: None,
             interest_cell: [32.0; 3],
+            view_refresh: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -282,12 +287,27 @@ impl Engine {
         let quiet_after = self.config.quiet_after;
         // Arriving devices whose gap is given up (rare: no allocation unless one is found).
         let mut expired = Vec::new();
+        let mut refresh = Vec::new();
         for (id, d) in self.devices.iter_mut() {
             if d.arrival.as_ref().is_some_and(|a| a.expired(now)) {
                 expired.push(*id);
             }
             // A forwarded device is the new pair's to pause or evict.
             let ours = d.forward.is_none();
+            if let Some(every) = self.config.view_refresh {
+                if ours && d.joined && !d.quiet && !d.area.is_everything() {
+                    match d.refresh_at {
+                        None => d.refresh_at = Some(now + every),
+                        Some(at) if now >= at => {
+                            d.refresh_at = Some(now + every);
+                            if let Some(addr) = d.addr {
+                                refresh.push((*id, d.scene, addr));
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
             if ours
                 && d.joined
                 && !d.quiet
@@ -313,6 +333,9 @@ impl Engine {
         }
         for device in expired {
             self.feed_waiting(now, device, true, out);
+        }
+        for (device, scene, addr) in refresh {
+            self.push_snapshot(scene, device, addr, out);
         }
         while let Some(&(at, scene, object)) = self.tombstones.front() {
             if now.saturating_duration_since(at) < self.config.tombstone_ttl {
