@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{move_to, PairProcess};
-use zonecast::client::{Area, Device, Event, ObjectRecord, Shape};
+use zonecast::client::{Area, Device, Event, ObjectRecord, Shape, View};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -31,7 +31,8 @@ fn until_marker(d: &mut Device, marker: u64) -> Vec<Event> {
         if is_marker {
             return got;
         }
-        if !matches!(e, Event::KeepaliveAck { .. }) {
+        // The periodic complete view is checked at the end.
+        if !matches!(e, Event::KeepaliveAck { .. }) && !complete(&e) {
             got.push(e);
         }
     }
@@ -60,21 +61,34 @@ fn summary(events: &[Event]) -> Vec<(&'static str, u64, f32)> {
         .collect()
 }
 
-/// The next snapshot chunk `d` receives (other events are skipped).
+/// Whether `e` is a chunk of a complete snapshot (the periodic view among them).
+fn complete(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::Snapshot {
+            incremental: false,
+            ..
+        }
+    )
+}
+
+/// The next incremental snapshot chunk `d` receives (other events are skipped).
 fn next_snapshot(d: &mut Device) -> Event {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no snapshot");
-        if let Some(e @ Event::Snapshot { .. }) = d.recv(left).unwrap() {
-            return e;
+        match d.recv(left).unwrap() {
+            Some(e @ Event::Snapshot { .. }) if !complete(&e) => return e,
+            _ => {}
         }
     }
 }
 
 #[test]
 fn a_device_receives_what_its_area_holds_hears_what_leaves_and_gets_what_enters() {
-    let pair = PairProcess::start(3, &["--interest-cell", "8"]);
+    let args = ["--interest-cell", "8", "--view-refresh-ms", "300"];
+    let pair = PairProcess::start(3, &args);
     let mut writer = pair.joined(1);
     let mut everything = pair.joined(2);
     let mut near = pair.device(3);
@@ -116,6 +130,9 @@ fn a_device_receives_what_its_area_holds_hears_what_leaves_and_gets_what_enters(
             .recv(WAIT)
             .unwrap()
             .expect("an answer to the interest change");
+        if complete(&e) {
+            continue; // the periodic complete view, checked at the end
+        }
         let done = matches!(e, Event::Snapshot { .. });
         got.push(e);
         if done {
@@ -145,5 +162,27 @@ fn a_device_receives_what_its_area_holds_hears_what_leaves_and_gets_what_enters(
         seen,
         [("delete", 8, 0.0)],
         "the delete, not the layer-1 object"
+    );
+
+    // A view kept from what arrives, through two periodic complete views (every 300 ms here),
+    // holds what the box holds and nothing else.
+    let mut view = View::new();
+    let deadline = Instant::now() + WAIT;
+    let mut views = 0;
+    while views < 2 {
+        assert!(Instant::now() < deadline, "no periodic complete view");
+        if let Some(e) = near.recv(WAIT).unwrap() {
+            views += usize::from(complete(&e));
+            view.apply(&e);
+        }
+    }
+    let held: Vec<(u64, f32)> = view
+        .iter()
+        .map(|(id, r)| (*id, r.fields.translation[0]))
+        .collect();
+    assert_eq!(
+        held,
+        [(12, 100.0)],
+        "only the marker at x=100 is in the box"
     );
 }

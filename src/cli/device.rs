@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use zonecast::client::{Area, Device, Event, Roaming, Session, Shape};
+use zonecast::client::{Area, Device, Event, Roaming, Session, Shape, View};
 use zonecast::net::unix_ns;
 use zonecast::pair::SessionsFile;
 use zonecast::wire::{Fields, SessionKey, MASK_TRANSLATION};
@@ -199,6 +199,8 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
     let mut next_summary = start + Duration::from_secs(1);
     let mut next_anchor = start + ANCHOR_EVERY;
     let (mut received, mut sent) = (0u64, 0u64);
+    let mut view = View::new();
+    view.apply(&first);
     let anchor_at = |t: f32| {
         let v = a.walk.unwrap_or([0.0; 3]);
         [
@@ -253,8 +255,9 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
         if now >= next_summary {
             if a.quiet {
                 println!(
-                    "sent={sent} received={received} rejected-by-client={}",
-                    dev.dropped()
+                    "sent={sent} received={received} rejected-by-client={} view={}",
+                    dev.dropped(),
+                    view.len()
                 );
             }
             // Advanced in every mode: a summary left in the past would make every wait zero.
@@ -274,6 +277,7 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
         match dev.recv(wait).map_err(|e| e.to_string())? {
             Some(e) => {
                 received += 1;
+                view.apply(&e);
                 let routine = roaming.is_some() && matches!(e, Event::KeepaliveAck { .. });
                 if !a.quiet && !routine {
                     println!("{}", describe(&e));

@@ -9,6 +9,7 @@
 mod event;
 mod poller;
 mod roaming;
+mod view;
 
 use std::collections::VecDeque;
 use std::io;
@@ -20,6 +21,7 @@ use zerocopy::IntoBytes;
 pub use event::{Event, ObjectRecord};
 pub use poller::Poller;
 pub use roaming::{RoamAction, RoamPolicy, Roaming};
+pub use view::View;
 
 use crate::net::unix_ns;
 use crate::scene::ReplayWindow;
