@@ -49,6 +49,62 @@ fn python_client_from_the_protocol_doc_interoperates() {
 }
 
 #[test]
+fn python_client_with_an_interest_area_from_the_protocol_doc_interoperates() {
+    let pair = PairProcess::start(2, &[]);
+    let mut rust_dev = pair.joined(2);
+    let py = pair.sessions.get(1).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/zc_interest.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(pair.udp.to_string())
+        .args(["1", &py.scene.to_string(), &py.key, "10"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed (scripts/test installs it)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value {
+        let line = lines
+            .next()
+            .expect("python client printed nothing")
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    let first = next();
+    assert_eq!(
+        (&first["event"], &first["incremental"]),
+        (&"snapshot".into(), &false.into())
+    );
+    // Far away first (never sent), then into the sphere: the full state; then out: a notice.
+    move_to(&mut rust_dev, 70, 500.0);
+    move_to(&mut rust_dev, 70, 3.0);
+    let entered = next();
+    assert_eq!(entered["event"], "overwrite");
+    assert_eq!(
+        (&entered["object"], &entered["translation"][0]),
+        (&70.into(), &3.0.into())
+    );
+    assert_eq!(
+        entered["mask"], 7,
+        "translation, rotation and scale: the whole state"
+    );
+    move_to(&mut rust_dev, 70, 40.0);
+    let left = next();
+    assert_eq!(
+        (&left["event"], &left["object"]),
+        (&"left".into(), &70.into())
+    );
+    // The Python side moves its area to x=40 and gets 70 back in an incremental snapshot.
+    use std::io::Write;
+    writeln!(child.stdin.as_mut().unwrap(), "40").unwrap();
+    let snap = next();
+    assert_eq!(snap["incremental"], true);
+    assert_eq!(snap["objects"][0]["object"], 70);
+    assert_eq!(snap["objects"][0]["translation"][0], 40.0);
+    assert!(child.wait().unwrap().success(), "python client failed");
+}
+
+#[test]
 fn pyzmq_drives_the_controller() {
     pyzmq_drives(Mode::Plain);
 }

@@ -228,6 +228,20 @@ mod tests {
     }
 
     #[test]
+    fn the_worked_example_of_docs_protocol_holds() {
+        let mut buf = [0u8; 64];
+        let n = Area::sphere([1.0, 2.0, 3.0], 10.0).emit(&mut buf).unwrap();
+        let hex: Vec<String> = buf[..n].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "00 00 80 3f 00 00 00 40 00 00 40 40 01 00 00 00 \
+             02 00 00 00 00 00 20 41 00 00 00 00 00 00 00 00"
+        );
+        let n = emit_anchor([4.0, 0.0, -2.5], &mut buf).unwrap();
+        assert_eq!(&buf[..n], &[0, 0, 0x80, 0x40, 0, 0, 0, 0, 0, 0, 0x20, 0xc0]);
+    }
+
+    #[test]
     fn hostile_bodies_are_refused() {
         let a = Area::sphere([0.0; 3], 5.0);
         let mut buf = [0u8; 64];
