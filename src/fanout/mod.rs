@@ -156,6 +156,8 @@ impl Sender {
                 EventKind::Paused => self.table.set_paused(e.device, true),
                 EventKind::Resumed => self.table.set_paused(e.device, false),
                 EventKind::Left => {
+                    // Everything-devices hear of every departure; devices with an area are
+                    // told by the engine (a `Direct(PeerLeft)`) when they saw its objects.
                     self.table.leave(e.device);
                     let body = PeerLeftBody {
                         device: e.device.into(),
@@ -270,7 +272,7 @@ impl Sender {
         }
     }
 
-    /// One datagram to every joined member of `scene` except `skip`.
+    /// One datagram to every joined everything-member of `scene` except `skip`.
     fn send_to_scene(
         &mut self,
         kind: Kind,
@@ -279,7 +281,7 @@ impl Sender {
         body: &[u8],
         now_ns: u64,
     ) {
-        let Some(members) = self.table.members.get(&scene) else {
+        let Some(members) = self.table.everyone.get(&scene) else {
             return;
         };
         for &device in members {

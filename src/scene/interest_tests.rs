@@ -567,3 +567,27 @@ fn the_periodic_complete_view_repairs_what_was_lost() {
     w.deliver();
     w.check(1);
 }
+
+#[test]
+fn a_device_with_an_area_hears_of_a_departure_when_it_saw_the_leavers_objects() {
+    let (mut a, mut b, mut c) = (Dev::new(1), Dev::new(2), Dev::new(3));
+    let mut w = World::new(&[&a, &b, &c], 8.0);
+    w.join(&mut a, Area::sphere([0.0; 3], 10.0));
+    w.join(&mut b, Area::sphere([100.0, 0.0, 0.0], 10.0));
+    w.join(&mut c, Area::sphere([0.0; 3], 1.0));
+    let m = c.clone_write(7, [5.0, 0.0, 0.0]);
+    w.feed(&c, &m);
+    let leave = c.dgram(Kind::Leave, &[]);
+    w.engine.handle(w.now, c.addr, &leave, &mut w.out).unwrap();
+    let told: Vec<(EventKind, u32)> = w
+        .out
+        .iter()
+        .filter(|(e, _)| e.kind != EventKind::Relay(Kind::ObjectUpdate))
+        .map(|(e, _)| (e.kind, e.device))
+        .collect();
+    assert_eq!(
+        told,
+        [(EventKind::Left, 3), (EventKind::Direct(Kind::PeerLeft), 1),],
+        "a saw object 7; b saw nothing of c's"
+    );
+}

@@ -40,7 +40,8 @@ pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
 use crate::wire::interest::{parse_anchor, Area, AREA_HEAD_LEN};
 use crate::wire::{
     parse_exact, stamp_origin, Datagram, Direction, JoinBody, KeepaliveAckBody, Kind, ObjectBody,
-    RedirectBody, RejectBody, RejectReason, SessionKey, LEAVE_TIMED_OUT, LEAVE_VOLUNTARY,
+    PeerLeftBody, RedirectBody, RejectBody, RejectReason, SessionKey, LEAVE_TIMED_OUT,
+    LEAVE_VOLUNTARY,
 };
 
 /// Tunables of the scene rules.
@@ -639,6 +640,33 @@ impl Engine {
                     d.extend_from_slice(&seq.to_le_bytes());
                 }
             });
+            // Fanout tells everything-devices; a device with an area is told when it saw one
+            // of the leaver's objects (release collected them), not the whole scene: a crowd
+            // leaving must not cost a datagram per member per departure.
+            let body = PeerLeftBody {
+                device: device.into(),
+                reason,
+                reserved: [0; 3],
+            };
+            let told = std::mem::take(&mut self.scratch.inside);
+            for &d in &told {
+                let Some(to) = self
+                    .devices
+                    .get(&d)
+                    .filter(|s| s.joined)
+                    .and_then(|s| s.addr)
+                else {
+                    continue;
+                };
+                out.push(
+                    EventKind::Direct(Kind::PeerLeft),
+                    scene,
+                    d,
+                    Some(to),
+                    body.as_bytes(),
+                );
+            }
+            self.scratch.inside = told;
         }
     }
 
@@ -652,14 +680,20 @@ impl Engine {
         dev.joined = false;
         dev.quiet = false;
         let scene = dev.scene;
+        // Who saw its objects (with a bounded area): `leave` tells them it left.
+        let told = &mut self.scratch.inside;
+        told.clear();
         if let Some(s) = self.scenes.get_mut(&scene) {
             s.joined = s.joined.saturating_sub(1);
             for obj in s.objects.values_mut() {
                 if obj.owner == Some(device) {
                     obj.owner = None;
+                    told.extend(obj.viewers.iter().filter(|d| **d != device));
                 }
             }
         }
+        told.sort_unstable();
+        told.dedup();
         Some(scene)
     }
 }
