@@ -320,10 +320,7 @@ fn describe(e: &Event) -> String {
             age(r.origin_timestamp_ns)
         ),
         Event::Delete(r) => format!("delete object={} from={}", r.object, r.origin_device),
-        Event::Left(r) => format!(
-            "left-interest object={} at={:?}",
-            r.object, r.fields.translation
-        ),
+        Event::Left(r) => format!("left-interest object={}", r.object),
         Event::Snapshot {
             chunk_index,
             chunk_count,

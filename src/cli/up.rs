@@ -208,6 +208,11 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     println!("  devices     {} simulated at {} Hz", a.devices, a.hz);
     let me = command_name();
     println!("  join in     {me} device --control {control} --scene {scene}{key_arg}");
+    // The simulated objects circle the origin at radius 10: a sphere of 4 around (10, 1, 0)
+    // sees each one pass, and hears when it leaves.
+    println!(
+        "  nearby      {me} device --control {control} --scene {scene}{key_arg} --anchor 10,1,0 --radius 4"
+    );
     println!("  look        {me} status --control {control} --token {token}{key_arg}");
     let mut devices = Vec::new();
     let mut roaming = Vec::new();
