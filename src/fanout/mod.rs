@@ -2,10 +2,11 @@
 //! sendmmsg; the updates queued for one recipient in a burst share a datagram (a bundle).
 //!
 //! An accepted update goes to every other joined device of its scene whose interest area is
-//! everything, and to the devices the engine lists in `Deliver` events (see `scene::interest`),
-//! never back to its sender. A recipient whose address is dead costs only its own datagram (counted as
-//! `refused`); a full socket send buffer waits at most a few milliseconds, then drops and
-//! counts. Allocation only happens when a session or a scene is added.
+//! everything, and to the devices the engine lists in `Deliver` events (see
+//! `scene::interest`), never back to its sender. A recipient whose address is dead costs only
+//! its own datagram (counted as `refused`); a full socket send buffer waits at most a few
+//! milliseconds, then drops and counts. Allocation only happens when a session or a scene is
+//! added.
 
 mod direct;
 mod table;
