@@ -416,7 +416,14 @@ impl World {
         self.log(|| match &answer {
             Ok(a) => format!(
                 "pair #{inc} answered: {}",
-                format!("{a:?}").chars().take(160).collect::<String>()
+                format!("{a:?}")
+                    .chars()
+                    .take(if std::env::var_os("SIM_FULL").is_some() {
+                        usize::MAX
+                    } else {
+                        160
+                    })
+                    .collect::<String>()
             ),
             Err(e) => format!("pair #{inc} answer: {e}"),
         });

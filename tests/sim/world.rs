@@ -610,11 +610,30 @@ impl World {
                     .get(&(dev.scene, u64::from(other.id)))
                     .is_some_and(|(_, at)| *at >= since);
                 if !heard {
+                    // What the serving pair makes of both: the usual suspects.
+                    let state = |id: u32| {
+                        self.pairs[inc].engine.device(id).map(|d| {
+                            format!(
+                                "joined {} quiet {} addr {:?} forwarded {} arriving {}",
+                                d.joined,
+                                d.quiet,
+                                d.addr,
+                                d.forward.is_some(),
+                                d.arrival.is_some()
+                            )
+                        })
+                    };
                     return Err(format!(
-                        "settling: device {} heard nothing from device {} in the last {} ms",
+                        "settling: device {} heard nothing from device {} in the last {} ms (at pair #{inc}: device {}: {:?}; device {}: {:?}; {} sent {} updates)",
                         dev.id,
                         other.id,
-                        (self.now - since) / 1000
+                        (self.now - since) / 1000,
+                        dev.id,
+                        state(dev.id),
+                        other.id,
+                        state(other.id),
+                        other.id,
+                        other.written
                     ));
                 }
             }

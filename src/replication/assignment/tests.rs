@@ -443,6 +443,31 @@ fn an_answer_from_an_older_controller_term_is_ignored() {
 }
 
 #[test]
+fn a_scene_served_here_stays_served_when_it_is_listed_as_incoming_again() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    let local = Local::default();
+    // Scene 1 was taken over here (its draining pair was declared dead meanwhile).
+    let reply = HeartbeatReply {
+        term: 0,
+        epoch: 40,
+        assignment: Some(assignment(&[1], &[(7, 1)])),
+    };
+    heartbeat(&mut t, t0, &local, reply);
+    // That pair is heard again, still draining toward here: scene 1 is listed as incoming.
+    let mut a = assignment(&[1], &[(7, 1)]);
+    a.incoming = vec![1];
+    let reply = HeartbeatReply {
+        term: 0,
+        epoch: 48,
+        assignment: Some(a),
+    };
+    let cmds = heartbeat(&mut t, t0 + Duration::from_millis(50), &local, reply);
+    assert!(cmds.is_empty(), "no drop, no second promotion: {cmds:?}");
+    assert_eq!(t.scenes().iter().copied().collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
 fn a_revived_pair_drops_the_scenes_that_moved_and_keeps_the_rest() {
     let t0 = Instant::now();
     let mut t = registered(t0);
