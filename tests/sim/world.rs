@@ -624,7 +624,7 @@ impl World {
                         })
                     };
                     return Err(format!(
-                        "settling: device {} heard nothing from device {} in the last {} ms (at pair #{inc}: device {}: {:?}; device {}: {:?}; {} sent {} updates)",
+                        "settling: device {} heard nothing from device {} in the last {} ms (at pair #{inc}: device {}: {:?}; device {}: {:?}; {} sent {} updates to {}, joined {}, last answered {:?})",
                         dev.id,
                         other.id,
                         (self.now - since) / 1000,
@@ -633,7 +633,10 @@ impl World {
                         other.id,
                         state(other.id),
                         other.id,
-                        other.written
+                        other.written,
+                        other.pair,
+                        other.joined,
+                        other.last_answered.map(|t| t.duration_since(self.base))
                     ));
                 }
             }

@@ -58,12 +58,14 @@ impl Controller {
             .collect();
         // Scenes a live draining pair is handing over here: the handover event in its stream,
         // not this assignment, is when to take them (everything it accepted comes before).
+        // Only those still assigned here: a scene that moved on meanwhile (this pair was
+        // declared dead during the drain) is not coming.
         let incoming = self
             .pairs
             .values()
             .filter(|q| q.alive && q.draining)
             .flat_map(|q| q.handovers.iter())
-            .filter(|h| h.1 == pair)
+            .filter(|h| h.1 == pair && self.scenes.get(&h.0).is_some_and(|s| s.pair == Some(pair)))
             .map(|h| h.0)
             .collect();
         Assignment {
