@@ -158,9 +158,15 @@ impl Agent {
             .as_ref()
             .and_then(|r| r.mirrors.lock().ok().map(|m| m.clone()))
             .unwrap_or_default();
+        let served = self
+            .replica
+            .as_ref()
+            .and_then(|r| r.handed_in.lock().ok().map(|s| s.iter().copied().collect()))
+            .unwrap_or_default();
         Local {
             load: self.load(),
             mirrors: mirrors.into_iter().collect(),
+            served,
             fanout_alive: self
                 .replica
                 .as_ref()

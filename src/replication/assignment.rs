@@ -76,6 +76,9 @@ pub struct Local {
     pub mirrors: Vec<(u32, MirrorState)>,
     /// A split pair's fanout half is connected and heard.
     pub fanout_alive: bool,
+    /// Scenes its engine adopted from a drain's handover in a stream (which the tracker does
+    /// not see): served here until an assignment says otherwise.
+    pub served: Vec<u32>,
 }
 
 /// A request to send, by what its answer will be.
@@ -411,7 +414,7 @@ impl Tracker {
             Ok(Answer::Heartbeat(r)) => {
                 self.term = r.term;
                 if let Some(a) = r.assignment {
-                    if let Err(e) = self.apply(now, &a, r.epoch) {
+                    if let Err(e) = self.apply(now, &a, r.epoch, &local.served) {
                         self.notes.push(Note::Failed(e));
                         self.next = now + AFTER_FAILURE;
                         return;
@@ -535,8 +538,14 @@ impl Tracker {
         self.epoch = 0;
     }
 
-    fn apply(&mut self, now: Instant, a: &Assignment, epoch: u64) -> Result<(), String> {
-        let handovers = self.take_over(a, epoch)?;
+    fn apply(
+        &mut self,
+        now: Instant,
+        a: &Assignment,
+        epoch: u64,
+        served: &[u32],
+    ) -> Result<(), String> {
+        let handovers = self.take_over(a, epoch, served)?;
         // The sessions of a scene still incoming arrive with it (the handover event), replay
         // windows included: admitting them afresh now would let a device that follows its
         // redirect early write into a state the handover then replaces.
@@ -562,8 +571,15 @@ impl Tracker {
 
     /// Promotions for scenes new to this pair (except incoming ones), pushed before sessions
     /// are admitted; returns the handovers for scenes it hands over, to push after them.
-    fn take_over(&mut self, a: &Assignment, epoch: u64) -> Result<Vec<SessionCommand>, String> {
+    fn take_over(
+        &mut self,
+        a: &Assignment,
+        epoch: u64,
+        served: &[u32],
+    ) -> Result<Vec<SessionCommand>, String> {
         let incoming: BTreeSet<u32> = a.incoming.iter().copied().collect();
+        // What this pair serves: what it was told, and what it took from a handover.
+        let held: BTreeSet<u32> = self.scenes.iter().chain(served).copied().collect();
         // An incoming scene is taken when its handover arrives in the draining pair's stream,
         // not now; but one this pair serves already stays served. (It took the scene over
         // while the draining pair was declared dead; when that pair is heard again, the
@@ -573,9 +589,9 @@ impl Tracker {
             .scenes
             .iter()
             .copied()
-            .filter(|s| !incoming.contains(s) || self.scenes.contains(s))
+            .filter(|s| !incoming.contains(s) || held.contains(s))
             .collect();
-        for scene in scenes.difference(&self.scenes) {
+        for scene in scenes.difference(&held) {
             self.commands.push(SessionCommand::Promote {
                 scene: *scene,
                 to: self.config.advertise,
@@ -608,8 +624,10 @@ impl Tracker {
             }
         }
         // A scene gone from the assignment and not handed over moved while this pair was
-        // declared dead (or was deleted): its state is someone else's now, or nobody's.
-        for scene in self.scenes.difference(&scenes) {
+        // declared dead (or was deleted): its state is someone else's now, or nobody's. That
+        // includes one it adopted from a drain's handover after the controller had moved it on
+        // (simulation seed 3645 of 401..4400).
+        for scene in held.difference(&scenes) {
             if !a.handovers.iter().any(|h| h.scene == *scene) {
                 self.commands.push(SessionCommand::Drop { scene: *scene });
             }

@@ -45,7 +45,7 @@ use crate::wire::{parse_exact, Datagram, Direction, RedirectBody};
 pub const CATCH_UP: Duration = Duration::from_secs(1);
 
 /// What one link event did, for the driver's counters and reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Step {
     /// The state it moved to, if it changed.
     pub changed: Option<MirrorState>,
@@ -58,6 +58,9 @@ pub struct Step {
     /// The stream ended (lost, bye or malformed, or the primary reset): a retiring mirror is
     /// done.
     pub ended: bool,
+    /// Scenes adopted into the serving engine from a handover in the stream (a drain's
+    /// target): the pair serves them now, whatever its tracker was told.
+    pub adopted: Vec<u32>,
 }
 
 /// One mirror.
@@ -142,7 +145,8 @@ impl Mirror {
                 self.state = MirrorState::Connecting;
             }
             LinkEvent::Batch(b) => {
-                (step.diverged, step.caught_up) = self.apply(now, &b, serving, out);
+                (step.diverged, step.caught_up) =
+                    self.apply(now, &b, serving, out, &mut step.adopted);
                 step.ended = self.primary_reset;
             }
         }
@@ -159,6 +163,7 @@ impl Mirror {
         b: &Batch,
         serving: &mut Engine,
         out: &mut Batch,
+        adopted: &mut Vec<u32>,
     ) -> (u64, u64) {
         let (mut diverged, mut caught_up) = (0, 0);
         for (e, data) in b.iter() {
@@ -184,6 +189,7 @@ impl Mirror {
                     if let Ok(r) = parse_exact::<RedirectBody>(data) {
                         let redirect = r.endpoint().ok().map(|to| (to, r.epoch.get()));
                         serving.adopt_handover(&mut self.engine, e.scene, now, redirect, out);
+                        adopted.push(e.scene);
                     }
                 }
                 EventKind::Synced => self.state = MirrorState::Synced,

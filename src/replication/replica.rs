@@ -6,7 +6,7 @@
 //! the order the engine produced it and a mirror is applied in the order its primary produced
 //! it. Link threads only read sockets; they wake the loop through its waker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,10 @@ pub struct ReplicaStatus {
     pub fanout_alive: AtomicBool,
     /// Mirror state by primary pair id.
     pub mirrors: Mutex<BTreeMap<u32, MirrorState>>,
+    /// Scenes this pair adopted from a drain's handover in a stream, until a `Drop` or `Reset`
+    /// takes them away: the agent tells its tracker, so an assignment that no longer gives
+    /// them to this pair drops them (they moved on while it was declared dead).
+    pub handed_in: Mutex<BTreeSet<u32>>,
     /// Signalled when a mirror changes state, so the agent can report a lost primary at once.
     pub changed: crossbeam_channel::Sender<()>,
     pub changes: crossbeam_channel::Receiver<()>,
@@ -46,6 +50,7 @@ impl Default for ReplicaStatus {
         ReplicaStatus {
             fanout_alive: AtomicBool::new(false),
             mirrors: Mutex::new(BTreeMap::new()),
+            handed_in: Mutex::new(BTreeSet::new()),
             changed,
             changes,
         }
@@ -168,6 +173,20 @@ impl Replica {
 
     pub fn reset(&mut self) {
         self.mirrors.retain(|_, m| !m.mirror.retiring());
+        self.forget_handed_in(None);
+    }
+
+    /// `scene` (every scene: `None`) is no longer served here: it no longer counts as adopted
+    /// from a handover.
+    pub fn forget_handed_in(&self, scene: Option<u32>) {
+        if let Ok(mut s) = self.status.handed_in.lock() {
+            match scene {
+                Some(scene) => {
+                    s.remove(&scene);
+                }
+                None => s.clear(),
+            }
+        }
     }
 
     /// Takes `scene` over from whichever mirror holds it (a failover), redirecting its
@@ -195,6 +214,11 @@ impl Replica {
         for (pair, m) in self.mirrors.iter_mut() {
             while let Some(ev) = m.link.try_next() {
                 let step = m.mirror.handle_link(now, ev, engine, out);
+                if !step.adopted.is_empty() {
+                    if let Ok(mut s) = self.status.handed_in.lock() {
+                        s.extend(&step.adopted);
+                    }
+                }
                 if step.caught_up > 0 {
                     self.stats
                         .mirror_caught_up

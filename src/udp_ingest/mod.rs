@@ -308,7 +308,12 @@ impl<P: Publisher> Ingest<P> {
                 self.engine.admit(Instant::now(), device, scene, key, batch)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, batch),
-            SessionCommand::Drop { scene } => self.engine.drop_scene(scene, batch),
+            SessionCommand::Drop { scene } => {
+                self.engine.drop_scene(scene, batch);
+                if let Some(r) = self.replica.as_ref() {
+                    r.forget_handed_in(Some(scene));
+                }
+            }
             SessionCommand::Reset => {
                 self.engine.reset(batch);
                 if let Some(r) = self.replica.as_mut() {

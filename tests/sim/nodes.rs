@@ -537,6 +537,7 @@ impl World {
                 &mut pair.engine,
                 &mut out,
             );
+            pair.handed_in.extend(&step.adopted);
             self.emit(inc, out);
             if step.ended {
                 self.dropped(inc, primary)?;
@@ -558,6 +559,7 @@ impl World {
         let pair = &mut self.pairs[inc];
         let m = pair.mirrors.get_mut(&primary).unwrap();
         let step = m.mirror.handle_link(now, event, &mut pair.engine, &mut out);
+        pair.handed_in.extend(&step.adopted);
         if step.changed == Some(MirrorState::Synced) {
             m.clean = true;
         }

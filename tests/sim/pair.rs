@@ -80,6 +80,8 @@ pub struct Pair {
     pub scene: scene::Config,
     /// Datagrams of devices ahead of their scene (as ingest holds them).
     pub held: Held,
+    /// Scenes adopted from a drain's handover in a stream (as `ReplicaStatus::handed_in`).
+    pub handed_in: BTreeSet<u32>,
 }
 
 impl Pair {
@@ -102,6 +104,7 @@ impl Pair {
             crashed_at: None,
             scene,
             held: Held::default(),
+            handed_in: BTreeSet::new(),
         }
     }
 
@@ -115,6 +118,7 @@ impl Pair {
                 .map(|(p, m)| (*p, m.mirror.state()))
                 .collect(),
             fanout_alive: false,
+            served: self.handed_in.iter().copied().collect(),
         }
     }
 
@@ -131,8 +135,12 @@ impl Pair {
                 self.engine.admit(now, device, scene, key, out)
             }
             SessionCommand::Revoke { device } => self.engine.revoke(device, out),
-            SessionCommand::Drop { scene } => self.engine.drop_scene(scene, out),
+            SessionCommand::Drop { scene } => {
+                self.engine.drop_scene(scene, out);
+                self.handed_in.remove(&scene);
+            }
             SessionCommand::Reset => {
+                self.handed_in.clear();
                 self.engine.reset(out);
                 self.mirrors.retain(|_, m| m.retire_at.is_none());
             }

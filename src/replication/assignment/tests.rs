@@ -468,6 +468,37 @@ fn a_scene_served_here_stays_served_when_it_is_listed_as_incoming_again() {
 }
 
 #[test]
+fn a_scene_adopted_from_a_handover_is_dropped_when_the_assignment_moved_it_on() {
+    let t0 = Instant::now();
+    let mut t = registered(t0);
+    // The engine adopted scene 1 from a drain's handover in a stream; meanwhile the
+    // controller, which had declared this pair dead, gave the scene to another pair.
+    let local = Local {
+        served: vec![1],
+        ..Local::default()
+    };
+    let reply = HeartbeatReply {
+        term: 0,
+        epoch: 48,
+        assignment: Some(assignment(&[], &[])),
+    };
+    let cmds = heartbeat(&mut t, t0, &local, reply);
+    assert_eq!(cmds, vec![SessionCommand::Drop { scene: 1 }]);
+    // Given to it after all: kept, not promoted again.
+    let mut t = registered(t0);
+    let reply = HeartbeatReply {
+        term: 0,
+        epoch: 49,
+        assignment: Some(assignment(&[1], &[(7, 1)])),
+    };
+    let cmds = heartbeat(&mut t, t0, &local, reply);
+    assert!(
+        matches!(cmds[..], [SessionCommand::Admit { device: 7, .. }]),
+        "{cmds:?}"
+    );
+}
+
+#[test]
 fn a_revived_pair_drops_the_scenes_that_moved_and_keeps_the_rest() {
     let t0 = Instant::now();
     let mut t = registered(t0);
