@@ -595,9 +595,24 @@ impl World {
                 .pair_with_id(serving)
                 .ok_or_else(|| format!("settling: pair {serving} unknown"))?;
             if dev.pair != self.pairs[inc].addr || !dev.joined {
+                let session = self.pairs[inc].engine.device(dev.id).map(|d| {
+                    format!(
+                        "joined {} scene {} addr {:?} forwarded {} arriving {}",
+                        d.joined,
+                        d.scene,
+                        d.addr,
+                        d.forward.is_some(),
+                        d.arrival.is_some()
+                    )
+                });
                 return Err(format!(
-                    "settling: device {} is at {} (joined: {}), scene {} is served by pair #{inc} at {}",
-                    dev.id, dev.pair, dev.joined, dev.scene, self.pairs[inc].addr
+                    "settling: device {} is at {} (joined: {}), scene {} is served by pair #{inc} at {} (its session there: {session:?}; serves the scene: {})",
+                    dev.id,
+                    dev.pair,
+                    dev.joined,
+                    dev.scene,
+                    self.pairs[inc].addr,
+                    self.pairs[inc].engine.holds(dev.scene)
                 ));
             }
             for other in self

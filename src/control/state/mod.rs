@@ -405,6 +405,7 @@ impl Controller {
             if let Some(p) = self.pairs.get_mut(&pair) {
                 p.alive = false;
             }
+            self.bump_handover_targets(pair);
             let moved = self.move_scenes_off(pair);
             changes.push(Change::PairDead { pair, cause, moved });
         }
@@ -415,6 +416,7 @@ impl Controller {
             .map(|(id, _)| *id)
             .collect();
         for pair in forget {
+            self.bump_handover_targets(pair);
             self.pairs.remove(&pair);
             self.live.remove(&pair);
             changes.push(Change::PairForgotten { pair });
@@ -496,6 +498,20 @@ impl Controller {
         self.meta.epoch += 1;
         if let Some(p) = pair.and_then(|id| self.pairs.get_mut(&id)) {
             p.assigned_epoch = self.meta.epoch;
+        }
+    }
+
+    /// A draining `pair` died, came back or left: the pairs it hands scenes to see their
+    /// `incoming` change, so their assignments are new (without this, a target kept waiting
+    /// for a handover that would never come: simulation seed 3510 of 401..4400).
+    fn bump_handover_targets(&mut self, pair: u32) {
+        let targets: Vec<u32> = self
+            .pairs
+            .get(&pair)
+            .map(|p| p.handovers.iter().map(|h| h.1).collect())
+            .unwrap_or_default();
+        for to in targets {
+            self.bump(Some(to));
         }
     }
 

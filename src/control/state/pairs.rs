@@ -176,6 +176,7 @@ impl Controller {
         };
         p.alive = true;
         let region = p.region.clone();
+        self.bump_handover_targets(pair);
         self.assign_orphans(&region);
         self.refresh_standbys();
         self.bump(Some(pair));
@@ -189,6 +190,7 @@ impl Controller {
         if let Some(p) = self.pairs.get_mut(&pair) {
             p.alive = false;
         }
+        self.bump_handover_targets(pair);
         let moved = self.move_scenes_off(pair);
         let standby = self.pairs.remove(&pair).and_then(|p| p.standby);
         self.live.remove(&pair);
