@@ -282,6 +282,20 @@ pub fn run_controller(a: ControllerArgs) -> Result<(), Failure> {
     Err("the controller stopped".into())
 }
 
+/// The controller's `/status` (after the build fields).
+#[derive(serde::Serialize)]
+struct ControllerStatus<'a> {
+    control: &'a str,
+    active: bool,
+    ready: bool,
+    term: u64,
+    epoch: u64,
+    pairs: u64,
+    pairs_alive: u64,
+    scenes: u64,
+    devices: u64,
+}
+
 /// The controller's admin endpoint: its metrics; live while its loop goes round (it does
 /// at least every 50 ms); ready while active or following the active; `/status` as JSON.
 fn admin(stats: Arc<ControlStats>, endpoint: &str) -> Admin {
@@ -305,21 +319,18 @@ fn admin(stats: Arc<ControlStats>, endpoint: &str) -> Admin {
         }),
         status: Arc::new(move || {
             let g = stats.gauges();
-            serde_json::json!({
-                "role": "controller",
-                "version": env!("CARGO_PKG_VERSION"),
-                "commit": env!("ZONECAST_COMMIT"),
-                "control": endpoint,
-                "active": g.active,
-                "ready": g.synced,
-                "term": g.term,
-                "epoch": g.epoch,
-                "pairs": g.pairs,
-                "pairs_alive": g.pairs_alive,
-                "scenes": g.scenes,
-                "devices": g.devices,
-            })
-            .to_string()
+            let doc = ControllerStatus {
+                control: &endpoint,
+                active: g.active,
+                ready: g.synced,
+                term: g.term,
+                epoch: g.epoch,
+                pairs: g.pairs,
+                pairs_alive: g.pairs_alive,
+                scenes: g.scenes,
+                devices: g.devices,
+            };
+            zonecast::net::metrics::status_json("controller", &doc)
         }),
     }
 }

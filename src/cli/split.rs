@@ -37,6 +37,15 @@ impl IngestArgs {
     }
 }
 
+/// A fanout half's `/status` (after the build fields).
+#[derive(serde::Serialize)]
+struct FanoutStatus<'a> {
+    bus: &'a str,
+    datagrams_out: u64,
+    updates_out: u64,
+    refused: u64,
+}
+
 pub fn run_ingest(a: IngestArgs) -> Result<(), Failure> {
     a.validate()?;
     super::pair::run(a.pair, Threading::Remote, vec![a.fanout_bus])
@@ -142,16 +151,13 @@ pub fn run_fanout(a: FanoutArgs) -> Result<(), Failure> {
                 ready: Arc::new(|| Ok(())),
                 status: Arc::new(move || {
                     let s = st.snapshot();
-                    serde_json::json!({
-                        "role": "fanout",
-                        "version": env!("CARGO_PKG_VERSION"),
-                        "commit": env!("ZONECAST_COMMIT"),
-                        "bus": bus,
-                        "datagrams_out": s.fanout_datagrams,
-                        "updates_out": s.fanout_updates,
-                        "refused": s.fanout_refused,
-                    })
-                    .to_string()
+                    let doc = FanoutStatus {
+                        bus: &bus,
+                        datagrams_out: s.fanout_datagrams,
+                        updates_out: s.fanout_updates,
+                        refused: s.fanout_refused,
+                    };
+                    zonecast::net::metrics::status_json("fanout", &doc)
                 }),
             };
             Some(MetricsServer::start(addr, admin)?)

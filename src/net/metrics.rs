@@ -14,7 +14,42 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use serde::Serialize;
 use tiny_http::{Header, Response, Server};
+
+/// The fields every process's `/status` starts with: what it is and which build.
+#[derive(Serialize)]
+pub struct Build {
+    pub role: &'static str,
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+impl Build {
+    pub fn of(role: &'static str) -> Build {
+        Build {
+            role,
+            version: env!("CARGO_PKG_VERSION"),
+            commit: env!("ZONECAST_COMMIT"),
+        }
+    }
+}
+
+/// A `/status` body: the build, then the process's own fields.
+pub fn status_json<T: Serialize>(role: &'static str, fields: &T) -> String {
+    #[derive(Serialize)]
+    struct Doc<'a, T> {
+        #[serde(flatten)]
+        build: Build,
+        #[serde(flatten)]
+        fields: &'a T,
+    }
+    serde_json::to_string(&Doc {
+        build: Build::of(role),
+        fields,
+    })
+    .unwrap_or_default()
+}
 
 /// Renders a body on each request.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;

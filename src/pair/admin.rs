@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::agent::AgentStatus;
-use crate::net::metrics::Admin;
+use crate::net::metrics::{status_json, Admin};
 use crate::stats::StatsSet;
 
 /// Shared between the pair, its threads and the admin endpoint.
@@ -47,6 +47,32 @@ impl Health {
 }
 
 /// The admin endpoint of a pair whose counters are `stats`.
+/// A pair's `/status` (after the build fields; docs/OPERATIONS.md shows a sample).
+#[derive(Serialize)]
+struct PairStatus {
+    udp: String,
+    bus: Vec<String>,
+    ready: bool,
+    not_ready: Option<String>,
+    controller: Option<Registration>,
+    sessions: u64,
+    joined: u64,
+    objects: u64,
+    datagrams_in: u64,
+    accepted: u64,
+    dropped: u64,
+    datagrams_out: u64,
+    mirrors_synced: u64,
+}
+
+/// What the agent holds of the controller's registration.
+#[derive(Serialize)]
+struct Registration {
+    pair: u32,
+    registered: bool,
+    leaving: bool,
+}
+
 pub fn admin(stats: Arc<StatsSet>, health: Arc<Health>) -> Admin {
     let s = stats.clone();
     let live = health.clone();
@@ -61,29 +87,27 @@ pub fn admin(stats: Arc<StatsSet>, health: Arc<Health>) -> Admin {
         status: Arc::new(move || {
             let s = stats.snapshot();
             let agent = health.agent();
-            json!({
-                "role": "pair",
-                "version": env!("CARGO_PKG_VERSION"),
-                "commit": env!("ZONECAST_COMMIT"),
-                "udp": health.udp.lock().map(|u| u.clone()).unwrap_or_default(),
-                "bus": health.bus.lock().map(|b| b.clone()).unwrap_or_default(),
-                "ready": health.ready().is_ok(),
-                "not_ready": health.ready().err(),
-                "controller": agent.as_ref().map(|a| json!({
-                    "pair": a.pair.load(Relaxed),
-                    "registered": a.registered.load(Relaxed),
-                    "leaving": a.leave_within_ms.load(Relaxed) > 0,
-                })),
-                "sessions": s.sessions,
-                "joined": s.joined,
-                "objects": s.objects,
-                "datagrams_in": s.ingest_datagrams,
-                "accepted": s.ingest_accepted,
-                "dropped": s.ingest_drops.total(),
-                "datagrams_out": s.fanout_datagrams,
-                "mirrors_synced": s.mirrors_synced,
-            })
-            .to_string()
+            let ready = health.ready();
+            let doc = PairStatus {
+                udp: health.udp.lock().map(|u| u.clone()).unwrap_or_default(),
+                bus: health.bus.lock().map(|b| b.clone()).unwrap_or_default(),
+                ready: ready.is_ok(),
+                not_ready: ready.err(),
+                controller: agent.as_ref().map(|a| Registration {
+                    pair: a.pair.load(Relaxed),
+                    registered: a.registered.load(Relaxed),
+                    leaving: a.leave_within_ms.load(Relaxed) > 0,
+                }),
+                sessions: s.sessions,
+                joined: s.joined,
+                objects: s.objects,
+                datagrams_in: s.ingest_datagrams,
+                accepted: s.ingest_accepted,
+                dropped: s.ingest_drops.total(),
+                datagrams_out: s.fanout_datagrams,
+                mirrors_synced: s.mirrors_synced,
+            };
+            status_json("pair", &doc)
         }),
     }
 }
