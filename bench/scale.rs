@@ -55,6 +55,18 @@ struct Row {
     received: u64,
 }
 
+impl Row {
+    /// Object updates each datagram carried on average (bundling).
+    fn per_datagram(&self) -> f64 {
+        self.delivered_per_s / self.datagrams_per_s.max(1.0)
+    }
+
+    /// The pair's CPU nanoseconds per datagram it sent.
+    fn ns_per_datagram(&self) -> f64 {
+        self.cpu_share * 1e9 / self.datagrams_per_s.max(1.0)
+    }
+}
+
 struct Setup {
     hz: f64,
     secs: f64,
@@ -119,7 +131,7 @@ fn print_row(r: &Row) {
         r.delivered_per_s,
         r.expected_per_s,
         r.datagrams_per_s,
-        r.delivered_per_s / r.datagrams_per_s.max(1.0),
+        r.per_datagram(),
         r.cpu_share * 100.0,
         r.ns_per_delivery,
         r.rss_mib,
@@ -466,10 +478,10 @@ fn write_report(rows: &[Row], s: &Setup) {
             r.delivered_per_s,
             r.expected_per_s,
             r.datagrams_per_s,
-            r.delivered_per_s / r.datagrams_per_s.max(1.0),
+            r.per_datagram(),
             r.cpu_share * 100.0,
             r.ns_per_delivery,
-            r.cpu_share * 1e9 / r.datagrams_per_s.max(1.0),
+            r.ns_per_datagram(),
             r.rss_mib,
             q(&r.latency, 0.5),
             q(&r.latency, 0.99),

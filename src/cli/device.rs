@@ -79,12 +79,8 @@ pub struct DeviceArgs {
 
 /// `X,Y,Z` as three finite floats.
 fn parse_vec3(s: &str) -> Result<[f32; 3], String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    match v[..] {
-        [x, y, z] if v.iter().all(|c| c.is_finite()) => Ok([x, y, z]),
+    match super::parse_floats(s)?[..] {
+        [x, y, z] if [x, y, z].iter().all(|c| c.is_finite()) => Ok([x, y, z]),
         _ => Err("three finite numbers separated by commas".into()),
     }
 }

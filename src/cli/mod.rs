@@ -67,3 +67,11 @@ impl From<&str> for Failure {
 pub fn micros(d: Duration) -> String {
     format!("{:.1}us", d.as_nanos() as f64 / 1000.0)
 }
+
+/// Numbers separated by commas (`1.5,0,-2`), for flags that take a vector; each part's error
+/// names it.
+pub fn parse_floats(s: &str) -> Result<Vec<f32>, String> {
+    s.split(',')
+        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
+        .collect()
+}

@@ -405,11 +405,7 @@ fn advertise_bus(bound: &str, advertise: SocketAddr) -> String {
 
 /// `--interest-cell`: `C` (every axis) or `X,Y,Z`.
 fn parse_cell(s: &str) -> Result<[f32; 3], String> {
-    let v: Vec<f32> = s
-        .split(',')
-        .map(|p| p.trim().parse::<f32>().map_err(|e| format!("{p:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    match v[..] {
+    match super::parse_floats(s)?[..] {
         [c] => Ok([c; 3]),
         [x, y, z] => Ok([x, y, z]),
         _ => Err("one size, or three separated by commas".into()),

@@ -244,11 +244,7 @@ impl Device {
     /// Joins the scene with an interest area (revision 2): the pair sends updates of objects
     /// inside it only, `Event::Left` when one leaves it, and answers with a snapshot of it.
     pub fn join_area(&mut self, area: Area) -> Result<u64, ClientError> {
-        self.area = Some(area);
-        let len = area
-            .emit(&mut self.tx[HEADER_LEN..])
-            .map_err(ClientError::Encode)?;
-        let seq = self.seal_and_send(Kind::Join, len)?;
+        let seq = self.send_area(Kind::Join, area)?;
         self.join_pending = Some(Instant::now());
         Ok(seq)
     }
@@ -256,11 +252,16 @@ impl Device {
     /// Declares a new interest area (revision 2; the device must have joined). The pair answers
     /// with `Event::Left` for what left it and an incremental snapshot of what entered it.
     pub fn set_interest(&mut self, area: Area) -> Result<u64, ClientError> {
+        self.send_area(Kind::Interest, area)
+    }
+
+    /// Makes `area` the device's and sends it as the body of a datagram of `kind`.
+    fn send_area(&mut self, kind: Kind, area: Area) -> Result<u64, ClientError> {
         self.area = Some(area);
         let len = area
             .emit(&mut self.tx[HEADER_LEN..])
             .map_err(ClientError::Encode)?;
-        self.seal_and_send(Kind::Interest, len)
+        self.seal_and_send(kind, len)
     }
 
     /// Moves the anchor of its interest area (revision 2): sent at once in a keepalive, and in

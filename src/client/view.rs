@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Event, ObjectRecord};
-use crate::wire::{MASK_PAYLOAD, MASK_ROTATION, MASK_SCALE, MASK_TRANSLATION};
+use crate::wire::MASK_PAYLOAD;
 
 /// The objects a device holds.
 #[derive(Clone, Debug, Default)]
@@ -143,15 +143,7 @@ fn apply_update(m: &mut BTreeMap<u64, ObjectRecord>, r: &ObjectRecord) -> bool {
     let Some(o) = m.get_mut(&r.object) else {
         return false;
     };
-    if r.mask & MASK_TRANSLATION != 0 {
-        o.fields.translation = r.fields.translation;
-    }
-    if r.mask & MASK_ROTATION != 0 {
-        o.fields.rotation = r.fields.rotation;
-    }
-    if r.mask & MASK_SCALE != 0 {
-        o.fields.scale = r.fields.scale;
-    }
+    o.fields.merge(r.mask, &r.fields);
     if r.mask & MASK_PAYLOAD != 0 {
         o.payload.clone_from(&r.payload);
     }
@@ -165,7 +157,7 @@ fn apply_update(m: &mut BTreeMap<u64, ObjectRecord>, r: &ObjectRecord) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::{Fields, MASK_ALL};
+    use crate::wire::{Fields, MASK_ALL, MASK_TRANSLATION};
 
     fn rec(object: u64, mask: u8, x: f32) -> ObjectRecord {
         ObjectRecord {

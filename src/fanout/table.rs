@@ -21,12 +21,12 @@ pub struct Recipient {
     pub seq: u64,
 }
 
-/// Recipients by device and scene members, kept in step by bus events.
+/// Recipients by device, and per scene the joined ones whose area is everything (they take
+/// every relay and every departure; the others are listed by the engine), kept in step by bus
+/// events.
 #[derive(Default)]
 pub struct Table {
     pub devices: HashMap<u32, Recipient>,
-    /// Joined devices per scene.
-    pub members: HashMap<u32, Vec<u32>>,
     /// Joined devices per scene whose area is everything.
     pub everyone: HashMap<u32, Vec<u32>>,
 }
@@ -68,7 +68,6 @@ impl Table {
         r.addr = Some(addr);
         if !r.joined {
             r.joined = true;
-            self.members.entry(r.scene).or_default().push(device);
             if r.everything {
                 self.everyone.entry(r.scene).or_default().push(device);
             }
@@ -115,7 +114,6 @@ impl Table {
         }
         r.joined = false;
         r.paused = false;
-        remove_from(&mut self.members, r.scene, device);
         remove_from(&mut self.everyone, r.scene, device);
     }
 }
@@ -132,16 +130,23 @@ mod tests {
         t.admit(2, 7, SessionKey::new([2; 32]), 100);
         assert!(!t.join(3, addr), "no session, no join");
         assert!(t.join(1, addr) && t.join(2, addr) && t.join(2, addr));
-        assert_eq!(t.members[&7], vec![1, 2]);
+        assert!(t.devices[&1].joined && t.devices[&2].joined);
         assert_eq!(t.everyone[&7], vec![1, 2]);
         t.set_everything(1, false);
-        assert_eq!((t.members[&7].len(), &t.everyone[&7]), (2, &vec![2]));
+        assert!(
+            t.devices[&1].joined,
+            "still joined, listed by the engine now"
+        );
+        assert_eq!(t.everyone[&7], vec![2]);
+        t.set_everything(1, true);
+        assert_eq!(t.everyone[&7], vec![2, 1]);
         t.leave(1);
-        assert_eq!(t.members[&7], vec![2]);
+        assert!(!t.devices[&1].joined);
+        assert_eq!(t.everyone[&7], vec![2]);
         t.set_paused(2, true);
         assert!(t.devices[&2].paused);
         t.revoke(2);
-        assert!(!t.members.contains_key(&7) && !t.everyone.contains_key(&7));
+        assert!(!t.everyone.contains_key(&7));
         assert!(!t.devices.contains_key(&2));
     }
 }

@@ -34,26 +34,14 @@ enum Reach {
     Wide,
 }
 
-/// The spatial index of one scene.
-pub(crate) struct Space {
-    cell: [f32; 3],
-    devices: Map<Cell, Vec<u32>>,
-    wide: [Vec<u32>; MAX_LAYERS],
-    objects: Map<Cell, Vec<u64>>,
-}
+/// Cell sizes and the arithmetic on them (a copy, so callers can hold it while they change
+/// the index's lists).
+#[derive(Clone, Copy)]
+struct Cells([f32; 3]);
 
-impl Space {
-    pub(crate) fn new(cell: [f32; 3], hasher: &super::Hasher) -> Space {
-        Space {
-            cell,
-            devices: Map::with_hasher(hasher.clone()),
-            wide: Default::default(),
-            objects: Map::with_hasher(hasher.clone()),
-        }
-    }
-
-    fn coord(&self, axis: usize, v: f32) -> i32 {
-        let c = self.cell[axis];
+impl Cells {
+    fn coord(self, axis: usize, v: f32) -> i32 {
+        let c = self.0[axis];
         if c > 0.0 {
             // `as` saturates: a far-away position lands in the outermost cell, never panics.
             (v / c).floor() as i32
@@ -62,7 +50,7 @@ impl Space {
         }
     }
 
-    fn cell_of(&self, layer: u8, p: [f32; 3]) -> Cell {
+    fn cell_of(self, layer: u8, p: [f32; 3]) -> Cell {
         (
             layer,
             [
@@ -73,7 +61,7 @@ impl Space {
         )
     }
 
-    fn reach(&self, area: &Area, layer: usize) -> Reach {
+    fn reach(self, area: &Area, layer: usize) -> Reach {
         match area.layers[layer] {
             Shape::None => Reach::Nothing,
             Shape::All => Reach::Wide,
@@ -97,7 +85,7 @@ impl Space {
     }
 
     /// Calls `f` for every cell `area` covers on each layer, or for the layer's wide list.
-    fn each_cell(&self, area: &Area, mut f: impl FnMut(Option<Cell>, u8)) {
+    fn each(self, area: &Area, mut f: impl FnMut(Option<Cell>, u8)) {
         for layer in 0..MAX_LAYERS {
             match self.reach(area, layer) {
                 Reach::Nothing => {}
@@ -114,22 +102,35 @@ impl Space {
             }
         }
     }
+}
 
-    fn add_device(&mut self, device: u32, area: &Area) {
-        let mut cells = Vec::new();
-        self.each_cell(area, |c, layer| cells.push((c, layer)));
-        for (c, layer) in cells {
-            match c {
-                Some(c) => self.devices.entry(c).or_default().push(device),
-                None => self.wide[usize::from(layer)].push(device),
-            }
+/// The spatial index of one scene.
+pub(crate) struct Space {
+    cells: Cells,
+    devices: Map<Cell, Vec<u32>>,
+    wide: [Vec<u32>; MAX_LAYERS],
+    objects: Map<Cell, Vec<u64>>,
+}
+
+impl Space {
+    pub(crate) fn new(cell: [f32; 3], hasher: &super::Hasher) -> Space {
+        Space {
+            cells: Cells(cell),
+            devices: Map::with_hasher(hasher.clone()),
+            wide: Default::default(),
+            objects: Map::with_hasher(hasher.clone()),
         }
     }
 
+    fn add_device(&mut self, device: u32, area: &Area) {
+        self.cells.each(area, |c, layer| match c {
+            Some(c) => self.devices.entry(c).or_default().push(device),
+            None => self.wide[usize::from(layer)].push(device),
+        });
+    }
+
     fn remove_device(&mut self, device: u32, area: &Area) {
-        let mut cells = Vec::new();
-        self.each_cell(area, |c, layer| cells.push((c, layer)));
-        for (c, layer) in cells {
+        self.cells.each(area, |c, layer| {
             let list = match c {
                 Some(c) => self.devices.get_mut(&c),
                 None => Some(&mut self.wide[usize::from(layer)]),
@@ -144,12 +145,12 @@ impl Space {
                     }
                 }
             }
-        }
+        });
     }
 
     /// Whether the cells `a` and `b` cover are the same (an anchor that moved within a cell).
     fn same_cells(&self, a: &Area, b: &Area) -> bool {
-        (0..MAX_LAYERS).all(|l| match (self.reach(a, l), self.reach(b, l)) {
+        (0..MAX_LAYERS).all(|l| match (self.cells.reach(a, l), self.cells.reach(b, l)) {
             (Reach::Nothing, Reach::Nothing) | (Reach::Wide, Reach::Wide) => true,
             (Reach::Cells(l1, h1), Reach::Cells(l2, h2)) => l1 == l2 && h1 == h2,
             _ => false,
@@ -157,8 +158,8 @@ impl Space {
     }
 
     fn move_object(&mut self, id: u64, from: Option<(u8, [f32; 3])>, to: Option<(u8, [f32; 3])>) {
-        let from = from.map(|(l, p)| self.cell_of(l, p));
-        let to = to.map(|(l, p)| self.cell_of(l, p));
+        let from = from.map(|(l, p)| self.cells.cell_of(l, p));
+        let to = to.map(|(l, p)| self.cells.cell_of(l, p));
         if from == to {
             return;
         }
@@ -179,7 +180,7 @@ impl Space {
 
     /// Devices whose area may contain `p` on `layer` (each once).
     fn candidates(&self, layer: u8, p: [f32; 3], mut f: impl FnMut(u32)) {
-        if let Some(list) = self.devices.get(&self.cell_of(layer, p)) {
+        if let Some(list) = self.devices.get(&self.cells.cell_of(layer, p)) {
             list.iter().for_each(|d| f(*d));
         }
         if let Some(list) = self.wide.get(usize::from(layer)) {
@@ -191,7 +192,7 @@ impl Space {
     /// wide on some layer and the caller must look at every object.
     fn objects_near(&self, area: &Area, out: &mut Vec<u64>) -> Option<()> {
         let mut wide = false;
-        self.each_cell(area, |c, _| match c {
+        self.cells.each(area, |c, _| match c {
             Some(c) => {
                 if let Some(list) = self.objects.get(&c) {
                     out.extend_from_slice(list);
@@ -333,8 +334,9 @@ impl Engine {
             }
         }
         push_deliver(out, kind, scene, writer, &x.same, &[]);
-        let mut buf = [0u8; crate::wire::MAX_DATAGRAM];
+        // Bodies only when someone is told of an entry or an exit: most writes need none.
         if !x.enter.is_empty() {
+            let mut buf = [0u8; crate::wire::MAX_DATAGRAM];
             let n = obj.as_body(id).emit(&mut buf).unwrap_or(0);
             push_deliver(
                 out,
@@ -346,6 +348,7 @@ impl Engine {
             );
         }
         if !x.left.is_empty() {
+            let mut buf = [0u8; crate::wire::OBJECT_HEAD_LEN];
             let n = left_body(obj, id, &mut buf);
             push_deliver(out, Kind::ObjectLeft, scene, writer, &x.left, &buf[..n]);
         }
@@ -415,7 +418,7 @@ impl Engine {
         }
         x.near.sort_unstable();
         x.near.dedup();
-        let mut buf = [0u8; crate::wire::MAX_DATAGRAM];
+        let mut buf = [0u8; crate::wire::OBJECT_HEAD_LEN];
         for id in &x.near {
             let Some(obj) = s.objects.get_mut(id).filter(|o| o.is_live()) else {
                 continue;

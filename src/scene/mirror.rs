@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use zerocopy::IntoBytes;
 
-use super::{scene_entry, DeviceSession, Engine, Forward, Object, ReplayWindow, Scene};
+use super::{DeviceSession, Engine, Forward, Object, ReplayWindow, Scene};
 use crate::scene::{Batch, Event, EventKind};
 use crate::wire::interest::Area;
 use crate::wire::{
@@ -213,13 +213,8 @@ impl Engine {
                 }
                 if !dev.joined {
                     dev.joined = true;
-                    scene_entry(
-                        &mut self.scenes,
-                        &self.hasher,
-                        dev.scene,
-                        self.config.interest_cell,
-                    )
-                    .joined += 1;
+                    let scene = dev.scene;
+                    self.scene_mut(scene).joined += 1;
                 }
                 true
             }
@@ -303,13 +298,7 @@ impl Engine {
             d.last_seen = now;
             d.forward = None;
             if d.joined {
-                scene_entry(
-                    &mut self.scenes,
-                    &self.hasher,
-                    scene,
-                    self.config.interest_cell,
-                )
-                .joined += 1;
+                self.scene_mut(scene).joined += 1;
             }
             let record = SessionRecord::of(&d);
             out.push_with(EventKind::Session, scene, id, d.addr, |b| record.encode(b));
@@ -385,13 +374,7 @@ impl Engine {
         d.replay = ReplayWindow::from_parts(r.top, r.seen);
         if r.joined {
             d.joined = true;
-            scene_entry(
-                &mut self.scenes,
-                &self.hasher,
-                scene,
-                self.config.interest_cell,
-            )
-            .joined += 1;
+            self.scene_mut(scene).joined += 1;
         }
         self.devices.insert(device, d);
     }
@@ -408,14 +391,7 @@ impl Engine {
             obj.delete(body.origin_device, order, now);
             self.tombstones.push_back((now, scene, body.object));
         }
-        scene_entry(
-            &mut self.scenes,
-            &self.hasher,
-            scene,
-            self.config.interest_cell,
-        )
-        .objects
-        .insert(body.object, obj);
+        self.scene_mut(scene).objects.insert(body.object, obj);
         Some(())
     }
 

@@ -104,7 +104,8 @@ impl Scene {
     }
 }
 
-/// `scene`'s state in `scenes`, created empty (interest cells of `cell`) if it has none.
+/// `scene`'s state in `scenes`, created empty (interest cells of `cell`) if it has none. For
+/// callers that hold other fields of the engine at the same time; else [`Engine::scene_mut`].
 fn scene_entry<'a>(
     scenes: &'a mut Map<u32, Scene>,
     hasher: &Hasher,
@@ -173,6 +174,16 @@ impl Engine {
             snapshots: 0,
             scratch: interest::Scratch::default(),
         }
+    }
+
+    /// `scene`'s state, created empty if this engine has none.
+    fn scene_mut(&mut self, scene: u32) -> &mut Scene {
+        scene_entry(
+            &mut self.scenes,
+            &self.hasher,
+            scene,
+            self.config.interest_cell,
+        )
     }
 
     /// Adds or replaces the session of `device` in `scene`. A replaced session with another key
@@ -484,13 +495,7 @@ impl Engine {
                     self.push_snapshot(scene, id, from, out);
                 } else {
                     dev.joined = true;
-                    scene_entry(
-                        &mut self.scenes,
-                        &self.hasher,
-                        scene,
-                        self.config.interest_cell,
-                    )
-                    .joined += 1;
+                    self.scene_mut(scene).joined += 1;
                     // The area goes downstream before the join: fanout must know from the
                     // start whether the device takes every relay.
                     self.set_area(id, area, true, out);

@@ -70,15 +70,7 @@ impl Object {
             self.fields = Fields::default();
             self.payload.clear();
         }
-        if body.mask & MASK_TRANSLATION != 0 {
-            self.fields.translation = body.fields.translation;
-        }
-        if body.mask & MASK_ROTATION != 0 {
-            self.fields.rotation = body.fields.rotation;
-        }
-        if body.mask & MASK_SCALE != 0 {
-            self.fields.scale = body.fields.scale;
-        }
+        self.fields.merge(body.mask, &body.fields);
         if body.mask & MASK_PAYLOAD != 0 {
             self.payload.clear();
             self.payload.extend_from_slice(body.payload);

@@ -54,6 +54,22 @@ impl Default for Fields {
     }
 }
 
+impl Fields {
+    /// Takes the fields of `other` that `mask` selects (translation, rotation, scale): what a
+    /// partial update does to an object's state.
+    pub fn merge(&mut self, mask: u8, other: &Fields) {
+        if mask & MASK_TRANSLATION != 0 {
+            self.translation = other.translation;
+        }
+        if mask & MASK_ROTATION != 0 {
+            self.rotation = other.rotation;
+        }
+        if mask & MASK_SCALE != 0 {
+            self.scale = other.scale;
+        }
+    }
+}
+
 /// A decoded object body. Fields whose mask bit is clear hold their defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ObjectBody<'a> {
