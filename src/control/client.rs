@@ -272,10 +272,22 @@ impl ControlClient {
         name: Option<&str>,
         token: Option<&str>,
     ) -> Result<Registration, RequestError> {
+        self.register_device_at(scene, name, token, None)
+    }
+
+    /// `device.register` with the device's starting position: homed on the pair serving it.
+    pub fn register_device_at(
+        &mut self,
+        scene: u32,
+        name: Option<&str>,
+        token: Option<&str>,
+        anchor: Option<[f32; 3]>,
+    ) -> Result<Registration, RequestError> {
         let reply: DeviceLocation = self.call(&Request::DeviceRegister {
             token: token.map(str::to_string),
             scene,
             name: name.map(str::to_string),
+            anchor,
         })?;
         let key = reply
             .key

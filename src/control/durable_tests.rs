@@ -79,6 +79,7 @@ fn draw(rng: &mut ChaCha8Rng) -> Request {
             token: None,
             scene: id,
             name: None,
+            anchor: None,
         },
         _ => Request::DeviceDeregister {
             device: id,

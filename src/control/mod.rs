@@ -19,3 +19,5 @@ pub use state::{Cause, Change, Config, Controller, Entry, Image, LiveView, Probe
 mod durable_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zone_tests;

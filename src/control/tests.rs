@@ -9,15 +9,15 @@ use super::limits::Source;
 use super::protocol::decode;
 use super::*;
 
-const TOKEN: &str = "secret";
+pub(super) const TOKEN: &str = "secret";
 
-struct Ctl {
-    c: Controller,
+pub(super) struct Ctl {
+    pub(super) c: Controller,
     now: Instant,
 }
 
 impl Ctl {
-    fn new() -> Ctl {
+    pub(super) fn new() -> Ctl {
         Ctl {
             c: Controller::new(Config::new(TOKEN)),
             now: Instant::now(),
@@ -30,16 +30,16 @@ impl Ctl {
         self.c.handle(self.now, req).map(|r| r.to_json())
     }
 
-    fn ok(&mut self, v: Value) -> Value {
+    pub(super) fn ok(&mut self, v: Value) -> Value {
         self.req(v.clone())
             .unwrap_or_else(|e| panic!("{v} failed: {e}"))
     }
 
-    fn code(&mut self, v: Value) -> ErrorCode {
+    pub(super) fn code(&mut self, v: Value) -> ErrorCode {
         self.req(v).unwrap_err().code
     }
 
-    fn pair(&mut self, region: &str, port: u16) -> u32 {
+    pub(super) fn pair(&mut self, region: &str, port: u16) -> u32 {
         let r = self.ok(
             json!({"op": "pair.register", "token": TOKEN, "region": region,
             "udp": format!("127.0.0.1:{port}"), "capacity": 100, "version": "test"}),
@@ -53,13 +53,13 @@ impl Ctl {
             .clone()
     }
 
-    fn device(&mut self, scene: u64) -> Value {
+    pub(super) fn device(&mut self, scene: u64) -> Value {
         self.ok(json!({"op": "device.register", "scene": scene}))
     }
 
     /// Lets `d` pass in 25 ms steps as a server would (a tick each step), `beating` pairs
     /// heartbeating at every step; the changes the ticks reported.
-    fn run(&mut self, d: Duration, beating: &[u32]) -> Vec<Change> {
+    pub(super) fn run(&mut self, d: Duration, beating: &[u32]) -> Vec<Change> {
         let end = self.now + d;
         let mut changes = Vec::new();
         while self.now < end {
@@ -72,7 +72,7 @@ impl Ctl {
         changes
     }
 
-    fn heartbeat(&mut self, pair: u32, epoch: u64) -> Result<Value, ControlError> {
+    pub(super) fn heartbeat(&mut self, pair: u32, epoch: u64) -> Result<Value, ControlError> {
         self.req(json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": epoch}))
     }
 
@@ -364,7 +364,7 @@ fn device_registration_can_require_a_device_token() {
 
 impl Ctl {
     /// A pair with a replication stream.
-    fn streaming_pair(&mut self, region: &str, port: u16) -> u32 {
+    pub(super) fn streaming_pair(&mut self, region: &str, port: u16) -> u32 {
         let r = self.ok(
             json!({"op": "pair.register", "token": TOKEN, "region": region,
             "udp": format!("127.0.0.1:{port}"), "capacity": 100, "version": "test",

@@ -172,7 +172,7 @@ impl Sender {
                         self.table.set_everything(e.device, area.is_everything());
                     }
                 }
-                EventKind::Relay(_) | EventKind::Deliver(_) => {}
+                EventKind::Relay(_) | EventKind::Proxy(_) | EventKind::Deliver(_) => {}
                 EventKind::Direct(kind) => {
                     self.send_to_device(kind, e.scene, e.device, e.addr, data, now_ns);
                 }
@@ -205,7 +205,9 @@ impl Sender {
                 continue;
             };
             match e.kind {
-                EventKind::Relay(_) if !self.scenes.contains(&e.scene) => self.scenes.push(e.scene),
+                EventKind::Relay(_) | EventKind::Proxy(_) if !self.scenes.contains(&e.scene) => {
+                    self.scenes.push(e.scene)
+                }
                 EventKind::Deliver(_) => {
                     if let Some((devices, _)) = parse_deliver(data) {
                         self.pending.extend(devices.map(|d| (d, k as u32)));
@@ -223,7 +225,9 @@ impl Sender {
                 let mut entries = (from..to)
                     .filter_map(|k| batch.get(k))
                     .filter_map(|(e, data)| match e.kind {
-                        EventKind::Relay(kind) if e.scene == scene && e.device != device => {
+                        EventKind::Relay(kind) | EventKind::Proxy(kind)
+                            if e.scene == scene && e.device != device =>
+                        {
                             Some((kind, data))
                         }
                         _ => None,
@@ -327,7 +331,10 @@ impl Sender {
 }
 
 fn is_relay(kind: EventKind) -> bool {
-    matches!(kind, EventKind::Relay(_) | EventKind::Deliver(_))
+    matches!(
+        kind,
+        EventKind::Relay(_) | EventKind::Proxy(_) | EventKind::Deliver(_)
+    )
 }
 
 /// What `Deliver` event `k` of `batch` sends: its kind and body (the preceding relay's when it
@@ -342,7 +349,11 @@ fn delivery(batch: &Batch, k: usize) -> Option<(Kind, &[u8])> {
         return Some((kind, body));
     }
     match batch.get(k.checked_sub(1)?)? {
-        (prev, body) if prev.kind == EventKind::Relay(kind) => Some((kind, body)),
+        (prev, body)
+            if prev.kind == EventKind::Relay(kind) || prev.kind == EventKind::Proxy(kind) =>
+        {
+            Some((kind, body))
+        }
         _ => None,
     }
 }

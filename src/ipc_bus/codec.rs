@@ -50,6 +50,7 @@ fn code(kind: EventKind) -> (u8, u8) {
         EventKind::Handover => (14, 0),
         EventKind::Interest => (15, 0),
         EventKind::Deliver(k) => (16, k as u8),
+        EventKind::Proxy(k) => (17, k as u8),
     }
 }
 
@@ -73,6 +74,7 @@ fn kind_of(code: u8, wire: u8) -> Option<EventKind> {
         14 => EventKind::Handover,
         15 => EventKind::Interest,
         16 => EventKind::Deliver(wire()?),
+        17 => EventKind::Proxy(wire()?),
         _ => return None,
     })
 }

@@ -31,6 +31,10 @@ pub enum EventKind {
     /// An accepted object datagram of this kind from `device`, for every other member of
     /// `scene`; data = the object body, origin stamped.
     Relay(Kind),
+    /// An object datagram of this kind another pair accepted (its stream, the region bus,
+    /// carried it), for this pair's devices as if it were a `Relay`: data = the body, origin
+    /// stamped there. `device` is the writer, served elsewhere. Never streamed on.
+    Proxy(Kind),
     /// One datagram of this kind for `device` at `addr`; data = its body.
     Direct(Kind),
     /// Replication: a state checkpoint follows; a mirror forgets what it held.

@@ -176,6 +176,7 @@ impl Engine {
             EventKind::Synced
             | EventKind::Forwarded
             | EventKind::Handover
+            | EventKind::Proxy(_)
             | EventKind::Deliver(_) => true,
             EventKind::Interest => match Area::parse(data) {
                 Ok(area) => self.with_device(e.device, |d| d.area = area),
@@ -278,7 +279,12 @@ impl Engine {
             .remove(&scene)
             .unwrap_or_else(|| Scene::new(&self.hasher, self.config.interest_cell));
         from.tombstones.retain(|t| t.1 != scene);
-        self.tombstones.retain(|t| t.1 != scene);
+        // A scene this pair serves part of already (its other zones): merged, the mirror's
+        // objects replacing proxies of them; else taken whole.
+        let merging = self.scenes.contains_key(&scene);
+        if !merging {
+            self.tombstones.retain(|t| t.1 != scene);
+        }
         for (id, o) in state.objects.iter_mut().filter(|(_, o)| !o.is_live()) {
             // Tombstones refuse late updates for a full period from the takeover.
             o.deleted_at = Some(now);
@@ -287,7 +293,20 @@ impl Engine {
         state.joined = 0;
         // Downstream too: this pair's own standbys must hold the objects it now serves.
         push_objects(scene, &state, out);
-        self.scenes.insert(scene, state);
+        if merging {
+            let mine = self.scene_mut(scene);
+            for (id, o) in state.objects.drain() {
+                if mine
+                    .objects
+                    .get(&id)
+                    .is_none_or(|m| m.proxy.is_some() || !m.is_live())
+                {
+                    mine.objects.insert(id, o);
+                }
+            }
+        } else {
+            self.scenes.insert(scene, state);
+        }
         for id in moving {
             let Some(mut d) = from.devices.remove(&id) else {
                 continue;
@@ -438,7 +457,8 @@ impl Engine {
 /// hold it (a checkpoint, a takeover).
 fn push_objects(scene: u32, s: &Scene, out: &mut Batch) {
     let mut body = [0u8; MAX_DATAGRAM];
-    for (id, obj) in &s.objects {
+    // Proxies are their origin's to replicate: a mirror learns them from it when it serves.
+    for (id, obj) in s.objects.iter().filter(|(_, o)| o.proxy.is_none()) {
         let Ok(n) = obj.as_body(*id).emit(&mut body) else {
             continue;
         };

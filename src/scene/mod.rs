@@ -19,6 +19,7 @@ mod events;
 mod interest;
 mod mirror;
 mod object;
+mod proxy;
 mod replay;
 mod snapshot;
 
@@ -153,6 +154,8 @@ pub struct Engine {
     snapshots: u32,
     /// Reused buffers of interest evaluation (no allocation per write in steady state).
     scratch: interest::Scratch,
+    /// Origins no longer followed, and when their unconfirmed proxies go (see `proxy`).
+    proxy_sweeps: Vec<(Instant, u32)>,
 }
 
 impl Engine {
@@ -173,6 +176,7 @@ impl Engine {
             reordered: (0, 0),
             snapshots: 0,
             scratch: interest::Scratch::default(),
+            proxy_sweeps: Vec::new(),
         }
     }
 
@@ -297,6 +301,7 @@ impl Engine {
     /// Pauses and evicts silent devices and expires old tombstones.
     pub fn tick(&mut self, now: Instant, out: &mut Batch) {
         let quiet_after = self.config.quiet_after;
+        self.proxy_tick(now, out);
         // Arriving devices whose gap is given up (rare: no allocation unless one is found).
         let mut expired = Vec::new();
         let mut refresh = Vec::new();
@@ -615,6 +620,11 @@ impl Engine {
                 if !obj.is_live() && kind == Kind::ObjectDelete {
                     return Err(DropReason::UnknownObject);
                 }
+                if obj.proxy.is_some() && obj.is_live() {
+                    // Another pair's object: written where its owner is served.
+                    return Err(DropReason::NotOwner);
+                }
+                obj.proxy = None;
                 obj.admit(device, order)?;
                 was = obj.is_live().then_some((obj.layer, obj.fields.translation));
                 obj

@@ -27,6 +27,11 @@ pub struct Object {
     /// exactly the joined ones whose area contains it (see `interest`). Kept by the serving
     /// engine only; a mirror rebuilds it when it takes the scene over.
     pub viewers: Vec<u32>,
+    /// A proxy: the object lives in a zone another pair serves, and this is that pair's id
+    /// (see `scene::proxy`). Devices here cannot write it.
+    pub proxy: Option<u32>,
+    /// A proxy not confirmed since its origin's stream restarted (swept when it is synced).
+    pub stale: bool,
 }
 
 impl Object {
@@ -41,6 +46,8 @@ impl Object {
             deleted_at: None,
             layer: 0,
             viewers: Vec::new(),
+            proxy: None,
+            stale: false,
         }
     }
 

@@ -800,6 +800,7 @@ impl Sim {
                 token: None,
                 scene: self.scene,
                 name: None,
+                anchor: None,
             }
         } else {
             self.heartbeat_request(self.pair)

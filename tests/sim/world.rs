@@ -249,6 +249,7 @@ impl World {
                     token: None,
                     scene,
                     name: None,
+                    anchor: None,
                 })
                 .map_err(|e| format!("setup: device.register: {e}"))?;
             let Reply::Location(DeviceLocation {

@@ -15,12 +15,16 @@ pub struct SceneInfo {
     pub id: u32,
     pub name: String,
     pub region: String,
-    /// The pair serving it (`null` while its region has no live pair).
+    /// The pair serving it (`null` while its region has no live pair); its home when several
+    /// serve its zones.
     pub pair: Option<u32>,
     pub devices: usize,
     /// How many zones it has (1 without a grid).
     #[serde(default = "one")]
     pub zones: u64,
+    /// Every pair serving some of its zones, home first, when there are several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pairs: Vec<u32>,
 }
 
 fn one() -> u64 {
@@ -95,6 +99,28 @@ pub struct MirrorTarget {
     pub key: Option<String>,
 }
 
+/// A scene whose zones several pairs serve, as one of them sees it: the zones it serves and the
+/// pairs serving the others (their streams carry the objects there: the region bus).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedScene {
+    pub scene: u32,
+    /// The zones this pair serves.
+    pub zones: Vec<u32>,
+    pub peers: Vec<ZonePeer>,
+}
+
+/// Another pair serving zones of a shared scene.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZonePeer {
+    pub pair: u32,
+    pub zones: Vec<u32>,
+    /// Its replication stream (`null`: it has none, its objects are not seen here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
 /// A scene a draining pair hands over: forward its devices to `udp`, redirect them under
 /// `epoch`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +145,9 @@ pub struct Assignment {
     pub incoming: Vec<u32>,
     #[serde(default)]
     pub draining: bool,
+    /// Scenes of `scenes` whose other zones other pairs serve.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedScene>,
 }
 
 /// `pair.heartbeat`: the pair's assignment epoch, and the assignment when the pair's differs.

@@ -144,6 +144,10 @@ pub enum Request {
         scene: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Where the device starts (x, y, z): in a scene whose zones several pairs serve, it
+        /// is homed on the pair serving the zone of this point.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anchor: Option<[f32; 3]>,
     },
     #[serde(rename = "device.locate")]
     DeviceLocate { device: u32 },

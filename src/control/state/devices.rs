@@ -12,8 +12,17 @@ impl Controller {
         &mut self,
         scene: u32,
         name: Option<String>,
+        anchor: Option<[f32; 3]>,
     ) -> Result<DeviceLocation, ControlError> {
-        self.scene(scene)?;
+        let s = self.scene(scene)?;
+        if anchor.is_some_and(|a| a.iter().any(|v| !v.is_finite())) {
+            return Err(err(ErrorCode::InvalidValue, "anchor: three finite numbers"));
+        }
+        // Homed on the pair serving its anchor's zone (layer 0); a scene one pair serves
+        // whole has nothing to choose.
+        let zone = anchor
+            .filter(|_| !s.zones.is_empty())
+            .map(|a| s.geometry.zone_of(0, a));
         if name.as_ref().is_some_and(|n| n.len() > 128) {
             return Err(err(
                 ErrorCode::InvalidValue,
@@ -38,10 +47,11 @@ impl Controller {
                 scene,
                 key: key.clone(),
                 name,
+                zone,
             },
         );
         self.bump_scene(scene);
-        let mut location = self.location(id, scene)?;
+        let mut location = self.location(id)?;
         location.key = Some(key);
         Ok(location)
     }
@@ -64,9 +74,15 @@ impl Controller {
         })
     }
 
-    /// Where `device` of `scene` is homed now.
-    pub(super) fn location(&self, device: u32, scene: u32) -> Result<DeviceLocation, ControlError> {
-        let (pair, rec) = self.serving_pair(scene)?;
+    /// Where `device` is homed now.
+    pub(super) fn location(&self, device: u32) -> Result<DeviceLocation, ControlError> {
+        let d = self.device(device)?;
+        let scene = d.scene;
+        let s = self.scene(scene)?;
+        let (pair, rec) = self
+            .home_of(d)
+            .and_then(|id| self.pairs.get(&id).filter(|p| p.alive).map(|p| (id, p)))
+            .ok_or_else(|| no_pair(scene, &s.region))?;
         Ok(DeviceLocation {
             device,
             scene,
@@ -81,11 +97,13 @@ impl Controller {
         let s = self.scene(scene)?;
         s.pair
             .and_then(|id| self.pairs.get(&id).filter(|p| p.alive).map(|p| (id, p)))
-            .ok_or_else(|| {
-                err(
-                    ErrorCode::NoPair,
-                    format!("no live pair in region `{}` serves scene {scene}", s.region),
-                )
-            })
+            .ok_or_else(|| no_pair(scene, &s.region))
     }
+}
+
+fn no_pair(scene: u32, region: &str) -> ControlError {
+    err(
+        ErrorCode::NoPair,
+        format!("no live pair in region `{region}` serves scene {scene}"),
+    )
 }

@@ -126,15 +126,64 @@ struct PairLive {
 pub(crate) struct SceneRec {
     name: String,
     region: String,
+    /// The scene's home: it serves every zone `zones` does not give to another pair, and the
+    /// devices that registered without an anchor.
     pair: Option<u32>,
-    /// Its zones. Every zone of a scene is served by the scene's pair today; spreading them
-    /// over the region's pairs (`zones::assign`) is the next step of the zones work.
     #[serde(default, skip_serializing_if = "is_default")]
     geometry: Geometry,
+    /// Zone -> serving pair, for the zones not served by `pair` (`None`: no live pair left for
+    /// it). Empty for a scene one pair serves whole.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    zones: BTreeMap<u32, Option<u32>>,
 }
 
 fn is_default(g: &Geometry) -> bool {
     *g == Geometry::default()
+}
+
+impl SceneRec {
+    /// The pair serving `zone`.
+    fn zone_pair(&self, zone: u32) -> Option<u32> {
+        self.zones.get(&zone).copied().unwrap_or(self.pair)
+    }
+
+    /// Every pair serving a zone of the scene, home first, each once.
+    fn serving(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.pair.into_iter().collect();
+        for p in self.zones.values().flatten() {
+            if !out.contains(p) {
+                out.push(*p);
+            }
+        }
+        out
+    }
+
+    fn served_by(&self, pair: u32) -> bool {
+        self.pair == Some(pair) || self.zones.values().any(|p| *p == Some(pair))
+    }
+
+    /// Every zone `from` served goes to `to`; zones left on the home are dropped from the map.
+    fn replace(&mut self, from: u32, to: Option<u32>) {
+        if self.pair == Some(from) {
+            self.pair = to;
+        }
+        for p in self.zones.values_mut() {
+            if *p == Some(from) {
+                *p = to;
+            }
+        }
+        let home = self.pair;
+        self.zones.retain(|_, p| *p != home);
+    }
+
+    /// The zones `pair` serves (every zone for a scene it serves whole).
+    fn zones_of(&self, pair: u32) -> Vec<u32> {
+        self.geometry
+            .zones()
+            .into_iter()
+            .filter(|z| self.zone_pair(*z) == Some(pair))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +191,10 @@ pub(crate) struct DeviceRec {
     scene: u32,
     key: String,
     name: Option<String>,
+    /// The zone of the anchor it registered with: it is homed on that zone's pair (`None`:
+    /// on the scene's home pair).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<u32>,
 }
 
 /// Something the controller decided on its own (for the log).
@@ -334,16 +387,18 @@ impl Controller {
                 self.operator(&token)?;
                 self.pair_deregister(pair).map(Reply::from)
             }
-            DeviceRegister { token, scene, name } => {
+            DeviceRegister {
+                token,
+                scene,
+                name,
+                anchor,
+            } => {
                 if let Some(required) = &self.config.device_token {
                     check_token(required, &token, "the device token")?;
                 }
-                self.device_register(scene, name).map(Reply::from)
+                self.device_register(scene, name, anchor).map(Reply::from)
             }
-            DeviceLocate { device } => {
-                let d = self.device(device)?;
-                self.location(device, d.scene).map(Reply::from)
-            }
+            DeviceLocate { device } => self.location(device).map(Reply::from),
             DeviceDeregister { device, key } => {
                 self.device_deregister(device, &key).map(Reply::from)
             }
@@ -515,18 +570,27 @@ impl Controller {
         }
     }
 
+    /// Every pair serving `scene` gets a new assignment (its sessions or its peers changed).
     fn bump_scene(&mut self, scene: u32) {
-        let pair = self.scenes.get(&scene).and_then(|s| s.pair);
-        self.bump(pair);
+        let pairs = self.scenes.get(&scene).map(SceneRec::serving);
+        for p in pairs.unwrap_or_default() {
+            self.bump(Some(p));
+        }
     }
 
-    /// The scenes `pair` serves.
+    /// The scenes `pair` serves (whole or some of their zones).
     fn scenes_of(&self, pair: u32) -> Vec<u32> {
         self.scenes
             .iter()
-            .filter(|(_, s)| s.pair == Some(pair))
+            .filter(|(_, s)| s.served_by(pair))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// The pair `device` is homed on: the one serving its zone.
+    fn home_of(&self, d: &DeviceRec) -> Option<u32> {
+        let s = self.scenes.get(&d.scene)?;
+        d.zone.map_or(s.pair, |z| s.zone_pair(z))
     }
 }
 

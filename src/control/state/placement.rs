@@ -1,6 +1,7 @@
-//! Where scenes go: created in the least loaded live pair of their region, moved off a pair
-//! that dies or leaves (to its synced standby, which holds their state, or the least loaded
-//! pair left), and given to the first pair of a region that had none.
+//! Where scenes go: created in the least loaded live pair of their region (a gridded scene's
+//! zones spread over the region's live pairs, `zones::assign`), moved off a pair that dies or
+//! leaves (to its synced standby, which holds their state, or the least loaded pair left),
+//! and given to the first pair of a region that had none.
 
 use std::collections::BTreeMap;
 
@@ -35,14 +36,16 @@ impl Controller {
         let id = self.meta.next_scene;
         self.meta.next_scene += 1;
         let pair = self.least_loaded(&region, None);
+        let zones = self.spread(&region, pair, &geometry);
         let rec = SceneRec {
             name,
             region,
             pair,
             geometry,
+            zones,
         };
         self.scenes.insert(id, rec);
-        self.bump(pair);
+        self.bump_scene(id);
         let scene = self.scene_info(id).ok_or_else(|| unknown_scene(id))?;
         Ok(SceneCreated {
             scene,
@@ -54,31 +57,67 @@ impl Controller {
         let rec = self.scene(scene)?.clone();
         self.scenes.remove(&scene);
         self.devices.retain(|_, d| d.scene != scene);
-        self.bump(rec.pair);
+        for p in rec.serving() {
+            self.bump(Some(p));
+        }
         Ok(SceneDeleted {
             scene,
             epoch: self.meta.epoch,
         })
     }
 
-    /// Scenes of `region` that had no live pair go to the least loaded one now.
+    /// The zones of a new scene of `region` over its live pairs (`zones::assign`, least loaded
+    /// first), as the exceptions to `home`: empty when one pair serves them all. Zones are
+    /// spread when the scene is created; a pair registering later gets zones of new scenes
+    /// and of failed or drained pairs (moving zones by load is the balancer's, issue 15).
+    fn spread(
+        &self,
+        region: &str,
+        home: Option<u32>,
+        geometry: &Geometry,
+    ) -> BTreeMap<u32, Option<u32>> {
+        let Some(home) = home else {
+            return BTreeMap::new();
+        };
+        let mut pairs = vec![home];
+        while let Some(p) = self.least_loaded_of(region, &pairs) {
+            pairs.push(p);
+        }
+        crate::zones::assign::assign(geometry, &pairs)
+            .into_iter()
+            .filter(|(_, p)| *p != home)
+            .map(|(z, p)| (z, Some(p)))
+            .collect()
+    }
+
+    /// Scenes of `region` that had no live pair (or zones that had none) go to the least
+    /// loaded one now.
     pub(super) fn assign_orphans(&mut self, region: &str) {
         let orphans: Vec<u32> = self
             .scenes
             .iter()
-            .filter(|(_, s)| s.region == region && s.pair.is_none())
+            .filter(|(_, s)| s.region == region)
+            .filter(|(_, s)| s.pair.is_none() || s.zones.values().any(Option::is_none))
             .map(|(id, _)| *id)
             .collect();
         for scene in orphans {
             let pair = self.least_loaded(region, None);
             if let Some(s) = self.scenes.get_mut(&scene) {
-                s.pair = pair;
+                if s.pair.is_none() {
+                    s.pair = pair;
+                }
+                for z in s.zones.values_mut().filter(|z| z.is_none()) {
+                    *z = pair;
+                }
+                let home = s.pair;
+                s.zones.retain(|_, p| *p != home);
             }
-            self.bump(pair);
+            self.bump_scene(scene);
         }
     }
 
-    /// Moves every scene of `pair` to the least loaded other live pair of its region.
+    /// Moves every zone `pair` serves (whole scenes or parts) to its synced standby, else the
+    /// least loaded other live pair of the region.
     pub(super) fn move_scenes_off(&mut self, pair: u32) -> Vec<(u32, Option<u32>)> {
         let scenes = self.scenes_of(pair);
         let standby = self.synced_standby(pair);
@@ -89,9 +128,10 @@ impl Controller {
             // the least loaded pair starts the scene afresh.
             let to = standby.or_else(|| self.least_loaded(&region, Some(pair)));
             if let Some(s) = self.scenes.get_mut(&scene) {
-                s.pair = to;
+                s.replace(pair, to);
             }
-            self.bump(to);
+            // The pairs that served the scene with it learn of the new peer.
+            self.bump_scene(scene);
             moved.push((scene, to));
         }
         moved
@@ -100,15 +140,20 @@ impl Controller {
     /// The live pair of `region` with the fewest devices per unit of capacity, then the lowest
     /// reported input rate, then the lowest id.
     pub(super) fn least_loaded(&self, region: &str, except: Option<u32>) -> Option<u32> {
+        self.least_loaded_of(region, &except.into_iter().collect::<Vec<_>>())
+    }
+
+    /// [`Controller::least_loaded`] among the pairs not in `except`.
+    fn least_loaded_of(&self, region: &str, except: &[u32]) -> Option<u32> {
         let mut devices: BTreeMap<u32, u64> = BTreeMap::new();
         for d in self.devices.values() {
-            if let Some(p) = self.scenes.get(&d.scene).and_then(|s| s.pair) {
+            if let Some(p) = self.home_of(d) {
                 *devices.entry(p).or_default() += 1;
             }
         }
         self.pairs
             .iter()
-            .filter(|(id, p)| p.alive && !p.draining && p.region == region && Some(**id) != except)
+            .filter(|(id, p)| p.alive && !p.draining && p.region == region && !except.contains(id))
             .min_by(|(a, pa), (b, pb)| {
                 let fill = |id: &u32, p: &PairRec| {
                     devices.get(id).copied().unwrap_or(0) as f64 / f64::from(p.capacity)

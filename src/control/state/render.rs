@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::{unknown_scene, Controller};
 use crate::control::protocol::{
     Assignment, ClusterStatus, ControlError, HandoverOrder, MirrorTarget, PairStatus, RegionStatus,
-    SceneInfo, SceneShown, SessionGrant, ZoneServed,
+    SceneInfo, SceneShown, SessionGrant, SharedScene, ZonePeer, ZoneServed,
 };
 
 impl Controller {
@@ -22,10 +22,12 @@ impl Controller {
             };
         };
         let handed: Vec<u32> = p.handovers.iter().map(|h| h.0).collect();
+        // Its own devices: those homed here (by their zone), and every device of the scenes
+        // it handed over (it forwards their stragglers).
         let sessions = self
             .devices
             .iter()
-            .filter(|(_, d)| scenes.contains(&d.scene) || handed.contains(&d.scene))
+            .filter(|(_, d)| self.home_of(d) == Some(pair) || handed.contains(&d.scene))
             .map(|(id, d)| SessionGrant {
                 device: *id,
                 scene: d.scene,
@@ -65,8 +67,12 @@ impl Controller {
             .values()
             .filter(|q| q.alive && q.draining)
             .flat_map(|q| q.handovers.iter())
-            .filter(|h| h.1 == pair && self.scenes.get(&h.0).is_some_and(|s| s.pair == Some(pair)))
+            .filter(|h| h.1 == pair && self.scenes.get(&h.0).is_some_and(|s| s.served_by(pair)))
             .map(|h| h.0)
+            .collect();
+        let shared = scenes
+            .iter()
+            .filter_map(|id| self.shared(*id, pair))
             .collect();
         Assignment {
             scenes,
@@ -75,7 +81,35 @@ impl Controller {
             handovers,
             incoming,
             draining: p.draining,
+            shared,
         }
+    }
+
+    /// `scene` as `pair` must know it when other pairs serve some of its zones.
+    fn shared(&self, scene: u32, pair: u32) -> Option<SharedScene> {
+        let s = self.scenes.get(&scene)?;
+        let serving = s.serving();
+        if serving.len() < 2 {
+            return None;
+        }
+        let peers = serving
+            .iter()
+            .filter(|p| **p != pair)
+            .map(|p| {
+                let rec = self.pairs.get(p);
+                ZonePeer {
+                    pair: *p,
+                    zones: s.zones_of(*p),
+                    bus: rec.and_then(|r| r.bus.clone()),
+                    key: rec.and_then(|r| r.bus_key.clone()),
+                }
+            })
+            .collect();
+        Some(SharedScene {
+            scene,
+            zones: s.zones_of(pair),
+            peers,
+        })
     }
 
     pub(super) fn scene_info(&self, id: u32) -> Option<SceneInfo> {
@@ -87,6 +121,9 @@ impl Controller {
             pair: s.pair,
             devices: self.devices.values().filter(|d| d.scene == id).count(),
             zones: s.geometry.zone_count(),
+            pairs: Some(s.serving())
+                .filter(|p| p.len() > 1)
+                .unwrap_or_default(),
         })
     }
 
@@ -100,7 +137,7 @@ impl Controller {
             .into_iter()
             .map(|z| ZoneServed {
                 zone: s.geometry.info(z),
-                pair: s.pair,
+                pair: s.zone_pair(z),
             })
             .collect();
         Ok(SceneShown {
@@ -138,7 +175,7 @@ impl Controller {
                 let devices = self
                     .devices
                     .values()
-                    .filter(|d| scenes.contains(&d.scene))
+                    .filter(|d| self.home_of(d) == Some(*id))
                     .count();
                 PairStatus {
                     id: *id,

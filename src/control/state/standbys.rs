@@ -39,9 +39,9 @@ impl Controller {
                 })?;
                 for scene in scenes {
                     if let Some(s) = self.scenes.get_mut(&scene) {
-                        s.pair = Some(target);
+                        s.replace(pair, Some(target));
                     }
-                    self.bump(Some(target));
+                    self.bump_scene(scene);
                     let epoch = self.meta.epoch;
                     if let Some(p) = self.pairs.get_mut(&pair) {
                         p.handovers.push((scene, target, epoch));

@@ -1,0 +1,113 @@
+//! Zones over several pairs, as the controller decides them (pure): a gridded scene's zones
+//! spread over the region's pairs when it is created, devices homed by their anchor, each
+//! pair told its zones and its peers, and a failed pair's zones moved as a whole.
+
+use serde_json::{json, Value};
+
+use super::tests::{Ctl, TOKEN};
+
+fn gridded(t: &mut Ctl, name: &str, extra: Value) -> u64 {
+    let mut req = json!({"op": "scene.create", "token": TOKEN, "name": name, "region": "r",
+        "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 1]}});
+    req.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    t.ok(req)["scene"]["id"].as_u64().unwrap()
+}
+
+fn zone_pairs(t: &mut Ctl, scene: u64) -> Vec<Value> {
+    let shown = t.ok(json!({"op": "scene.get", "token": TOKEN, "scene": scene}));
+    shown["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["pair"].clone())
+        .collect()
+}
+
+fn register_at(t: &mut Ctl, scene: u64, anchor: [f32; 3]) -> (u64, Value) {
+    let r = t.ok(json!({"op": "device.register", "scene": scene, "anchor": anchor}));
+    (r["device"].as_u64().unwrap(), r["pair"].clone())
+}
+
+#[test]
+fn a_gridded_scene_spreads_over_the_region_and_devices_home_by_anchor() {
+    let mut t = Ctl::new();
+    let a = t.streaming_pair("r", 9001);
+    let b = t.streaming_pair("r", 9002);
+    let s = gridded(&mut t, "g", json!({}));
+    assert_eq!(zone_pairs(&mut t, s), vec![json!(a), json!(b)]);
+    let listed = t.ok(json!({"op": "scene.list", "token": TOKEN}));
+    assert_eq!(listed["scenes"][0]["pairs"], json!([a, b]));
+    // The anchor's zone decides; a border point belongs to the cell above it; no anchor: home.
+    let (west, on) = register_at(&mut t, s, [10.0, 0.0, 10.0]);
+    assert_eq!(on, json!(a));
+    let (east, on) = register_at(&mut t, s, [50.0, 0.0, 10.0]);
+    assert_eq!(on, json!(b));
+    let plain = t.device(s)["device"].as_u64().unwrap();
+    assert_eq!(
+        t.ok(json!({"op": "device.locate", "device": plain}))["pair"],
+        json!(a)
+    );
+    // Each pair is told the scene, its own zones, its peer's zones and stream, and only the
+    // sessions of the devices homed on it.
+    let ra = t.heartbeat(a, 0).unwrap()["assignment"].clone();
+    assert_eq!(ra["scenes"], json!([s]));
+    assert_eq!(ra["shared"][0]["zones"], json!([0]));
+    assert_eq!(ra["shared"][0]["peers"][0]["pair"], json!(b));
+    assert_eq!(ra["shared"][0]["peers"][0]["zones"], json!([1]));
+    assert_eq!(ra["shared"][0]["peers"][0]["bus"], "tcp://127.0.0.1:10002");
+    let sessions = |r: &Value| -> Vec<u64> {
+        r["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["device"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(sessions(&ra), vec![west, plain]);
+    let rb = t.heartbeat(b, 0).unwrap()["assignment"].clone();
+    assert_eq!(rb["shared"][0]["zones"], json!([1]));
+    assert_eq!(sessions(&rb), vec![east]);
+    // a fails: its zone and its devices go to b, which now serves the scene whole.
+    let before = t.c.epoch();
+    let changes = t.run(t.c.config().dead_after * 2, &[b]);
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, super::Change::PairDead { pair, .. } if *pair == a)),
+        "{changes:?}"
+    );
+    assert!(t.c.epoch() > before);
+    assert_eq!(zone_pairs(&mut t, s), vec![json!(b), json!(b)]);
+    let rb = t.heartbeat(b, 0).unwrap()["assignment"].clone();
+    assert_eq!(rb["shared"], Value::Null, "nobody to share with: {rb}");
+    assert_eq!(sessions(&rb), vec![west, east, plain]);
+    assert_eq!(
+        t.ok(json!({"op": "device.locate", "device": west}))["pair"],
+        json!(b)
+    );
+}
+
+#[test]
+fn a_reserved_zone_gets_a_pair_of_its_own_and_a_lone_pair_serves_everything() {
+    let mut t = Ctl::new();
+    let lone = t.pair("q", 8001);
+    let mut req = json!({"op": "scene.create", "token": TOKEN, "name": "alone", "region": "q",
+        "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 1]}});
+    let one = t.ok(req.take())["scene"]["id"].as_u64().unwrap();
+    assert_eq!(zone_pairs(&mut t, one), vec![json!(lone), json!(lone)]);
+    let ids: Vec<u32> = (0..3).map(|i| t.streaming_pair("r", 9001 + i)).collect();
+    let boss = json!({"reserved": [{"name": "boss", "min": [40, -10, 0], "max": [60, 10, 20]}]});
+    let s = gridded(&mut t, "g", boss);
+    let zones = zone_pairs(&mut t, s);
+    let reserved = zones[2].clone();
+    assert!(zones[..2].iter().all(|p| *p != reserved), "{zones:?}");
+    assert!(ids.iter().all(|id| zones.contains(&json!(id))), "{zones:?}");
+    // A device anchored in the reserved box is homed on its pair.
+    let (_, on) = register_at(&mut t, s, [50.0, 0.0, 10.0]);
+    assert_eq!(on, reserved);
+    // Bad anchors are refused.
+    let bad = json!({"op": "device.register", "scene": s, "anchor": [1.0, 2.0]});
+    assert_eq!(t.code(bad), crate::control::ErrorCode::BadRequest);
+}
