@@ -175,6 +175,17 @@ impl World {
                 continue;
             }
             match e.kind {
+                EventKind::Proxy(kind) => {
+                    let everyone: Vec<u32> = self
+                        .joined
+                        .iter()
+                        .copied()
+                        .filter(|d| self.areas[d].is_everything())
+                        .collect();
+                    for d in everyone {
+                        apply(self.views.entry(d).or_default(), kind, data);
+                    }
+                }
                 EventKind::Relay(kind) => {
                     let everyone: Vec<u32> = self
                         .joined
@@ -193,6 +204,10 @@ impl World {
                 EventKind::Deliver(kind) => {
                     let (to, body) = parse_deliver(data).unwrap();
                     let body = if body.is_empty() {
+                        assert!(
+                            matches!(events[i - 1].0.kind, EventKind::Relay(k) | EventKind::Proxy(k) if k == kind),
+                            "a delivery by reference follows its write"
+                        );
                         &events[i - 1].1[..]
                     } else {
                         body
@@ -591,3 +606,6 @@ fn a_device_with_an_area_hears_of_a_departure_when_it_saw_the_leavers_objects() 
         "a saw object 7; b saw nothing of c's"
     );
 }
+
+#[cfg(test)]
+mod proxy_tests;

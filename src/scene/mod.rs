@@ -19,7 +19,7 @@ mod events;
 mod interest;
 mod mirror;
 mod object;
-mod proxy;
+pub(crate) mod proxy;
 mod replay;
 mod snapshot;
 

@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{DropReason, Engine, EventKind, Object};
+use super::{DropReason, Engine, Event, EventKind, Object};
 use crate::scene::Batch;
 use crate::wire::{Fields, Kind, ObjectBody, MAX_DATAGRAM};
 
@@ -28,6 +28,38 @@ use crate::wire::{Fields, Kind, ObjectBody, MAX_DATAGRAM};
 pub const PROXY_GRACE: Duration = Duration::from_secs(2);
 
 impl Engine {
+    /// Applies one event of pair `origin`'s stream (the region bus) to the proxies of the
+    /// scenes `shared` accepts: a checkpoint marks its proxies, its objects confirm or update
+    /// them, `Synced` sweeps what it did not confirm, each accepted write updates one. Other
+    /// events (sessions, deliveries, its own proxies) are not this pair's business.
+    pub fn follow(
+        &mut self,
+        now: Instant,
+        origin: u32,
+        e: &Event,
+        data: &[u8],
+        shared: impl Fn(u32) -> bool,
+        out: &mut Batch,
+    ) -> Result<(), DropReason> {
+        match e.kind {
+            EventKind::Checkpoint => {
+                self.proxy_mark(origin);
+                Ok(())
+            }
+            EventKind::Synced => {
+                self.proxy_sweep(now, origin, out);
+                Ok(())
+            }
+            EventKind::Object if shared(e.scene) => {
+                self.proxy_object(now, origin, e.scene, data, out)
+            }
+            EventKind::Relay(kind) if shared(e.scene) => {
+                self.proxy_write(now, origin, e.scene, kind, data, out)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// An object datagram pair `origin` accepted for `scene` (its stream's `Relay` event; the
     /// body is origin stamped): applied to the proxy and shown to the devices that see it.
     pub fn proxy_write(
