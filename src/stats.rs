@@ -32,6 +32,14 @@ pub struct PairStats {
     pub bus_refused: AtomicU64,
     /// Stream subscribers dropped for falling too far behind.
     pub bus_overflows: AtomicU64,
+    /// Streams of other pairs this pair follows for the zones of shared scenes (the region bus).
+    pub region_links: AtomicU64,
+    /// Proxy updates applied from other pairs' streams (objects in zones they serve).
+    pub region_applied: AtomicU64,
+    /// Proxy updates refused (an object id a local object holds, a full scene, malformed).
+    pub region_refused: AtomicU64,
+    /// Times a followed stream started over (lost, closed or malformed: a fresh checkpoint).
+    pub region_resyncs: AtomicU64,
     /// Frames from a mirrored primary that could not be decoded (the link reconnects).
     pub mirror_malformed: AtomicU64,
     /// Replicated events a mirror could not apply (it dials again for a fresh checkpoint).
@@ -74,6 +82,10 @@ pub struct StatsSnapshot {
     pub bus_subscribers: u64,
     pub bus_refused: u64,
     pub bus_overflows: u64,
+    pub region_links: u64,
+    pub region_applied: u64,
+    pub region_refused: u64,
+    pub region_resyncs: u64,
     pub mirror_malformed: u64,
     pub mirror_diverged: u64,
     pub mirror_caught_up: u64,
@@ -117,6 +129,10 @@ impl PairStats {
             bus_subscribers: self.bus_subscribers.load(Relaxed),
             bus_refused: self.bus_refused.load(Relaxed),
             bus_overflows: self.bus_overflows.load(Relaxed),
+            region_links: self.region_links.load(Relaxed),
+            region_applied: self.region_applied.load(Relaxed),
+            region_refused: self.region_refused.load(Relaxed),
+            region_resyncs: self.region_resyncs.load(Relaxed),
             mirror_malformed: self.mirror_malformed.load(Relaxed),
             mirror_diverged: self.mirror_diverged.load(Relaxed),
             mirror_caught_up: self.mirror_caught_up.load(Relaxed),
@@ -167,6 +183,10 @@ impl StatsSnapshot {
         self.bus_subscribers += o.bus_subscribers;
         self.bus_refused += o.bus_refused;
         self.bus_overflows += o.bus_overflows;
+        self.region_links += o.region_links;
+        self.region_applied += o.region_applied;
+        self.region_refused += o.region_refused;
+        self.region_resyncs += o.region_resyncs;
         self.mirror_malformed += o.mirror_malformed;
         self.mirror_diverged += o.mirror_diverged;
         self.mirror_caught_up += o.mirror_caught_up;
@@ -290,6 +310,30 @@ impl StatsSnapshot {
             "counter",
             "Stream subscribers dropped for falling too far behind.",
             &[("", self.bus_overflows)],
+        );
+        metric(
+            "region_links",
+            "gauge",
+            "Streams of other pairs this pair follows for the zones of shared scenes (the region bus).",
+            &[("", self.region_links)],
+        );
+        metric(
+            "region_applied_total",
+            "counter",
+            "Proxy updates applied from other pairs' streams (objects in zones they serve).",
+            &[("", self.region_applied)],
+        );
+        metric(
+            "region_refused_total",
+            "counter",
+            "Proxy updates refused (an object id a local object holds, a full scene, malformed).",
+            &[("", self.region_refused)],
+        );
+        metric(
+            "region_resyncs_total",
+            "counter",
+            "Times a followed stream started over (lost, closed or malformed: a fresh checkpoint).",
+            &[("", self.region_resyncs)],
         );
         metric(
             "mirror_malformed_total",

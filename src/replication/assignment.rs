@@ -181,6 +181,10 @@ pub struct Tracker {
     admitted: BTreeMap<u32, (u32, String)>,
     scenes: BTreeSet<u32>,
     mirrors: BTreeMap<u32, (String, Option<PublicKey>)>,
+    /// Pairs followed for shared scenes: pair -> (stream, key, scenes).
+    follows: BTreeMap<u32, Follow>,
+    /// The zones served here of each shared scene (a scene absent is served whole).
+    zones: BTreeMap<u32, Vec<u32>>,
     handed_over: BTreeSet<u32>,
     drained_at: Option<Instant>,
     outage: bool,
@@ -230,6 +234,8 @@ impl Tracker {
             admitted: BTreeMap::new(),
             scenes: BTreeSet::new(),
             mirrors: BTreeMap::new(),
+            follows: BTreeMap::new(),
+            zones: BTreeMap::new(),
             handed_over: BTreeSet::new(),
             drained_at: None,
             outage: false,
@@ -534,6 +540,10 @@ impl Tracker {
         for pair in std::mem::take(&mut self.mirrors).into_keys() {
             self.commands.push(SessionCommand::Unmirror { pair });
         }
+        for pair in std::mem::take(&mut self.follows).into_keys() {
+            self.commands.push(SessionCommand::Unfollow { pair });
+        }
+        self.zones.clear();
         self.pair = None;
         self.epoch = 0;
     }
@@ -562,6 +572,7 @@ impl Tracker {
         // those admitted by this very reply included (a scene that never got here).
         self.commands.extend(handovers);
         self.follow_mirrors(a);
+        self.follow_peers(a);
         if a.draining && self.scenes.is_empty() && self.drained_at.is_none() {
             self.drained_at = Some(now);
             self.notes.push(Note::Draining(self.config.drain_grace));
@@ -598,6 +609,29 @@ impl Tracker {
                 epoch,
             });
         }
+        // A shared scene held here that gained zones: they come from a pair that failed (or
+        // drained), and its part of the scene is in a mirror if this pair stood by for it.
+        let zones: BTreeMap<u32, Vec<u32>> = a
+            .shared
+            .iter()
+            .map(|s| (s.scene, s.zones.clone()))
+            .collect();
+        for scene in scenes.intersection(&held) {
+            let (was, now) = (self.zones.get(scene), zones.get(scene));
+            let grew = match (was, now) {
+                (Some(_), None) => true,
+                (Some(was), Some(now)) => now.iter().any(|z| !was.contains(z)),
+                _ => false,
+            };
+            if grew {
+                self.commands.push(SessionCommand::Promote {
+                    scene: *scene,
+                    to: self.config.advertise,
+                    epoch,
+                });
+            }
+        }
+        self.zones = zones;
         let mut handovers = Vec::new();
         for h in &a.handovers {
             let to: SocketAddr = h
@@ -692,7 +726,48 @@ impl Tracker {
         }
         self.mirrors = wanted;
     }
+
+    /// Follows the streams of the pairs serving the other zones of shared scenes (a pair
+    /// without a stream, or with a key that does not parse, is not followed).
+    fn follow_peers(&mut self, a: &Assignment) {
+        let mut wanted: BTreeMap<u32, Follow> = BTreeMap::new();
+        for s in &a.shared {
+            for p in &s.peers {
+                let Some(bus) = &p.bus else { continue };
+                let key = match &p.key {
+                    Some(k) => match PublicKey::from_z85(k) {
+                        Ok(k) => Some(k),
+                        Err(_) => continue,
+                    },
+                    None => None,
+                };
+                let f = wanted
+                    .entry(p.pair)
+                    .or_insert_with(|| (bus.clone(), key, Vec::new()));
+                f.2.push(s.scene);
+            }
+        }
+        for pair in self.follows.keys() {
+            if !wanted.contains_key(pair) {
+                self.commands.push(SessionCommand::Unfollow { pair: *pair });
+            }
+        }
+        for (pair, f) in &wanted {
+            if self.follows.get(pair) != Some(f) {
+                self.commands.push(SessionCommand::Follow {
+                    pair: *pair,
+                    endpoint: f.0.clone(),
+                    key: f.1,
+                    scenes: f.2.clone(),
+                });
+            }
+        }
+        self.follows = wanted;
+    }
 }
+
+/// A followed pair's stream, its key and the scenes shared with it.
+type Follow = (String, Option<PublicKey>, Vec<u32>);
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,19 @@ pub enum SessionCommand {
     Unmirror {
         pair: u32,
     },
+    /// Follow pair `pair`'s stream at `endpoint` as a neighbour (the region bus): it serves
+    /// other zones of `scenes`, whose objects there become proxies here. Replaces an earlier
+    /// follow of the same pair.
+    Follow {
+        pair: u32,
+        endpoint: String,
+        key: Option<PublicKey>,
+        scenes: Vec<u32>,
+    },
+    /// Stop following `pair`.
+    Unfollow {
+        pair: u32,
+    },
     /// Take `scene` over from a mirror (its pair died) and redirect its devices to `to`.
     Promote {
         scene: u32,

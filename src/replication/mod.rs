@@ -11,7 +11,8 @@
 //! - [`held`]: datagrams of devices that arrive before their scene does (a drain's target).
 //!
 //! Drivers: [`stream`] (the hub and links over TCP/Unix sockets, Noise on tcp), [`replica`]
-//! (the hub and the mirrors on the ingest thread). The agent thread around [`assignment`] is
+//! (the hub and the mirrors on the ingest thread), [`neighbours`] (the region bus: links to
+//! the pairs serving other zones of shared scenes, feeding proxies). The agent thread around [`assignment`] is
 //! `pair/agent.rs`. The seeded simulation (`tests/sim/`) runs these cores with the controller
 //! and scene engines on a virtual clock.
 
@@ -19,6 +20,7 @@ pub mod assignment;
 mod command;
 pub mod held;
 pub mod mirror;
+pub mod neighbours;
 pub mod peer;
 pub mod replica;
 pub mod stream;

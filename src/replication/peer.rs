@@ -74,6 +74,20 @@ pub enum Role {
     Fanout = 1,
     /// A standby pair mirroring this one.
     Standby = 2,
+    /// A pair serving other zones of a scene this one serves (the region bus): it gets only
+    /// what proxies need (checkpoints' objects and accepted writes), never sessions.
+    Neighbour = 3,
+}
+
+impl Role {
+    /// Whether an event of `kind` goes to a subscriber of this role.
+    pub fn gets(self, kind: crate::scene::EventKind) -> bool {
+        use crate::scene::EventKind as K;
+        match self {
+            Role::Neighbour => matches!(kind, K::Checkpoint | K::Object | K::Synced | K::Relay(_)),
+            Role::Fanout | Role::Standby => true,
+        }
+    }
 }
 
 /// Why a hub closes a subscriber's connection.
@@ -340,6 +354,7 @@ fn parse_hello(f: &[u8], token: &str) -> Option<Role> {
     let role = match f[3] {
         1 => Role::Fanout,
         2 => Role::Standby,
+        3 => Role::Neighbour,
         _ => return None,
     };
     let presented = f.get(5..5 + usize::from(f[4]))?;

@@ -16,6 +16,7 @@ use mio::Waker;
 
 use super::held::Held;
 use super::mirror::Mirror;
+use super::neighbours::Neighbours;
 use super::stream::{Role, StreamHub, StreamLink};
 use crate::control::MirrorState;
 use crate::ipc_bus::BusError;
@@ -77,6 +78,7 @@ pub struct Replica {
     next_service: Instant,
     scratch: Batch,
     held: Held,
+    neighbours: Neighbours,
 }
 
 impl Replica {
@@ -99,6 +101,7 @@ impl Replica {
             next_service: Instant::now(),
             scratch: Batch::default(),
             held: Held::default(),
+            neighbours: Neighbours::default(),
         }
     }
 
@@ -144,11 +147,23 @@ impl Replica {
     }
 
     fn link(&self, endpoint: &str, key: Option<PublicKey>) -> Result<StreamLink, BusError> {
-        let waker = self.waker.clone();
-        let wake: Box<dyn Fn() + Send> = Box::new(move || {
-            let _ = waker.wake();
-        });
-        StreamLink::connect(endpoint, Role::Standby, &self.token, key, Some(wake))
+        connect(&self.waker, &self.token, endpoint, key, Role::Standby)
+    }
+
+    /// Follows `pair` (it serves other zones of `scenes`) on the region bus.
+    pub fn follow(&mut self, pair: u32, endpoint: &str, key: Option<PublicKey>, scenes: Vec<u32>) {
+        let (waker, token) = (&self.waker, &self.token);
+        self.neighbours
+            .follow(pair, endpoint, key, scenes, |endpoint, key, role| {
+                connect(waker, token, endpoint, key, role)
+                    .map_err(|e| tracing::warn!("cannot follow pair {pair} at {endpoint}: {e}"))
+                    .ok()
+            });
+    }
+
+    /// Stops following `pair` on the region bus.
+    pub fn unfollow(&mut self, pair: u32, now: Instant, engine: &mut Engine) {
+        self.neighbours.unfollow(pair, now, engine);
     }
 
     /// Stops mirroring `pair` and forgets its state; one a scene was promoted out of first
@@ -209,6 +224,7 @@ impl Replica {
     /// Applies what the links brought and services the hub. Events this pair must act on
     /// (datagrams forwarded by a draining pair, adopted sessions and redirects) go to `out`.
     pub fn service(&mut self, now: Instant, engine: &mut Engine, out: &mut Batch) {
+        self.neighbours.service(now, engine, out, &self.stats);
         let mut changed = Vec::new();
         let mut done = Vec::new();
         for (pair, m) in self.mirrors.iter_mut() {
@@ -315,4 +331,19 @@ impl Replica {
         }
         let _ = self.status.changed.try_send(());
     }
+}
+
+/// A link to the stream at `endpoint` as `role`, waking the ingest loop on each event.
+fn connect(
+    waker: &Arc<Waker>,
+    token: &str,
+    endpoint: &str,
+    key: Option<PublicKey>,
+    role: Role,
+) -> Result<StreamLink, BusError> {
+    let waker = waker.clone();
+    let wake: Box<dyn Fn() + Send> = Box::new(move || {
+        let _ = waker.wake();
+    });
+    StreamLink::connect(endpoint, role, token, key, Some(wake))
 }

@@ -108,9 +108,9 @@ impl Engine {
         let owner = (flags & 1 != 0).then_some(owner);
         if flags & 2 != 0 {
             // A tombstone: only a proxy this pair shows is deleted.
-            if !self
+            if self
                 .object(scene, body.object)
-                .is_some_and(|o| o.proxy.is_some())
+                .is_none_or(|o| o.proxy.is_none())
             {
                 return Ok(());
             }

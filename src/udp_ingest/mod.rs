@@ -115,7 +115,9 @@ impl SessionControl {
                 SessionCommand::Revoke { .. }
                 | SessionCommand::Reset
                 | SessionCommand::Mirror { .. }
-                | SessionCommand::Unmirror { .. } => 0..n,
+                | SessionCommand::Unmirror { .. }
+                | SessionCommand::Follow { .. }
+                | SessionCommand::Unfollow { .. } => 0..n,
             };
             for i in targets {
                 ok &= self.shards[i].0.send(c.clone()).is_ok();
@@ -335,6 +337,21 @@ impl<P: Publisher> Ingest<P> {
             SessionCommand::Unmirror { pair } => {
                 if let Some(r) = self.replica.as_mut() {
                     r.unmirror(pair, Instant::now());
+                }
+            }
+            SessionCommand::Follow {
+                pair,
+                endpoint,
+                key,
+                scenes,
+            } => {
+                if let Some(r) = self.replica.as_mut() {
+                    r.follow(pair, &endpoint, key, scenes);
+                }
+            }
+            SessionCommand::Unfollow { pair } => {
+                if let Some(r) = self.replica.as_mut() {
+                    r.unfollow(pair, Instant::now(), &mut self.engine);
                 }
             }
             SessionCommand::Promote { scene, to, epoch } => {

@@ -176,6 +176,8 @@ impl Pair {
                 }
                 return self.drop_mirror(pair);
             }
+            // The simulated scenes have no grid: no pair shares one, nobody is followed.
+            SessionCommand::Follow { .. } | SessionCommand::Unfollow { .. } => {}
             SessionCommand::Promote { scene, to, epoch } => {
                 for m in self.mirrors.values_mut() {
                     if m.mirror

@@ -71,8 +71,9 @@ impl Role {
     }
 }
 
-/// What serving a request came to.
+/// What serving a request came to. (One per request, moved once: its size does not matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Served {
     Reply(Result<Reply, ControlError>),
     /// A follow with nothing new yet: answer it when a batch comes (or, empty, after a while).

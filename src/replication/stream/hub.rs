@@ -52,6 +52,9 @@ pub struct StreamHub {
     token: String,
     key: Option<KeyPair>,
     frame: Vec<u8>,
+    /// The frame neighbours get (see [`Role::gets`]), and the batch it is encoded from.
+    shared_frame: Vec<u8>,
+    shared: Batch,
     counters: HubCounters,
 }
 
@@ -98,6 +101,8 @@ impl StreamHub {
             token: token.to_string(),
             key,
             frame: Vec::with_capacity(64 << 10),
+            shared_frame: Vec::new(),
+            shared: Batch::default(),
             counters: HubCounters::default(),
         })
     }
@@ -207,16 +212,28 @@ impl StreamHub {
     }
 
     fn write(&mut self, batch: &Batch, checkpoint: bool) {
-        self.frame.clear();
-        self.frame.extend_from_slice(&[0; 4]);
-        encode_into(batch, &mut self.frame);
-        let len = (self.frame.len() - 4) as u32;
-        self.frame[..4].copy_from_slice(&len.to_le_bytes());
+        frame_into(batch, &mut self.frame);
+        let neighbours = self
+            .peers
+            .iter()
+            .any(|p| p.core.role() == Some(Role::Neighbour));
+        if neighbours {
+            self.shared.clear();
+            for (e, data) in batch.iter().filter(|(e, _)| Role::Neighbour.gets(e.kind)) {
+                self.shared.push(e.kind, e.scene, e.device, e.addr, data);
+            }
+            frame_into(&self.shared, &mut self.shared_frame);
+        }
         for p in &mut self.peers {
             if !p.core.take(checkpoint) {
                 continue;
             }
-            if p.conn.send(&self.frame).is_err() {
+            let frame = match p.core.role() {
+                Some(Role::Neighbour) if self.shared.is_empty() => continue,
+                Some(Role::Neighbour) => &self.shared_frame,
+                _ => &self.frame,
+            };
+            if p.conn.send(frame).is_err() {
                 p.dead = true;
             } else if !HubPeer::keeps_up(p.conn.pending()) {
                 p.dead = true;
@@ -228,6 +245,15 @@ impl StreamHub {
             self.peers.retain(|p| !p.dead);
         }
     }
+}
+
+/// `batch` as one frame: `len u32 LE | encoded batch`.
+fn frame_into(batch: &Batch, frame: &mut Vec<u8>) {
+    frame.clear();
+    frame.extend_from_slice(&[0; 4]);
+    encode_into(batch, frame);
+    let len = (frame.len() - 4) as u32;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
 }
 
 impl Drop for StreamHub {
