@@ -66,6 +66,10 @@ fn draw(rng: &mut ChaCha8Rng) -> Request {
                 pair: rng.gen_range(1..8),
                 state: [MirrorState::Synced, MirrorState::Lost][rng.gen_range(0..2)],
             }],
+            crossings: vec![crate::control::protocol::Crossing {
+                device: rng.gen_range(1..8),
+                zone: rng.gen_range(0..4),
+            }],
         },
         5 => Request::PairDrain {
             token: tok(),
@@ -177,6 +181,7 @@ fn heartbeats_that_change_nothing_durable_commit_nothing() {
                     ..Load::default()
                 },
                 mirrors: Vec::new(),
+                crossings: Vec::new(),
             },
         )
         .unwrap();

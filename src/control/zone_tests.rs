@@ -111,3 +111,70 @@ fn a_reserved_zone_gets_a_pair_of_its_own_and_a_lone_pair_serves_everything() {
     let bad = json!({"op": "device.register", "scene": s, "anchor": [1.0, 2.0]});
     assert_eq!(t.code(bad), crate::control::ErrorCode::BadRequest);
 }
+
+#[test]
+fn a_crossing_moves_the_device_home_and_orders_its_hand_over_for_a_grace() {
+    let mut t = Ctl::new();
+    let a = t.streaming_pair("r", 9001);
+    let b = t.streaming_pair("r", 9002);
+    let s = gridded(&mut t, "g", json!({}));
+    let (walker, _) = register_at(&mut t, s, [10.0, 0.0, 10.0]);
+    let epoch = t.c.epoch();
+    let beat = |t: &mut Ctl, pair: u32, crossings: Value| -> Value {
+        t.ok(
+            json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": 0,
+            "crossings": crossings}),
+        )["assignment"]
+            .clone()
+    };
+    // Reports that change nothing: a device homed elsewhere, a zone of the reporting pair
+    // itself, an unknown zone, an unknown device.
+    for bad in [
+        json!([{"device": walker, "zone": 1}]),
+        json!([{"device": walker, "zone": 0}]),
+        json!([{"device": walker, "zone": 99}]),
+        json!([{"device": 999, "zone": 1}]),
+    ] {
+        let pair = if bad[0]["zone"] == 1 && bad[0]["device"] == walker {
+            b
+        } else {
+            a
+        };
+        beat(&mut t, pair, bad);
+    }
+    assert_eq!(t.c.epoch(), epoch, "nothing moved");
+    // a reports the walker in b's zone: its home is b now; a hands it over, b expects it.
+    let ra = beat(&mut t, a, json!([{"device": walker, "zone": 1}]));
+    assert!(t.c.epoch() > epoch);
+    assert_eq!(
+        t.ok(json!({"op": "device.locate", "device": walker}))["pair"],
+        json!(b)
+    );
+    assert_eq!(ra["moves"][0]["device"], json!(walker));
+    assert_eq!(ra["moves"][0]["pair"], json!(b));
+    assert_eq!(ra["moves"][0]["udp"], "127.0.0.1:9002");
+    assert!(ra["moves"][0]["epoch"].as_u64().unwrap() > epoch);
+    let keeps = |r: &Value| {
+        r["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["device"] == json!(walker))
+    };
+    assert!(keeps(&ra), "a keeps the session to forward stragglers");
+    let rb = beat(&mut t, b, json!([]));
+    assert_eq!(rb["arriving"], json!([walker]));
+    assert!(keeps(&rb));
+    // Reported again (the pair did not hear the answer): idempotent.
+    let again = t.c.epoch();
+    beat(&mut t, a, json!([{"device": walker, "zone": 1}]));
+    assert_eq!(t.c.epoch(), again);
+    // After the grace, a lets the session go and b takes it as its own.
+    t.run(super::state::MOVE_GRACE, &[a, b]);
+    let ra = t.heartbeat(a, 0).unwrap()["assignment"].clone();
+    assert!(!keeps(&ra), "{ra}");
+    assert_eq!(ra["moves"], Value::Null);
+    let rb = t.heartbeat(b, 0).unwrap()["assignment"].clone();
+    assert_eq!(rb["arriving"], Value::Null);
+    assert!(keeps(&rb));
+}

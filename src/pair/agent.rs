@@ -163,7 +163,13 @@ impl Agent {
             .as_ref()
             .and_then(|r| r.handed_in.lock().ok().map(|s| s.iter().copied().collect()))
             .unwrap_or_default();
+        let crossings = self
+            .replica
+            .as_ref()
+            .and_then(|r| r.crossings.lock().ok().map(|c| c.clone()))
+            .unwrap_or_default();
         Local {
+            crossings,
             load: self.load(),
             mirrors: mirrors.into_iter().collect(),
             served,

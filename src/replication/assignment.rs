@@ -42,10 +42,11 @@ use std::time::{Duration, Instant};
 use super::command::SessionCommand;
 use crate::control::client::RequestError;
 use crate::control::protocol::{
-    Assignment, HeartbeatReply, Load, MirrorReport, MirrorState, PairDeregistered, PairDraining,
-    PairRegistered, Reply, Request,
+    Assignment, Crossing, HeartbeatReply, Load, MirrorReport, MirrorState, PairDeregistered,
+    PairDraining, PairRegistered, Reply, Request,
 };
 use crate::control::ErrorCode;
+use crate::scene::Zoning;
 use crate::security::PublicKey;
 use crate::wire::SessionKey;
 
@@ -79,6 +80,9 @@ pub struct Local {
     /// Scenes its engine adopted from a drain's handover in a stream (which the tracker does
     /// not see): served here until an assignment says otherwise.
     pub served: Vec<u32>,
+    /// Devices whose anchor crossed into another pair's zone: device -> zone, until they
+    /// are moved (the controller's answer is idempotent, so they are reported every beat).
+    pub crossings: BTreeMap<u32, u32>,
 }
 
 /// A request to send, by what its answer will be.
@@ -185,6 +189,12 @@ pub struct Tracker {
     follows: BTreeMap<u32, Follow>,
     /// The zones served here of each shared scene (a scene absent is served whole).
     zones: BTreeMap<u32, Vec<u32>>,
+    /// Crossings reported in the last heartbeat (new ones are reported at once).
+    crossings_reported: BTreeMap<u32, u32>,
+    /// Device hand-overs ordered: (device, epoch).
+    moved: BTreeSet<(u32, u64)>,
+    /// Devices announced as arriving (their datagrams are held until they do).
+    expected: BTreeSet<u32>,
     handed_over: BTreeSet<u32>,
     drained_at: Option<Instant>,
     outage: bool,
@@ -236,6 +246,9 @@ impl Tracker {
             mirrors: BTreeMap::new(),
             follows: BTreeMap::new(),
             zones: BTreeMap::new(),
+            crossings_reported: BTreeMap::new(),
+            moved: BTreeSet::new(),
+            expected: BTreeSet::new(),
             handed_over: BTreeSet::new(),
             drained_at: None,
             outage: false,
@@ -308,7 +321,8 @@ impl Tracker {
             .map(|(p, _)| *p)
             .collect();
         // A primary this pair mirrors just lost its stream: the controller hears it now.
-        let fresh_loss = self.pair.is_some() && !lost.is_subset(&self.lost_reported);
+        let fresh_loss = self.pair.is_some()
+            && (!lost.is_subset(&self.lost_reported) || local.crossings != self.crossings_reported);
         if let Some(l) = self.leave {
             if now >= l.deadline && !self.done {
                 self.notes.push(Note::LeaveTimedOut);
@@ -322,6 +336,7 @@ impl Tracker {
             return None;
         }
         self.lost_reported = lost;
+        self.crossings_reported = local.crossings.clone();
         if self.config.requires_fanout && local.fanout_alive == self.fanout_missing {
             self.fanout_missing = !local.fanout_alive;
             self.notes.push(if self.fanout_missing {
@@ -362,6 +377,14 @@ impl Tracker {
                     .map(|(pair, state)| MirrorReport {
                         pair: *pair,
                         state: *state,
+                    })
+                    .collect(),
+                crossings: local
+                    .crossings
+                    .iter()
+                    .map(|(device, zone)| Crossing {
+                        device: *device,
+                        zone: *zone,
                     })
                     .collect(),
             }),
@@ -544,6 +567,8 @@ impl Tracker {
             self.commands.push(SessionCommand::Unfollow { pair });
         }
         self.zones.clear();
+        self.moved.clear();
+        self.expected.clear();
         self.pair = None;
         self.epoch = 0;
     }
@@ -559,20 +584,30 @@ impl Tracker {
         // The sessions of a scene still incoming arrive with it (the handover event), replay
         // windows included: admitting them afresh now would let a device that follows its
         // redirect early write into a state the handover then replaces.
+        // Likewise a device another pair hands over: it comes with its replay window.
         let sessions: Vec<(u32, u32, String)> = a
             .sessions
             .iter()
-            .filter(|s| !a.incoming.contains(&s.scene))
+            .filter(|s| !a.incoming.contains(&s.scene) && !a.arriving.contains(&s.device))
             .map(|s| (s.device, s.scene, s.key.clone()))
             .collect();
-        self.admitted
-            .retain(|_, (scene, _)| !a.incoming.contains(scene));
+        self.admitted.retain(|device, (scene, _)| {
+            !a.incoming.contains(scene) && !a.arriving.contains(device)
+        });
+        for device in &a.arriving {
+            if self.expected.insert(*device) {
+                self.commands
+                    .push(SessionCommand::Expect { device: *device });
+            }
+        }
+        self.expected.retain(|d| a.arriving.contains(d));
         self.sessions(&sessions);
         // Hand-overs after the sessions: every session of a scene handed over is forwarded,
         // those admitted by this very reply included (a scene that never got here).
         self.commands.extend(handovers);
         self.follow_mirrors(a);
         self.follow_peers(a);
+        self.move_devices(a)?;
         if a.draining && self.scenes.is_empty() && self.drained_at.is_none() {
             self.drained_at = Some(now);
             self.notes.push(Note::Draining(self.config.drain_grace));
@@ -628,6 +663,25 @@ impl Tracker {
                     scene: *scene,
                     to: self.config.advertise,
                     epoch,
+                });
+            }
+        }
+        for scene in self.zones.keys() {
+            if !zones.contains_key(scene) && scenes.contains(scene) {
+                self.commands.push(SessionCommand::Zones {
+                    scene: *scene,
+                    zoning: None,
+                });
+            }
+        }
+        for sh in &a.shared {
+            if self.zones.get(&sh.scene) != Some(&sh.zones) {
+                self.commands.push(SessionCommand::Zones {
+                    scene: sh.scene,
+                    zoning: Some(Zoning {
+                        geometry: sh.geometry.clone(),
+                        here: sh.zones.clone(),
+                    }),
                 });
             }
         }
@@ -756,6 +810,7 @@ impl Tracker {
             if self.follows.get(pair) != Some(f) {
                 self.commands.push(SessionCommand::Follow {
                     pair: *pair,
+                    me: self.pair.unwrap_or(0),
                     endpoint: f.0.clone(),
                     key: f.1,
                     scenes: f.2.clone(),
@@ -763,6 +818,29 @@ impl Tracker {
             }
         }
         self.follows = wanted;
+    }
+}
+
+impl Tracker {
+    /// Hands over each device the assignment moves (once per move).
+    fn move_devices(&mut self, a: &Assignment) -> Result<(), String> {
+        for m in &a.moves {
+            if self.moved.insert((m.device, m.epoch)) {
+                let to: SocketAddr = m
+                    .udp
+                    .parse()
+                    .map_err(|_| format!("assignment: device move to `{}`", m.udp))?;
+                self.commands.push(SessionCommand::MoveDevice {
+                    device: m.device,
+                    pair: m.pair,
+                    to,
+                    epoch: m.epoch,
+                });
+            }
+        }
+        self.moved
+            .retain(|(d, e)| a.moves.iter().any(|m| m.device == *d && m.epoch == *e));
+        Ok(())
     }
 }
 

@@ -8,7 +8,7 @@ use crate::security::PublicKey;
 use crate::wire::SessionKey;
 
 /// A change to what a pair serves, applied by ingest between bursts.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum SessionCommand {
     Admit {
         device: u32,
@@ -42,6 +42,8 @@ pub enum SessionCommand {
     /// follow of the same pair.
     Follow {
         pair: u32,
+        /// This pair's own id (hand-overs of devices name the pair they are for).
+        me: u32,
         endpoint: String,
         key: Option<PublicKey>,
         scenes: Vec<u32>,
@@ -49,6 +51,25 @@ pub enum SessionCommand {
     /// Stop following `pair`.
     Unfollow {
         pair: u32,
+    },
+    /// What this pair serves of `scene` when other pairs serve its other zones (`None`: the
+    /// whole scene): devices whose anchor leaves these zones are reported as crossings.
+    Zones {
+        scene: u32,
+        zoning: Option<crate::scene::Zoning>,
+    },
+    /// Hand `device` over to pair `pair` at `to` (its anchor crossed into that pair's zone and
+    /// the controller moved its home there under `epoch`).
+    MoveDevice {
+        device: u32,
+        pair: u32,
+        to: SocketAddr,
+        epoch: u64,
+    },
+    /// `device` is being handed over to this pair by another: until its hand-over arrives on
+    /// that pair's stream, its datagrams are held, not refused.
+    Expect {
+        device: u32,
     },
     /// Take `scene` over from a mirror (its pair died) and redirect its devices to `to`.
     Promote {

@@ -21,6 +21,8 @@ use crate::security::PublicKey;
 use crate::stats::PairStats;
 
 struct Followed {
+    /// This pair's id, as the followed pair's hand-overs name it.
+    me: u32,
     link: StreamLink,
     endpoint: String,
     key: Option<PublicKey>,
@@ -35,9 +37,11 @@ pub struct Neighbours {
 
 impl Neighbours {
     /// Follows `pair` for `scenes` (a new link unless one to the same stream is up).
+    #[allow(clippy::too_many_arguments)]
     pub fn follow(
         &mut self,
         pair: u32,
+        me: u32,
         endpoint: &str,
         key: Option<PublicKey>,
         scenes: Vec<u32>,
@@ -46,12 +50,14 @@ impl Neighbours {
         if let Some(f) = self.followed.get_mut(&pair) {
             if f.endpoint == endpoint && f.key == key {
                 f.scenes = scenes;
+                f.me = me;
                 return;
             }
         }
         self.followed.remove(&pair);
         if let Some(link) = connect(endpoint, key, Role::Neighbour) {
             let f = Followed {
+                me,
                 link,
                 endpoint: endpoint.to_string(),
                 key,
@@ -84,7 +90,7 @@ impl Neighbours {
                     LinkEvent::Batch(b) => {
                         for (e, data) in b.iter() {
                             let shared = |s: u32| f.scenes.contains(&s);
-                            match engine.follow(now, *pair, e, data, shared, out) {
+                            match engine.follow(now, f.me, *pair, e, data, shared, out) {
                                 Ok(()) if matches!(e.kind, EventKind::Relay(_)) => applied += 1,
                                 Ok(()) => {}
                                 Err(_) => refused += 1,

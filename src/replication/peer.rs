@@ -75,7 +75,8 @@ pub enum Role {
     /// A standby pair mirroring this one.
     Standby = 2,
     /// A pair serving other zones of a scene this one serves (the region bus): it gets only
-    /// what proxies need (checkpoints' objects and accepted writes), never sessions.
+    /// what proxies and device hand-overs need (checkpoints' objects, accepted writes,
+    /// hand-overs, forwarded stragglers), never the sessions of devices that stay.
     Neighbour = 3,
 }
 

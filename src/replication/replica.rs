@@ -40,6 +40,9 @@ pub struct ReplicaStatus {
     /// takes them away: the agent tells its tracker, so an assignment that no longer gives
     /// them to this pair drops them (they moved on while it was declared dead).
     pub handed_in: Mutex<BTreeSet<u32>>,
+    /// Devices whose anchor crossed into another pair's zone (device -> zone), until they are
+    /// moved or cross back: the agent reports them to the controller.
+    pub crossings: Mutex<BTreeMap<u32, u32>>,
     /// Signalled when a mirror changes state, so the agent can report a lost primary at once.
     pub changed: crossbeam_channel::Sender<()>,
     pub changes: crossbeam_channel::Receiver<()>,
@@ -52,6 +55,7 @@ impl Default for ReplicaStatus {
             fanout_alive: AtomicBool::new(false),
             mirrors: Mutex::new(BTreeMap::new()),
             handed_in: Mutex::new(BTreeSet::new()),
+            crossings: Mutex::new(BTreeMap::new()),
             changed,
             changes,
         }
@@ -79,7 +83,13 @@ pub struct Replica {
     scratch: Batch,
     held: Held,
     neighbours: Neighbours,
+    /// Devices another pair is handing over here, and since when: their datagrams are held
+    /// until the hand-over arrives (or [`EXPECT_FOR`] passes).
+    expected: BTreeMap<u32, Instant>,
 }
+
+/// How long datagrams of an expected device are held for at most, altogether.
+const EXPECT_FOR: Duration = Duration::from_secs(5);
 
 impl Replica {
     pub fn new(
@@ -102,13 +112,20 @@ impl Replica {
             scratch: Batch::default(),
             held: Held::default(),
             neighbours: Neighbours::default(),
+            expected: BTreeMap::new(),
         }
     }
 
     /// A datagram the serving engine refused for an unknown device: kept if a mirror knows
     /// the device (it is arriving ahead of its scene, see `held`). True if kept.
     pub fn hold(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
-        if !self.mirrors.values().any(|m| m.mirror.knows(bytes)) {
+        // (An expected device's datagram is checked when it is fed, under the session the
+        // hand-over brings.)
+        let expected = || {
+            crate::wire::Datagram::parse(bytes)
+                .is_ok_and(|d| self.expected.contains_key(&d.device()))
+        };
+        if !expected() && !self.mirrors.values().any(|m| m.mirror.knows(bytes)) {
             return false;
         }
         let kept = self.held.hold(now, from, bytes);
@@ -151,14 +168,33 @@ impl Replica {
     }
 
     /// Follows `pair` (it serves other zones of `scenes`) on the region bus.
-    pub fn follow(&mut self, pair: u32, endpoint: &str, key: Option<PublicKey>, scenes: Vec<u32>) {
+    pub fn follow(
+        &mut self,
+        pair: u32,
+        me: u32,
+        endpoint: &str,
+        key: Option<PublicKey>,
+        scenes: Vec<u32>,
+    ) {
         let (waker, token) = (&self.waker, &self.token);
         self.neighbours
-            .follow(pair, endpoint, key, scenes, |endpoint, key, role| {
+            .follow(pair, me, endpoint, key, scenes, |endpoint, key, role| {
                 connect(waker, token, endpoint, key, role)
                     .map_err(|e| tracing::warn!("cannot follow pair {pair} at {endpoint}: {e}"))
                     .ok()
             });
+    }
+
+    /// `device` is being handed over here: hold its datagrams until it arrives.
+    pub fn expect(&mut self, device: u32, now: Instant) {
+        self.expected.insert(device, now);
+    }
+
+    /// `device` was handed over to another pair: its crossing is no longer news.
+    pub fn moved(&self, device: u32) {
+        if let Ok(mut c) = self.status.crossings.lock() {
+            c.remove(&device);
+        }
     }
 
     /// Stops following `pair` on the region bus.
@@ -225,6 +261,21 @@ impl Replica {
     /// (datagrams forwarded by a draining pair, adopted sessions and redirects) go to `out`.
     pub fn service(&mut self, now: Instant, engine: &mut Engine, out: &mut Batch) {
         self.neighbours.service(now, engine, out, &self.stats);
+        self.expected.retain(|d, at| {
+            engine.device(*d).is_none() && now.saturating_duration_since(*at) < EXPECT_FOR
+        });
+        let crossings = engine.take_crossings();
+        if !crossings.is_empty() {
+            if let Ok(mut c) = self.status.crossings.lock() {
+                for (device, zone) in crossings {
+                    match zone {
+                        Some(z) => c.insert(device, z),
+                        None => c.remove(&device),
+                    };
+                }
+            }
+            let _ = self.status.changed.try_send(());
+        }
         let mut changed = Vec::new();
         let mut done = Vec::new();
         for (pair, m) in self.mirrors.iter_mut() {

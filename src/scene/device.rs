@@ -30,6 +30,8 @@ pub struct DeviceSession {
     /// Set while the device arrives from a drained pair, whose forwarded stragglers its own
     /// direct datagrams may overtake (see `arrival`). Boxed: rare.
     pub arrival: Option<Box<Arrival>>,
+    /// The zone its anchor crossed into (another pair's), once reported (see `zoning`).
+    pub crossing: Option<u32>,
 }
 
 /// Where a moved device's datagrams go, and when it was last told.
@@ -71,6 +73,7 @@ impl DeviceSession {
             replay: ReplayWindow::default(),
             forward: None,
             arrival: None,
+            crossing: None,
         }
     }
 }

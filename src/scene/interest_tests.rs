@@ -609,3 +609,5 @@ fn a_device_with_an_area_hears_of_a_departure_when_it_saw_the_leavers_objects() 
 
 #[cfg(test)]
 mod proxy_tests;
+#[cfg(test)]
+mod zoning_tests;

@@ -51,7 +51,7 @@ impl SessionRecord {
     /// A record written before interest areas: the fixed part and an unused f32.
     const LEGACY_LEN: usize = Self::FIXED + 4;
 
-    fn of(d: &DeviceSession) -> SessionRecord {
+    pub(super) fn of(d: &DeviceSession) -> SessionRecord {
         SessionRecord {
             key: *d.key.raw(),
             joined: d.joined,
@@ -459,14 +459,27 @@ fn push_objects(scene: u32, s: &Scene, out: &mut Batch) {
     let mut body = [0u8; MAX_DATAGRAM];
     // Proxies are their origin's to replicate: a mirror learns them from it when it serves.
     for (id, obj) in s.objects.iter().filter(|(_, o)| o.proxy.is_none()) {
-        let Ok(n) = obj.as_body(*id).emit(&mut body) else {
-            continue;
-        };
-        let flags = u8::from(obj.owner.is_some()) | u8::from(!obj.is_live()) << 1;
-        out.push_with(EventKind::Object, scene, 0, None, |b| {
-            b.push(flags);
-            b.extend_from_slice(&obj.owner.unwrap_or(0).to_le_bytes());
-            b.extend_from_slice(&body[..n]);
-        });
+        push_object(scene, 0, *id, obj, &mut body, out);
     }
+}
+
+/// One object as an `Object` event (`device`: 0 in a checkpoint, the owner handed over with
+/// it in a device's hand-over, see `zoning`); `body` is scratch space.
+pub(super) fn push_object(
+    scene: u32,
+    device: u32,
+    id: u64,
+    obj: &Object,
+    body: &mut [u8; MAX_DATAGRAM],
+    out: &mut Batch,
+) {
+    let Ok(n) = obj.as_body(id).emit(body) else {
+        return;
+    };
+    let flags = u8::from(obj.owner.is_some()) | u8::from(!obj.is_live()) << 1;
+    out.push_with(EventKind::Object, scene, device, None, |b| {
+        b.push(flags);
+        b.extend_from_slice(&obj.owner.unwrap_or(0).to_le_bytes());
+        b.extend_from_slice(&body[..n]);
+    });
 }

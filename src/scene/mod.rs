@@ -22,6 +22,7 @@ mod object;
 pub(crate) mod proxy;
 mod replay;
 mod snapshot;
+mod zoning;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub use interest::{parse_deliver, MAX_CELLS};
 pub use mirror::SessionRecord;
 pub use object::{Object, Order};
 pub use replay::{ReplayWindow, WINDOW as REPLAY_WINDOW};
+pub use zoning::{Zoning, MARGIN as ZONE_MARGIN};
 
 use crate::wire::interest::{parse_anchor, Area, AREA_HEAD_LEN};
 use crate::wire::{
@@ -156,6 +158,13 @@ pub struct Engine {
     scratch: interest::Scratch,
     /// Origins no longer followed, and when their unconfirmed proxies go (see `proxy`).
     proxy_sweeps: Vec<(Instant, u32)>,
+    /// What this pair serves of each shared scene (see `zoning`).
+    zoning: Map<u32, Zoning>,
+    /// Devices whose anchor crossed into another pair's zone, not yet reported.
+    crossings: Vec<(u32, Option<u32>)>,
+    /// Devices handed over to this pair by another (device, that pair), while their
+    /// stragglers may still come forwarded on its stream.
+    moved_in: Vec<(u32, u32)>,
 }
 
 impl Engine {
@@ -169,6 +178,7 @@ impl Engine {
             config,
             devices: HashMap::with_hasher(hasher.clone()),
             scenes: HashMap::with_hasher(hasher.clone()),
+            zoning: HashMap::with_hasher(hasher.clone()),
             hasher,
             tombstones: VecDeque::new(),
             drops: DropCounts::default(),
@@ -177,6 +187,8 @@ impl Engine {
             snapshots: 0,
             scratch: interest::Scratch::default(),
             proxy_sweeps: Vec::new(),
+            crossings: Vec::new(),
+            moved_in: Vec::new(),
         }
     }
 
@@ -497,6 +509,7 @@ impl Engine {
                 let dev = self.devices.get_mut(&id).ok_or(DropReason::UnknownDevice)?;
                 if dev.joined {
                     self.set_area(id, area, false, out);
+                    self.check_crossing(id);
                     self.push_snapshot(scene, id, from, out);
                 } else {
                     dev.joined = true;
@@ -504,6 +517,7 @@ impl Engine {
                     // The area goes downstream before the join: fanout must know from the
                     // start whether the device takes every relay.
                     self.set_area(id, area, true, out);
+                    self.check_crossing(id);
                     let seq = dg.seq().to_le_bytes();
                     out.push(EventKind::Joined, scene, id, Some(from), &seq);
                     self.push_listed(scene, id, from, false, out);
@@ -528,6 +542,7 @@ impl Engine {
                     let mut area = self.devices.get(&id).map_or(Area::EVERYTHING, |d| d.area);
                     area.anchor = anchor;
                     self.set_area(id, area, false, out);
+                    self.check_crossing(id);
                     if !self.scratch.entered.is_empty() {
                         self.push_listed(scene, id, from, true, out);
                     }
@@ -547,6 +562,7 @@ impl Engine {
             Kind::Interest => {
                 let area = Area::parse(dg.body())?;
                 self.set_area(id, area, false, out);
+                self.check_crossing(id);
                 // Always answered, if only with an empty incremental snapshot: the device
                 // learns that its area holds.
                 self.push_listed(scene, id, from, true, out);

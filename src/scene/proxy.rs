@@ -30,11 +30,15 @@ pub const PROXY_GRACE: Duration = Duration::from_secs(2);
 impl Engine {
     /// Applies one event of pair `origin`'s stream (the region bus) to the proxies of the
     /// scenes `shared` accepts: a checkpoint marks its proxies, its objects confirm or update
-    /// them, `Synced` sweeps what it did not confirm, each accepted write updates one. Other
-    /// events (sessions, deliveries, its own proxies) are not this pair's business.
+    /// them, `Synced` sweeps what it did not confirm, each accepted write updates one. A
+    /// device `origin` hands over to this pair (`me`) is adopted with its objects, and its
+    /// forwarded stragglers are applied (see `zoning`). Other events (sessions, deliveries,
+    /// its own proxies) are not this pair's business.
+    #[allow(clippy::too_many_arguments)]
     pub fn follow(
         &mut self,
         now: Instant,
+        me: u32,
         origin: u32,
         e: &Event,
         data: &[u8],
@@ -49,6 +53,32 @@ impl Engine {
             EventKind::Synced => {
                 self.proxy_sweep(now, origin, out);
                 Ok(())
+            }
+            EventKind::Handover if e.device != 0 && shared(e.scene) => {
+                if self.adopt_device(now, me, e.scene, e.device, e.addr, data, out) {
+                    self.moved_in.retain(|m| m.0 != e.device);
+                    self.moved_in.push((e.device, origin));
+                }
+                Ok(())
+            }
+            EventKind::Object if e.device != 0 && self.moved_in.contains(&(e.device, origin)) => {
+                // An object of a device handed over here: this pair's now.
+                self.proxy_object(now, origin, e.scene, data, out)?;
+                let id = ObjectBody::parse(data.get(5..).unwrap_or_default())?.object;
+                if let Some(o) = self
+                    .scenes
+                    .get_mut(&e.scene)
+                    .and_then(|s| s.objects.get_mut(&id))
+                {
+                    o.proxy = None;
+                    let mut body = [0u8; MAX_DATAGRAM];
+                    super::mirror::push_object(e.scene, 0, id, o, &mut body, out);
+                }
+                Ok(())
+            }
+            EventKind::Forwarded if self.moved_in.contains(&(e.device, origin)) => {
+                let from = e.addr.ok_or(DropReason::Malformed)?;
+                self.handle_forwarded(now, from, data, out)
             }
             EventKind::Object if shared(e.scene) => {
                 self.proxy_object(now, origin, e.scene, data, out)
@@ -189,6 +219,11 @@ impl Engine {
 
     /// Sweeps whose grace is over (called by `tick`).
     pub(super) fn proxy_tick(&mut self, now: Instant, out: &mut Batch) {
+        if !self.moved_in.is_empty() {
+            let devices = &self.devices;
+            self.moved_in
+                .retain(|(d, _)| devices.get(d).is_some_and(|s| s.arrival.is_some()));
+        }
         if self.proxy_sweeps.is_empty() {
             return;
         }

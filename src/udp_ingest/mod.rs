@@ -117,7 +117,10 @@ impl SessionControl {
                 | SessionCommand::Mirror { .. }
                 | SessionCommand::Unmirror { .. }
                 | SessionCommand::Follow { .. }
-                | SessionCommand::Unfollow { .. } => 0..n,
+                | SessionCommand::Unfollow { .. }
+                | SessionCommand::MoveDevice { .. }
+                | SessionCommand::Expect { .. } => 0..n,
+                SessionCommand::Zones { scene, .. } => shard_of(*scene, n)..shard_of(*scene, n) + 1,
             };
             for i in targets {
                 ok &= self.shards[i].0.send(c.clone()).is_ok();
@@ -341,12 +344,30 @@ impl<P: Publisher> Ingest<P> {
             }
             SessionCommand::Follow {
                 pair,
+                me,
                 endpoint,
                 key,
                 scenes,
             } => {
                 if let Some(r) = self.replica.as_mut() {
-                    r.follow(pair, &endpoint, key, scenes);
+                    r.follow(pair, me, &endpoint, key, scenes);
+                }
+            }
+            SessionCommand::Zones { scene, zoning } => self.engine.set_zoning(scene, zoning),
+            SessionCommand::MoveDevice {
+                device,
+                pair,
+                to,
+                epoch,
+            } => {
+                self.engine.move_device(device, pair, to, epoch, batch);
+                if let Some(r) = self.replica.as_ref() {
+                    r.moved(device);
+                }
+            }
+            SessionCommand::Expect { device } => {
+                if let Some(r) = self.replica.as_mut() {
+                    r.expect(device, Instant::now());
                 }
             }
             SessionCommand::Unfollow { pair } => {

@@ -410,6 +410,7 @@ impl Sim {
             epoch: 0,
             load: Load::default(),
             mirrors: Vec::new(),
+            crossings: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ pub mod request;
 use serde_json::{json, Value};
 
 pub use reply::*;
-pub use request::{Load, MirrorReport, MirrorState, Request};
+pub use request::{Crossing, Load, MirrorReport, MirrorState, Request};
 
 /// Largest request body the controller reads; larger ones get `too_large`.
 pub const MAX_REQUEST: usize = 64 * 1024;

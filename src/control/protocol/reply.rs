@@ -101,9 +101,11 @@ pub struct MirrorTarget {
 
 /// A scene whose zones several pairs serve, as one of them sees it: the zones it serves and the
 /// pairs serving the others (their streams carry the objects there: the region bus).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SharedScene {
     pub scene: u32,
+    /// The scene's zones (so the pair can tell when a device crosses into another's).
+    pub geometry: Geometry,
     /// The zones this pair serves.
     pub zones: Vec<u32>,
     pub peers: Vec<ZonePeer>,
@@ -132,7 +134,7 @@ pub struct HandoverOrder {
 }
 
 /// What a pair must serve (docs/PROTOCOL.md, `pair.heartbeat`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
     pub scenes: Vec<u32>,
     pub sessions: Vec<SessionGrant>,
@@ -148,10 +150,26 @@ pub struct Assignment {
     /// Scenes of `scenes` whose other zones other pairs serve.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<SharedScene>,
+    /// Devices this pair hands over to another (they crossed into its zone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<DeviceMove>,
+    /// Devices another pair is handing over to this one: their sessions (listed in
+    /// `sessions`) come with the hand-over on that pair's stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arriving: Vec<u32>,
+}
+
+/// A device to hand over to pair `pair` at `udp`, redirected under `epoch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMove {
+    pub device: u32,
+    pub pair: u32,
+    pub udp: String,
+    pub epoch: u64,
 }
 
 /// `pair.heartbeat`: the pair's assignment epoch, and the assignment when the pair's differs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub epoch: u64,
     /// The leadership term of the controller answering: a pair that has seen a higher one

@@ -5,6 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::zones::{Grid, Reserved};
 
+/// A device of this pair whose anchor is now in `zone`, which another pair serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crossing {
+    pub device: u32,
+    pub zone: u32,
+}
+
 /// Load figures a pair reports with each heartbeat.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +129,9 @@ pub enum Request {
         /// How this pair's mirrors of the pairs it stands by for are doing.
         #[serde(default)]
         mirrors: Vec<MirrorReport>,
+        /// Devices whose anchor crossed into a zone another pair serves (each reported once).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        crossings: Vec<Crossing>,
     },
     #[serde(rename = "pair.deregister")]
     PairDeregister {

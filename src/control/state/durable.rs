@@ -194,6 +194,8 @@ impl Controller {
                     liveness,
                     load: l.load.clone(),
                     standby_state: l.standby_state,
+                    // Moves in their grace are not carried over (see `moves.rs`).
+                    moves: Vec::new(),
                 };
                 (*id, live)
             })

@@ -18,6 +18,7 @@
 mod detector;
 mod devices;
 mod durable;
+mod moves;
 mod pairs;
 mod placement;
 mod render;
@@ -35,6 +36,7 @@ pub use detector::{Cause, ProbeOutcome};
 use detector::{Liveness, Verdict, Windows};
 use durable::Meta;
 pub use durable::{Entry, Image, LiveView};
+pub use moves::MOVE_GRACE;
 use table::Table;
 
 use super::limits::{RegisterLimiter, RegisterLimits, Source};
@@ -120,6 +122,8 @@ struct PairLive {
     load: Load,
     /// The standby's last word on its mirror of this pair.
     standby_state: Option<MirrorState>,
+    /// Devices it hands over to other pairs (see `moves.rs`).
+    moves: Vec<moves::Move>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -374,8 +378,10 @@ impl Controller {
                 epoch,
                 load,
                 mirrors,
+                crossings,
             } => {
                 self.operator(&token)?;
+                self.cross(now, pair, &crossings);
                 self.pair_heartbeat(now, pair, epoch, load, &mirrors)
                     .map(Reply::from)
             }
@@ -439,6 +445,7 @@ impl Controller {
             }
         }
         self.last_tick = Some(now);
+        self.expire_moves(now);
         let windows = self.windows();
         let dead: Vec<(u32, Cause)> = self
             .pairs

@@ -27,7 +27,11 @@ impl Controller {
         let sessions = self
             .devices
             .iter()
-            .filter(|(_, d)| self.home_of(d) == Some(pair) || handed.contains(&d.scene))
+            .filter(|(id, d)| {
+                self.home_of(d) == Some(pair)
+                    || handed.contains(&d.scene)
+                    || self.moving_from(pair, **id)
+            })
             .map(|(id, d)| SessionGrant {
                 device: *id,
                 scene: d.scene,
@@ -82,6 +86,8 @@ impl Controller {
             incoming,
             draining: p.draining,
             shared,
+            moves: self.moves_of(pair),
+            arriving: self.arriving_at(pair),
         }
     }
 
@@ -107,6 +113,7 @@ impl Controller {
             .collect();
         Some(SharedScene {
             scene,
+            geometry: s.geometry.clone(),
             zones: s.zones_of(pair),
             peers,
         })

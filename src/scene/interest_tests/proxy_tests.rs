@@ -11,7 +11,10 @@ const A: u32 = 1;
 fn pipe(a: &mut World, b: &mut World) {
     for (e, data) in std::mem::take(&mut a.log) {
         // A proxy of an id a local object holds is refused (see the conflict below).
-        match b.engine.follow(b.now, A, &e, &data, |_| true, &mut b.out) {
+        match b
+            .engine
+            .follow(b.now, 2, A, &e, &data, |_| true, &mut b.out)
+        {
             Ok(()) | Err(DropReason::NotOwner) => {}
             Err(r) => panic!("{e:?}: {r:?}"),
         }
@@ -114,7 +117,8 @@ fn a_follower_shows_another_pairs_objects_by_interest_and_drops_what_a_new_check
     let (e, data) = relay.cloned().unwrap();
     a.log.clear();
     assert_eq!(
-        b.engine.follow(b.now, A, &e, &data, |_| true, &mut b.out),
+        b.engine
+            .follow(b.now, 2, A, &e, &data, |_| true, &mut b.out),
         Err(DropReason::NotOwner)
     );
     assert_eq!(b.engine.object(SCENE, 99).unwrap().proxy, None);
