@@ -219,3 +219,81 @@ fn got_update(log: &[Event], object: u64, x: f32) -> bool {
     log.iter()
         .any(|e| matches!(e, Event::Update(r) if r.object == object && x_of(r) == x))
 }
+
+#[test]
+fn a_device_walking_across_the_border_is_handed_over_and_nothing_is_lost_or_doubled() {
+    let ctl = ControllerProcess::start();
+    let _pairs: Vec<PairProcess> = (0..2).map(|_| ctl.pair("eu", &[])).collect();
+    ctl.wait_live_pairs("eu", 2);
+    let created = ctl
+        .client()
+        .request(
+            &json!({"op": "scene.create", "token": TOKEN, "name": "walk", "region": "eu",
+            "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 1]}}),
+        )
+        .unwrap();
+    let scene = created["scene"]["id"].as_u64().unwrap() as u32;
+    let (mut watcher, east) = device_at(&ctl, scene, [90.0, 0.0, 10.0], Area::EVERYTHING);
+    let (mut walker, west) = device_at(
+        &ctl,
+        scene,
+        [40.0, 0.0, 10.0],
+        Area::sphere([40.0, 0.0, 10.0], 15.0),
+    );
+    assert_ne!(west, east);
+    // Something for the walker to see on the far side.
+    put(&mut watcher, 77, 65.0);
+    // The walker moves its anchor and its object together from x=40 to x=70, one step per
+    // few milliseconds, receiving as it goes (that is where it follows its redirect).
+    let steps = 120;
+    let (mut walker_view, mut walker_log) = (View::new(), Vec::new());
+    let mut sent = Vec::new();
+    for i in 0..=steps {
+        let x = 40.0 + 30.0 * i as f32 / steps as f32;
+        walker.move_anchor([x, 0.0, 10.0]).unwrap();
+        sent.push(put(&mut walker, 5, x));
+        while let Some(e) = walker.recv(Duration::from_millis(3)).unwrap() {
+            walker_view.apply(&e);
+            walker_log.push(e);
+        }
+    }
+    // The watcher (on the east pair all along) sees every update of the walker's object,
+    // each once, in order: first through the region bus, then from its own pair.
+    let (mut view, mut log) = (View::new(), Vec::new());
+    until(
+        &mut watcher,
+        &mut view,
+        &mut log,
+        "the walker's last update",
+        |_, log| got_update(log, 5, 70.0),
+    );
+    let seen: Vec<u64> = log
+        .iter()
+        .filter_map(|e| match e {
+            Event::Update(r) if r.object == 5 => Some(r.origin_seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen, sent, "every update once, in order");
+    // The walker was redirected to the east pair, where the controller homes it now.
+    assert!(
+        walker_log
+            .iter()
+            .any(|e| matches!(e, Event::Redirect { .. })),
+        "{walker_log:?}"
+    );
+    let loc = ctl
+        .client()
+        .request(&json!({"op": "device.locate", "device": walker.session().device}))
+        .unwrap();
+    assert_eq!(loc["pair"], json!(east));
+    // And it keeps receiving there: the watcher's object moves within its radius.
+    put(&mut watcher, 77, 66.0);
+    until(
+        &mut walker,
+        &mut walker_view,
+        &mut walker_log,
+        "the watcher's move",
+        |_, log| got_update(log, 77, 66.0),
+    );
+}

@@ -13,7 +13,9 @@ pub mod stats;
 pub mod store;
 
 pub use protocol::{ControlError, ErrorCode, Load, MirrorReport, MirrorState, Reply, Request};
-pub use state::{Cause, Change, Config, Controller, Entry, Image, LiveView, ProbeOutcome};
+pub use state::{
+    Cause, Change, Config, Controller, Entry, Image, LiveView, ProbeOutcome, MOVE_GRACE,
+};
 
 #[cfg(test)]
 mod durable_tests;

@@ -75,6 +75,8 @@ pub struct Mirror {
     retire_at: Option<Instant>,
     /// The primary reset (it was fenced off): nothing more is taken from its stream.
     primary_reset: bool,
+    /// Devices the primary handed over to another pair (see `scene::zoning`).
+    moved: BTreeSet<u32>,
 }
 
 impl Mirror {
@@ -86,6 +88,7 @@ impl Mirror {
             promoted: BTreeSet::new(),
             retire_at: None,
             primary_reset: false,
+            moved: BTreeSet::new(),
         }
     }
 
@@ -180,6 +183,13 @@ impl Mirror {
                 continue;
             }
             match e.kind {
+                // A device the primary handed over to another pair (it crossed a zone border):
+                // gone from the primary, and its stragglers are the new pair's to apply.
+                EventKind::Handover if e.device != 0 => {
+                    self.engine.forget_moved(e.device);
+                    self.moved.insert(e.device);
+                }
+                EventKind::Forwarded if self.moved.contains(&e.device) => {}
                 EventKind::Forwarded => {
                     if let Some(from) = e.addr {
                         let _ = serving.handle_forwarded(now, from, data, out);

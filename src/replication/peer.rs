@@ -85,7 +85,10 @@ impl Role {
     pub fn gets(self, kind: crate::scene::EventKind) -> bool {
         use crate::scene::EventKind as K;
         match self {
-            Role::Neighbour => matches!(kind, K::Checkpoint | K::Object | K::Synced | K::Relay(_)),
+            Role::Neighbour => matches!(
+                kind,
+                K::Checkpoint | K::Object | K::Synced | K::Relay(_) | K::Handover | K::Forwarded
+            ),
             Role::Fanout | Role::Standby => true,
         }
     }

@@ -189,6 +189,15 @@ impl Engine {
                 self.set_session(e.device, e.scene, e.addr, &r, now);
                 true
             }
+            // An object handed over with its owner to another pair: no longer the primary's.
+            EventKind::Object if e.device != 0 => {
+                if let Some(id) = data.get(5..).and_then(|b| ObjectBody::parse(b).ok()) {
+                    if let Some(s) = self.scenes.get_mut(&e.scene) {
+                        s.objects.remove(&id.object);
+                    }
+                }
+                true
+            }
             EventKind::Object => self.set_object(now, e.scene, data).is_some(),
             EventKind::Admitted => {
                 let Ok(raw) = <[u8; 32]>::try_from(data) else {
@@ -246,6 +255,13 @@ impl Engine {
             },
             EventKind::Direct(_) => true,
         }
+    }
+
+    /// A mirror forgets a device its primary handed over to another pair (no events: the
+    /// primary's stream says what its devices and fanout must know).
+    pub fn forget_moved(&mut self, device: u32) {
+        self.release(device);
+        self.devices.remove(&device);
     }
 
     /// Whether this engine holds sessions or objects of `scene`.

@@ -3,7 +3,8 @@
 //! that pair in stream order (the drain of one device).
 //!
 //! Rules, as decided here (also in docs/PROTOCOL.md, "Zones"):
-//! - A device is homed by its anchor on layer 0. It has crossed when its anchor lies in a zone
+//! - A device is homed by its anchor on layer 0 (a device with no bounded area has none and
+//!   stays on the pair it registered on). It has crossed when its anchor lies in a zone
 //!   this pair does not serve by a margin ([`MARGIN`] of the cell size, on every axis), so a
 //!   device walking along a border does not bounce between pairs. Each crossing is reported
 //!   once ([`Engine::take_crossings`]); the pair asks the controller, which moves the device's
@@ -86,7 +87,8 @@ impl Engine {
         let Some(d) = self.devices.get_mut(&device) else {
             return;
         };
-        if !d.joined || d.forward.is_some() {
+        // A device with no bounded area declared no anchor: it stays where it was homed.
+        if !d.joined || d.forward.is_some() || d.area.is_everything() {
             return;
         }
         let Some(z) = self.zoning.get(&d.scene) else {

@@ -119,6 +119,7 @@ impl Pair {
                 .collect(),
             fanout_alive: false,
             served: self.handed_in.iter().copied().collect(),
+            crossings: Default::default(),
         }
     }
 
@@ -177,7 +178,11 @@ impl Pair {
                 return self.drop_mirror(pair);
             }
             // The simulated scenes have no grid: no pair shares one, nobody is followed.
-            SessionCommand::Follow { .. } | SessionCommand::Unfollow { .. } => {}
+            SessionCommand::Follow { .. }
+            | SessionCommand::Unfollow { .. }
+            | SessionCommand::Zones { .. }
+            | SessionCommand::MoveDevice { .. }
+            | SessionCommand::Expect { .. } => {}
             SessionCommand::Promote { scene, to, epoch } => {
                 for m in self.mirrors.values_mut() {
                     if m.mirror
