@@ -40,6 +40,10 @@ pub struct PairStats {
     pub region_refused: AtomicU64,
     /// Times a followed stream started over (lost, closed or malformed: a fresh checkpoint).
     pub region_resyncs: AtomicU64,
+    /// Devices handed over to another pair (their anchor crossed into its zone).
+    pub devices_moved_out: AtomicU64,
+    /// Devices taken over from another pair (their anchor crossed into a zone served here).
+    pub devices_moved_in: AtomicU64,
     /// Frames from a mirrored primary that could not be decoded (the link reconnects).
     pub mirror_malformed: AtomicU64,
     /// Replicated events a mirror could not apply (it dials again for a fresh checkpoint).
@@ -86,6 +90,8 @@ pub struct StatsSnapshot {
     pub region_applied: u64,
     pub region_refused: u64,
     pub region_resyncs: u64,
+    pub devices_moved_out: u64,
+    pub devices_moved_in: u64,
     pub mirror_malformed: u64,
     pub mirror_diverged: u64,
     pub mirror_caught_up: u64,
@@ -133,6 +139,8 @@ impl PairStats {
             region_applied: self.region_applied.load(Relaxed),
             region_refused: self.region_refused.load(Relaxed),
             region_resyncs: self.region_resyncs.load(Relaxed),
+            devices_moved_out: self.devices_moved_out.load(Relaxed),
+            devices_moved_in: self.devices_moved_in.load(Relaxed),
             mirror_malformed: self.mirror_malformed.load(Relaxed),
             mirror_diverged: self.mirror_diverged.load(Relaxed),
             mirror_caught_up: self.mirror_caught_up.load(Relaxed),
@@ -187,6 +195,8 @@ impl StatsSnapshot {
         self.region_applied += o.region_applied;
         self.region_refused += o.region_refused;
         self.region_resyncs += o.region_resyncs;
+        self.devices_moved_out += o.devices_moved_out;
+        self.devices_moved_in += o.devices_moved_in;
         self.mirror_malformed += o.mirror_malformed;
         self.mirror_diverged += o.mirror_diverged;
         self.mirror_caught_up += o.mirror_caught_up;
@@ -334,6 +344,18 @@ impl StatsSnapshot {
             "counter",
             "Times a followed stream started over (lost, closed or malformed: a fresh checkpoint).",
             &[("", self.region_resyncs)],
+        );
+        metric(
+            "devices_moved_out_total",
+            "counter",
+            "Devices handed over to another pair (their anchor crossed into its zone).",
+            &[("", self.devices_moved_out)],
+        );
+        metric(
+            "devices_moved_in_total",
+            "counter",
+            "Devices taken over from another pair (their anchor crossed into a zone served here).",
+            &[("", self.devices_moved_in)],
         );
         metric(
             "mirror_malformed_total",

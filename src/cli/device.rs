@@ -115,8 +115,11 @@ pub fn run(a: DeviceArgs) -> Result<(), Failure> {
         (Some(control), _, _, Some(scene), _) => {
             let mut client =
                 super::operator::control_client(control, a.controller_key.as_deref())?;
+            // A device with an interest area registers where its anchor is: in a scene whose
+            // zones several pairs serve, it is homed on the pair serving that point.
+            let anchor = (a.radius.is_some() || a.box_half.is_some()).then_some(a.anchor);
             let reg = client
-                .register_device(scene, a.name.as_deref(), a.device_token.as_deref())
+                .register_device_at(scene, a.name.as_deref(), a.device_token.as_deref(), anchor)
                 .map_err(|e| match e {
                     zonecast::control::client::RequestError::Refused(r) => {
                         Failure::refused(format!("registration refused: {r}"))

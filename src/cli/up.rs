@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use hdrhistogram::Histogram;
-use zonecast::client::{Device, Event, Poller, Roaming, Session};
+use zonecast::client::{Area, Device, Event, Poller, Roaming, Session};
 use zonecast::control::client::ControlClient;
 use zonecast::control::protocol::{Discovered, Request, SceneCreated};
 use zonecast::control::replica::lock::FileLock;
@@ -23,6 +23,7 @@ use zonecast::replication::assignment::TrackerConfig;
 use zonecast::security::KeyPair;
 use zonecast::stats::StatsSnapshot;
 use zonecast::wire::{Fields, SessionKey, MASK_ROTATION, MASK_TRANSLATION};
+use zonecast::zones::Grid;
 
 use super::controller::controller_config;
 use super::micros;
@@ -172,13 +173,17 @@ pub fn run(a: UpArgs) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut client = connect()?;
-    let created: SceneCreated = client
-        .call(&Request::scene_create(
-            Some(token.clone()),
-            "demo".into(),
-            REGION.into(),
-        ))
-        .map_err(|e| e.to_string())?;
+    // Two zones, the halves x < 0 and x >= 0: each pair serves one, and the simulated
+    // devices, walking a circle through both, are handed from one pair to the other.
+    let mut create = Request::scene_create(Some(token.clone()), "demo".into(), REGION.into());
+    if let Request::SceneCreate { grid, .. } = &mut create {
+        *grid = Some(Grid {
+            origin: [-HALF, 0.0, -HALF],
+            cell: [HALF, 0.0, 2.0 * HALF],
+            counts: [2, 1, 1],
+        });
+    }
+    let created: SceneCreated = client.call(&create).map_err(|e| e.to_string())?;
     let scene = created.scene.id;
 
     println!("zonecast up: a local cluster in one process");
@@ -204,7 +209,11 @@ pub fn run(a: UpArgs) -> Result<(), String> {
             pair.udp_addr()
         );
     }
-    println!("  scene {scene}     `demo` in region {REGION}");
+    let halves = match created.scene.pairs.as_slice() {
+        [west, east] => format!("x < 0 on pair {west}, x >= 0 on pair {east}"),
+        _ => "one pair".into(),
+    };
+    println!("  scene {scene}     `demo` in region {REGION}: two zones, {halves}");
     println!("  devices     {} simulated at {} Hz", a.devices, a.hz);
     let me = command_name();
     println!("  join in     {me} device --control {control} --scene {scene}{key_arg}");
@@ -216,9 +225,9 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     println!("  look        {me} status --control {control} --token {token}{key_arg}");
     let mut devices = Vec::new();
     let mut roaming = Vec::new();
-    for _ in 0..a.devices {
+    for i in 0..a.devices {
         let reg = client
-            .register_device(scene, Some("simulated"), None)
+            .register_device_at(scene, Some("simulated"), None, Some(walker_at(0.0, i)))
             .map_err(|e| e.to_string())?;
         let mut d = Device::connect(Session {
             device: reg.location.device,
@@ -233,8 +242,9 @@ pub fn run(a: UpArgs) -> Result<(), String> {
     }
     // Sessions reach the pair with its next heartbeat: join once they are there.
     std::thread::sleep(Duration::from_millis(120));
-    for d in devices.iter_mut() {
-        d.join(0.0).map_err(|e| e.to_string())?;
+    for (i, d) in devices.iter_mut().enumerate() {
+        let area = Area::sphere(walker_at(0.0, i as u32), SEES);
+        d.join_area(area).map_err(|e| e.to_string())?;
     }
     let pairs: Vec<Pair> = pairs.into_iter().map(|(p, _)| p).collect();
     simulate(
@@ -260,6 +270,7 @@ fn simulate(
     let period = Duration::from_secs_f64(1.0 / hz.max(0.1));
     let mut next_send = start;
     let mut next_line = start + Duration::from_secs(1);
+    let mut next_anchor = start;
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).map_err(|e| e.to_string())?;
     let mut received = 0u64;
@@ -278,16 +289,26 @@ fn simulate(
         }
         if now >= next_send && !devices.is_empty() {
             let t = start.elapsed().as_secs_f32();
+            let report = now >= next_anchor;
             for (i, d) in devices.iter_mut().enumerate() {
                 let phase = t + i as f32;
+                let at = walker_at(t, i as u32);
                 let fields = Fields {
-                    translation: [phase.cos() * 10.0, 1.0, phase.sin() * 10.0],
+                    translation: at,
                     rotation: [0.0, (phase / 2.0).sin(), 0.0, (phase / 2.0).cos()],
                     ..Fields::default()
                 };
                 let object = u64::from(d.session().device);
                 d.update(object, MASK_TRANSLATION | MASK_ROTATION, &fields, &[])
                     .map_err(|e| e.to_string())?;
+                if report {
+                    // The device walks with its object: its interest follows, and when it
+                    // crosses x = 0 it is handed to the pair serving the other half.
+                    d.move_anchor(at).map_err(|e| e.to_string())?;
+                }
+            }
+            if report {
+                next_anchor += ANCHOR_EVERY;
             }
             next_send += period;
         }
@@ -303,7 +324,7 @@ fn simulate(
         if now >= next_line {
             let s = sum(pairs);
             println!(
-                "t={:>4}s  ingest {:>6}/s  fanout {:>6} updates/s in {:>6} datagrams/s  dropped {}  joined {}  objects {}  |  devices received {:>6}/s  p50 {}  p99 {}",
+                "t={:>4}s  ingest {:>6}/s  fanout {:>6} updates/s in {:>6} datagrams/s  dropped {}  joined {}  objects {}  moved {}  |  devices received {:>6}/s  p50 {}  p99 {}",
                 start.elapsed().as_secs(),
                 s.ingest_accepted - last.ingest_accepted,
                 s.fanout_updates - last.fanout_updates,
@@ -311,6 +332,7 @@ fn simulate(
                 s.ingest_drops.total(),
                 s.joined,
                 s.objects,
+                s.devices_moved_out,
                 received,
                 micros(Duration::from_nanos(latency.value_at_quantile(0.5))),
                 micros(Duration::from_nanos(latency.value_at_quantile(0.99))),
@@ -326,6 +348,20 @@ fn simulate(
         }
         poller.wait(wake.saturating_duration_since(Instant::now()));
     }
+}
+
+/// Half the demo scene's width: its zones are x in [-HALF, 0) and [0, HALF).
+const HALF: f32 = 20.0;
+/// How far a simulated device sees (its neighbours on the circle are 9.6 apart).
+const SEES: f32 = 12.0;
+/// How often a simulated device reports its anchor.
+const ANCHOR_EVERY: Duration = Duration::from_millis(100);
+
+/// Where simulated device `i` is at `t` seconds: on a circle of radius 10 around the origin,
+/// one radian behind the one before it (so each crosses x = 0 twice a lap).
+fn walker_at(t: f32, i: u32) -> [f32; 3] {
+    let phase = t + i as f32;
+    [phase.cos() * 10.0, 1.0, phase.sin() * 10.0]
 }
 
 /// The counters of every pair added up.

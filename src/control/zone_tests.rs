@@ -37,6 +37,11 @@ fn a_gridded_scene_spreads_over_the_region_and_devices_home_by_anchor() {
     let b = t.streaming_pair("r", 9002);
     let s = gridded(&mut t, "g", json!({}));
     assert_eq!(zone_pairs(&mut t, s), vec![json!(a), json!(b)]);
+    // The zone map is durable, through a JSON value too (what the replica stream carries).
+    let image = serde_json::to_value(t.c.image()).unwrap();
+    let mut restored = Ctl::new();
+    restored.c.restore(serde_json::from_value(image).unwrap());
+    assert_eq!(zone_pairs(&mut restored, s), vec![json!(a), json!(b)]);
     let listed = t.ok(json!({"op": "scene.list", "token": TOKEN}));
     assert_eq!(listed["scenes"][0]["pairs"], json!([a, b]));
     // The anchor's zone decides; a border point belongs to the cell above it; no anchor: home.

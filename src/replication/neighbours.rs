@@ -11,7 +11,7 @@
 //! is by scene: every object of a shared scene the origin serves becomes a proxy here, and
 //! interest decides who is sent what.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -33,6 +33,10 @@ struct Followed {
 #[derive(Default)]
 pub struct Neighbours {
     followed: BTreeMap<u32, Followed>,
+    /// Devices whose writes the followed streams carried: one of them may be handed over
+    /// here and follow its redirect before the hand-over arrives, so its datagrams are held
+    /// rather than refused (see `Replica::hold`).
+    writers: HashSet<u32>,
 }
 
 impl Neighbours {
@@ -67,11 +71,19 @@ impl Neighbours {
         }
     }
 
+    /// Whether `device` wrote in a followed stream (it may be handed over here).
+    pub fn knows(&self, device: u32) -> bool {
+        self.writers.contains(&device)
+    }
+
     /// Stops following `pair`; its proxies go after the grace unless another pair confirms
     /// them (`Engine::proxy_unfollow`).
     pub fn unfollow(&mut self, pair: u32, now: Instant, engine: &mut Engine) {
         if self.followed.remove(&pair).is_some() {
             engine.proxy_unfollow(now, pair);
+        }
+        if self.followed.is_empty() {
+            self.writers.clear();
         }
     }
 
@@ -91,7 +103,10 @@ impl Neighbours {
                         for (e, data) in b.iter() {
                             let shared = |s: u32| f.scenes.contains(&s);
                             match engine.follow(now, f.me, *pair, e, data, shared, out) {
-                                Ok(()) if matches!(e.kind, EventKind::Relay(_)) => applied += 1,
+                                Ok(()) if matches!(e.kind, EventKind::Relay(_)) => {
+                                    self.writers.insert(e.device);
+                                    applied += 1
+                                }
                                 Ok(()) => {}
                                 Err(_) => refused += 1,
                             }

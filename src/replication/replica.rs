@@ -120,10 +120,12 @@ impl Replica {
     /// the device (it is arriving ahead of its scene, see `held`). True if kept.
     pub fn hold(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) -> bool {
         // (An expected device's datagram is checked when it is fed, under the session the
-        // hand-over brings.)
+        // hand-over brings.) So is a device that wrote on a pair this one follows: it may be
+        // handed over here, its redirect outrunning the hand-over on that pair's stream.
         let expected = || {
-            crate::wire::Datagram::parse(bytes)
-                .is_ok_and(|d| self.expected.contains_key(&d.device()))
+            crate::wire::Datagram::parse(bytes).is_ok_and(|d| {
+                self.expected.contains_key(&d.device()) || self.neighbours.knows(d.device())
+            })
         };
         if !expected() && !self.mirrors.values().any(|m| m.mirror.knows(bytes)) {
             return false;

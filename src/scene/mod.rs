@@ -165,6 +165,8 @@ pub struct Engine {
     /// Devices handed over to this pair by another (device, that pair), while their
     /// stragglers may still come forwarded on its stream.
     moved_in: Vec<(u32, u32)>,
+    /// Devices handed over to other pairs, and taken over from them (border crossings).
+    moves: (u64, u64),
 }
 
 impl Engine {
@@ -189,6 +191,7 @@ impl Engine {
             proxy_sweeps: Vec::new(),
             crossings: Vec::new(),
             moved_in: Vec::new(),
+            moves: (0, 0),
         }
     }
 
@@ -400,6 +403,11 @@ impl Engine {
     }
 
     /// Datagrams accepted so far (every kind).
+    /// Devices handed over to other pairs and taken over from them (see `zoning`).
+    pub fn moves(&self) -> (u64, u64) {
+        self.moves
+    }
+
     pub fn accepted(&self) -> u64 {
         self.accepted
     }

@@ -123,6 +123,7 @@ impl Engine {
         let scene = d.scene;
         let addr = d.addr;
         let record = SessionRecord::of(d);
+        self.moves.0 += 1;
         let redirect = RedirectBody::new(epoch, to);
         out.push_with(EventKind::Handover, scene, device, addr, |b| {
             b.extend_from_slice(redirect.as_bytes());
@@ -199,6 +200,7 @@ impl Engine {
         // Downstream (fanout, this pair's standbys) learn the session as it is.
         out.push_with(EventKind::Session, scene, device, addr, |b| r.encode(b));
         self.devices.insert(device, d);
+        self.moves.1 += 1;
         if r.joined {
             self.scene_mut(scene).joined += 1;
             // Indexed, and sent the state of what it sees from here (what the old pair showed

@@ -405,5 +405,8 @@ impl<P: Publisher> Ingest<P> {
         let (in_order, gave_up) = self.engine.reordered();
         self.stats.reordered_in_order.store(in_order, Relaxed);
         self.stats.reordered_gave_up.store(gave_up, Relaxed);
+        let (out, into) = self.engine.moves();
+        self.stats.devices_moved_out.store(out, Relaxed);
+        self.stats.devices_moved_in.store(into, Relaxed);
     }
 }

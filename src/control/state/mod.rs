@@ -137,8 +137,35 @@ pub(crate) struct SceneRec {
     geometry: Geometry,
     /// Zone -> serving pair, for the zones not served by `pair` (`None`: no live pair left for
     /// it). Empty for a scene one pair serves whole.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "zone_pairs"
+    )]
     zones: BTreeMap<u32, Option<u32>>,
+}
+
+/// `SceneRec::zones` as a list of `[zone, pair]` (JSON object keys would be strings, which a
+/// `serde_json::Value` does not turn back into numbers: the replica stream carries values).
+mod zone_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<u32, Option<u32>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u32, Option<u32>>, D::Error> {
+        Ok(Vec::<(u32, Option<u32>)>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 fn is_default(g: &Geometry) -> bool {
