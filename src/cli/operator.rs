@@ -216,7 +216,12 @@ pub fn status_table(s: &ClusterStatus) -> String {
 fn scene_table(scenes: &[SceneInfo]) -> String {
     let mut out = "SCENE  NAME                 REGION       PAIR  DEVICES  ZONES\n".to_string();
     for sc in scenes {
-        let pair = sc.pair.map_or("-".to_string(), |p| p.to_string());
+        // A scene several pairs serve shows them all, home first.
+        let pair = match (&sc.pairs[..], sc.pair) {
+            ([], None) => "-".to_string(),
+            ([], Some(p)) => p.to_string(),
+            (all, _) => all.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        };
         out += &format!(
             "{:<6} {:<20} {:<12} {:<5} {:<8} {}\n",
             sc.id, sc.name, sc.region, pair, sc.devices, sc.zones
