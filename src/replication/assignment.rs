@@ -191,6 +191,8 @@ pub struct Tracker {
     zones: BTreeMap<u32, Vec<u32>>,
     /// Crossings reported in the last heartbeat (new ones are reported at once).
     crossings_reported: BTreeMap<u32, u32>,
+    /// The zones each followed peer served, (scene, zone), as the last assignment said.
+    peer_zones: BTreeMap<u32, BTreeSet<(u32, u32)>>,
     /// Device hand-overs ordered: (device, epoch).
     moved: BTreeSet<(u32, u64)>,
     /// Devices announced as arriving (their datagrams are held until they do).
@@ -247,6 +249,7 @@ impl Tracker {
             follows: BTreeMap::new(),
             zones: BTreeMap::new(),
             crossings_reported: BTreeMap::new(),
+            peer_zones: BTreeMap::new(),
             moved: BTreeSet::new(),
             expected: BTreeSet::new(),
             handed_over: BTreeSet::new(),
@@ -564,8 +567,10 @@ impl Tracker {
             self.commands.push(SessionCommand::Unmirror { pair });
         }
         for pair in std::mem::take(&mut self.follows).into_keys() {
-            self.commands.push(SessionCommand::Unfollow { pair });
+            let adopt = false;
+            self.commands.push(SessionCommand::Unfollow { pair, adopt });
         }
+        self.peer_zones.clear();
         self.zones.clear();
         self.moved.clear();
         self.expected.clear();
@@ -584,6 +589,17 @@ impl Tracker {
         // The sessions of a scene still incoming arrive with it (the handover event), replay
         // windows included: admitting them afresh now would let a device that follows its
         // redirect early write into a state the handover then replaces.
+        // A device this pair handed over whose move ended while it is still (again) homed
+        // here (the pair it went to failed, or it crossed back): admitted afresh.
+        for (device, epoch) in &self.moved {
+            let ended = !a
+                .moves
+                .iter()
+                .any(|m| m.device == *device && m.epoch == *epoch);
+            if ended && a.sessions.iter().any(|s| s.device == *device) {
+                self.admitted.remove(device);
+            }
+        }
         // Likewise a device another pair hands over: it comes with its replay window.
         let sessions: Vec<(u32, u32, String)> = a
             .sessions
@@ -642,6 +658,7 @@ impl Tracker {
                 scene: *scene,
                 to: self.config.advertise,
                 epoch,
+                serving: peers_of(a, *scene),
             });
         }
         // A shared scene held here that gained zones: they come from a pair that failed (or
@@ -663,6 +680,7 @@ impl Tracker {
                     scene: *scene,
                     to: self.config.advertise,
                     epoch,
+                    serving: peers_of(a, *scene),
                 });
             }
         }
@@ -702,6 +720,7 @@ impl Tracker {
                         scene: h.scene,
                         to,
                         epoch: h.epoch,
+                        serving: peers_of(a, h.scene),
                     });
                 }
                 handovers.push(SessionCommand::Handover {
@@ -803,9 +822,29 @@ impl Tracker {
         }
         for pair in self.follows.keys() {
             if !wanted.contains_key(pair) {
-                self.commands.push(SessionCommand::Unfollow { pair: *pair });
+                // Its zones came here (it failed or drained): its objects are this pair's.
+                let adopt = self.peer_zones.get(pair).is_some_and(|zones| {
+                    zones.iter().any(|(scene, zone)| {
+                        self.scenes.contains(scene)
+                            && self.zones.get(scene).is_none_or(|here| here.contains(zone))
+                    })
+                });
+                self.commands
+                    .push(SessionCommand::Unfollow { pair: *pair, adopt });
             }
         }
+        self.peer_zones = a
+            .shared
+            .iter()
+            .flat_map(|s| {
+                s.peers
+                    .iter()
+                    .flat_map(move |p| p.zones.iter().map(move |z| (p.pair, (s.scene, *z))))
+            })
+            .fold(BTreeMap::new(), |mut m, (pair, sz)| {
+                m.entry(pair).or_insert_with(BTreeSet::new).insert(sz);
+                m
+            });
         for (pair, f) in &wanted {
             if self.follows.get(pair) != Some(f) {
                 self.commands.push(SessionCommand::Follow {
@@ -842,6 +881,15 @@ impl Tracker {
             .retain(|(d, e)| a.moves.iter().any(|m| m.device == *d && m.epoch == *e));
         Ok(())
     }
+}
+
+/// The other pairs serving zones of `scene` (none for a scene served whole).
+fn peers_of(a: &Assignment, scene: u32) -> Vec<u32> {
+    a.shared
+        .iter()
+        .filter(|s| s.scene == scene)
+        .flat_map(|s| s.peers.iter().map(|p| p.pair))
+        .collect()
 }
 
 /// A followed pair's stream, its key and the scenes shared with it.

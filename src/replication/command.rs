@@ -48,9 +48,12 @@ pub enum SessionCommand {
         key: Option<PublicKey>,
         scenes: Vec<u32>,
     },
-    /// Stop following `pair`.
+    /// Stop following `pair`. With `adopt`, this pair serves that pair's zones now (it
+    /// failed or drained): the proxies of it still here become this pair's own objects
+    /// (what a mirror of it held replaced them first, if this pair stood by for it).
     Unfollow {
         pair: u32,
+        adopt: bool,
     },
     /// What this pair serves of `scene` when other pairs serve its other zones (`None`: the
     /// whole scene): devices whose anchor leaves these zones are reported as crossings.
@@ -72,10 +75,12 @@ pub enum SessionCommand {
         device: u32,
     },
     /// Take `scene` over from a mirror (its pair died) and redirect its devices to `to`.
+    /// Mirrors of `serving` are left alone: those pairs still serve their zones of the scene.
     Promote {
         scene: u32,
         to: SocketAddr,
         epoch: u64,
+        serving: Vec<u32>,
     },
     /// Hand `scene` over to the pair at `to` (a drain): forward and redirect its devices.
     Handover {

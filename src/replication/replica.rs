@@ -243,18 +243,27 @@ impl Replica {
     }
 
     /// Takes `scene` over from whichever mirror holds it (a failover), redirecting its
-    /// devices to `to`. Without one, nothing happens: the scene starts afresh from the
-    /// sessions the assignment admits.
+    /// devices to `to`; mirrors of the pairs still `serving` zones of it are left alone
+    /// (they serve their part). Without one, nothing happens: the scene starts afresh from
+    /// the sessions the assignment admits.
+    #[allow(clippy::too_many_arguments)]
     pub fn promote(
         &mut self,
         engine: &mut Engine,
         scene: u32,
         to: SocketAddr,
         epoch: u64,
+        serving: &[u32],
         now: Instant,
         out: &mut Batch,
     ) {
-        if let Some(m) = self.mirrors.values_mut().find(|m| m.mirror.holds(scene)) {
+        if let Some(m) = self
+            .mirrors
+            .iter_mut()
+            .filter(|(p, _)| !serving.contains(p))
+            .map(|(_, m)| m)
+            .find(|m| m.mirror.holds(scene))
+        {
             m.mirror.promote(engine, scene, now, to, epoch, out);
         }
     }

@@ -41,6 +41,8 @@ pub struct Forward {
     pub to: SocketAddr,
     pub epoch: u64,
     pub last_redirect: Option<Instant>,
+    /// Only this device moved (it crossed a zone border), not its whole scene (a drain).
+    pub device_move: bool,
 }
 
 impl Forward {

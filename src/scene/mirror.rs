@@ -375,6 +375,7 @@ impl Engine {
                 to,
                 epoch,
                 last_redirect: None,
+                device_move: false,
             }));
             if let Some(addr) = d.addr {
                 let kind = EventKind::Direct(Kind::Redirect);

@@ -217,7 +217,10 @@ impl Engine {
         out: &mut Batch,
     ) {
         if let Some(old) = self.devices.get(&device) {
-            if old.key.raw() == key.raw() && old.scene == scene {
+            // A session handed to another pair (a border crossing) that is admitted again
+            // came back (that pair failed, or the device crossed back): afresh.
+            let moved_away = old.forward.as_ref().is_some_and(|f| f.device_move);
+            if old.key.raw() == key.raw() && old.scene == scene && !moved_away {
                 return;
             }
             self.revoke(device, out);

@@ -217,6 +217,24 @@ impl Engine {
         self.proxy_sweeps.push((now + PROXY_GRACE, origin));
     }
 
+    /// This pair serves `origin`'s zones now (it failed or drained): its proxies still here
+    /// become this pair's own objects, announced downstream (this pair's standbys).
+    pub fn proxy_adopt(&mut self, origin: u32, out: &mut Batch) {
+        self.proxy_sweeps.retain(|(_, o)| *o != origin);
+        let mut body = [0u8; MAX_DATAGRAM];
+        for (scene, s) in self.scenes.iter_mut() {
+            for (id, o) in s
+                .objects
+                .iter_mut()
+                .filter(|(_, o)| o.proxy == Some(origin))
+            {
+                o.proxy = None;
+                o.stale = false;
+                super::mirror::push_object(*scene, 0, *id, o, &mut body, out);
+            }
+        }
+    }
+
     /// Sweeps whose grace is over (called by `tick`).
     pub(super) fn proxy_tick(&mut self, now: Instant, out: &mut Batch) {
         if !self.moved_in.is_empty() {

@@ -156,6 +156,7 @@ impl Engine {
             to,
             epoch,
             last_redirect: None,
+            device_move: true,
         }));
         if let Some(addr) = addr {
             let kind = EventKind::Direct(Kind::Redirect);

@@ -370,14 +370,23 @@ impl<P: Publisher> Ingest<P> {
                     r.expect(device, Instant::now());
                 }
             }
-            SessionCommand::Unfollow { pair } => {
+            SessionCommand::Unfollow { pair, adopt } => {
                 if let Some(r) = self.replica.as_mut() {
                     r.unfollow(pair, Instant::now(), &mut self.engine);
                 }
+                if adopt {
+                    self.engine.proxy_adopt(pair, batch);
+                }
             }
-            SessionCommand::Promote { scene, to, epoch } => {
+            SessionCommand::Promote {
+                scene,
+                to,
+                epoch,
+                serving,
+            } => {
                 if let Some(r) = self.replica.as_mut() {
-                    r.promote(&mut self.engine, scene, to, epoch, Instant::now(), batch);
+                    let now = Instant::now();
+                    r.promote(&mut self.engine, scene, to, epoch, &serving, now, batch);
                 }
             }
         }

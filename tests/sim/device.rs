@@ -37,6 +37,9 @@ pub struct Device {
     pub seen: BTreeMap<(u32, u64), (u64, u64)>,
     /// Its interest area (revision 2), or `None`: everything.
     pub area: Option<Area>,
+    /// In a scene whose zones two pairs serve, a device with an area walks with its object
+    /// (its anchor follows it) while faults run, crossing between the pairs' halves.
+    pub walks: bool,
 }
 
 /// Radius of the circle every device's object moves on, around the origin.
@@ -105,6 +108,25 @@ impl Device {
         let mut b = vec![0u8; body.len()];
         body.emit(&mut b).expect("sized");
         self.datagram(Kind::ObjectUpdate, &b, now_ns)
+    }
+
+    /// A keepalive, carrying its anchor when it has an area (as the client does).
+    pub fn keepalive(&mut self, now_ns: u64) -> Vec<u8> {
+        match self.area {
+            Some(area) => {
+                let mut body = [0u8; 12];
+                zonecast::wire::interest::emit_anchor(area.anchor, &mut body).expect("sized");
+                self.datagram(Kind::Keepalive, &body, now_ns)
+            }
+            None => self.datagram(Kind::Keepalive, &[], now_ns),
+        }
+    }
+
+    /// Moves its anchor to where its object is now; the keepalive that tells its pair.
+    pub fn walk(&mut self, now_ns: u64) -> Option<Vec<u8>> {
+        let area = self.area.as_mut()?;
+        area.anchor = position(self.id, self.written);
+        Some(self.keepalive(now_ns))
     }
 
     /// Switches to the pair at `to` (a redirect or a locate) and joins there.

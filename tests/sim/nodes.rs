@@ -9,7 +9,7 @@ use zonecast::control::client::RequestError;
 use zonecast::control::protocol::{DeviceLocation, Reply, Request};
 use zonecast::control::MirrorState;
 use zonecast::replication::assignment::{Answer, Call};
-use zonecast::replication::peer::{HubPeer, LinkEvent};
+use zonecast::replication::peer::{HubPeer, LinkEvent, Role};
 use zonecast::replication::SessionCommand;
 use zonecast::scene::{parse_deliver, Batch, EventKind};
 use zonecast::wire::{parse_exact, Kind, ObjectBody, RedirectBody, RejectBody, RejectReason};
@@ -35,7 +35,7 @@ impl World {
             self.scenes
                 .iter()
                 .copied()
-                .filter(|s| self.controller.assigned(*s) == Some(p))
+                .filter(|s| self.controller.serves(*s, p))
                 .collect()
         });
         let payload = Payload::Reply {
@@ -67,6 +67,9 @@ impl World {
                 None => {}
             }
         }
+        for n in p.neighbours.values().filter(|n| n.link.is_none()) {
+            t = t.min(n.redial_at);
+        }
         if p.subs.iter().any(|s| s.core.wants_checkpoint()) {
             t = self.now;
         }
@@ -83,6 +86,7 @@ impl World {
                 self.answer(inc, &call, Err(timeout), None)?;
             }
         }
+        self.pairs[inc].note_crossings();
         if self.pairs[inc].call.is_none() {
             let local = self.pairs[inc].local();
             if let Some(call) = self.pairs[inc].tracker.poll_call(now, &local) {
@@ -139,8 +143,24 @@ impl World {
         Ok(())
     }
 
-    /// A standby dials the primaries it mirrors that it is not linked to.
+    /// A standby dials the primaries it mirrors that it is not linked to, and a pair the
+    /// neighbours it follows.
     fn dial(&mut self, inc: usize) {
+        let due: Vec<u32> = self.pairs[inc]
+            .neighbours
+            .iter()
+            .filter(|(_, n)| n.link.is_none() && n.redial_at <= self.now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            let bus = self.pairs[inc].neighbours[&peer].bus.clone();
+            let link = self.connect(inc, &bus, Role::Neighbour);
+            let n = self.pairs[inc].neighbours.get_mut(&peer).unwrap();
+            match link {
+                Some(link) => n.link = Some(link),
+                None => n.redial_at = self.now + us(REDIAL),
+            }
+        }
         let due: Vec<u32> = self.pairs[inc]
             .mirrors
             .iter()
@@ -149,7 +169,22 @@ impl World {
             .collect();
         for primary in due {
             let bus = self.pairs[inc].mirrors[&primary].bus.clone();
-            let target = self.pair_by_bus(&bus).filter(|t| {
+            let link = self.connect(inc, &bus, Role::Standby);
+            let m = self.pairs[inc].mirrors.get_mut(&primary).unwrap();
+            let Some(link) = link else {
+                m.redial_at = self.now + us(REDIAL);
+                continue;
+            };
+            m.link = Some(link);
+            m.clean = false;
+        }
+    }
+
+    /// `inc` connects to the stream at `bus` as `role`: the link id, if the pair there is up
+    /// and reachable.
+    fn connect(&mut self, inc: usize, bus: &str, role: Role) -> Option<u64> {
+        {
+            let target = self.pair_by_bus(bus).filter(|t| {
                 let p = &self.pairs[*t];
                 p.alive
                     && !p.tracker.is_done()
@@ -162,20 +197,14 @@ impl World {
                         .net
                         .is_cut(self.pairs[*t].slot, self.pairs[inc].slot, self.now)
             });
-            let m = self.pairs[inc].mirrors.get_mut(&primary).unwrap();
-            let Some(t) = reachable else {
-                m.redial_at = self.now + us(REDIAL);
-                continue;
-            };
+            let t = reachable?;
             let link = self.next_link;
             self.next_link += 1;
-            m.link = Some(link);
-            m.clean = false;
             // Connected and greeted: the primary's hub takes a subscriber waiting for its
             // checkpoint (the peer core, fed a real hello).
             let mut core = HubPeer::new(self.instant());
             let session = zonecast::replication::peer::LinkSession::new(
-                zonecast::replication::peer::Role::Standby,
+                role,
                 crate::world::TOKEN,
                 self.instant(),
             )
@@ -187,6 +216,7 @@ impl World {
                 standby: inc,
                 link,
                 core,
+                role,
             });
             self.net.stream(
                 &mut self.rng,
@@ -196,7 +226,8 @@ impl World {
                 link,
                 LinkEvent::Up,
             );
-            self.log(|| format!("pair #{inc} links to #{t} (link {link})"));
+            self.log(|| format!("pair #{inc} links to #{t} as {role:?} (link {link})"));
+            Some(link)
         }
     }
 
@@ -210,13 +241,13 @@ impl World {
         }
         let mut cp = Batch::default();
         self.pairs[inc].engine.checkpoint(&mut cp);
-        let targets: Vec<(usize, u64)> = self.pairs[inc]
+        let targets: Vec<(usize, u64, Role)> = self.pairs[inc]
             .subs
             .iter_mut()
-            .filter_map(|s| s.core.take(true).then_some((s.standby, s.link)))
+            .filter_map(|s| s.core.take(true).then_some((s.standby, s.link, s.role)))
             .collect();
-        for (standby, link) in targets {
-            let event = LinkEvent::Batch(cp.clone());
+        for (standby, link, role) in targets {
+            let event = LinkEvent::Batch(for_role(&cp, role));
             self.net.stream(
                 &mut self.rng,
                 self.now,
@@ -234,13 +265,17 @@ impl World {
         if out.is_empty() {
             return;
         }
-        let targets: Vec<(usize, u64)> = self.pairs[inc]
+        let targets: Vec<(usize, u64, Role)> = self.pairs[inc]
             .subs
             .iter_mut()
-            .filter_map(|s| s.core.take(false).then_some((s.standby, s.link)))
+            .filter_map(|s| s.core.take(false).then_some((s.standby, s.link, s.role)))
             .collect();
-        for (standby, link) in targets {
-            let event = LinkEvent::Batch(out.clone());
+        for (standby, link, role) in targets {
+            let batch = for_role(&out, role);
+            if batch.is_empty() {
+                continue;
+            }
+            let event = LinkEvent::Batch(batch);
             self.net.stream(
                 &mut self.rng,
                 self.now,
@@ -257,11 +292,11 @@ impl World {
         let mut last_relay: &[u8] = &[];
         for (e, data) in out.iter() {
             let mut sends: Vec<(usize, ToDevice)> = Vec::new();
-            if let EventKind::Relay(_) = e.kind {
+            if let EventKind::Relay(_) | EventKind::Proxy(_) = e.kind {
                 last_relay = data;
             }
             match e.kind {
-                EventKind::Relay(_) => {
+                EventKind::Relay(_) | EventKind::Proxy(_) => {
                     let Ok(body) = ObjectBody::parse(data) else {
                         continue;
                     };
@@ -453,7 +488,8 @@ impl World {
                         self.check_adopted(inc, scene, primary, clean)?;
                     }
                 }
-                Applied::Nothing => {}
+                Applied::Unlinked(Some(link)) => self.drop_sub(link),
+                Applied::Unlinked(None) | Applied::Nothing => {}
             }
         }
         self.pairs[inc].release(now, &mut out);
@@ -464,7 +500,10 @@ impl World {
         let after = self.pairs[inc].scenes();
         let epoch = self.pairs[inc].tracker.epoch();
         for scene in after.difference(&before) {
-            self.books.claim(*scene, epoch, inc)?;
+            // (Several pairs serve a zoned scene under one epoch, each its own zones.)
+            if Some(*scene) != self.zoned {
+                self.books.claim(*scene, epoch, inc)?;
+            }
             self.books.tenure(inc, *scene);
         }
         if heartbeat_ok {
@@ -518,6 +557,15 @@ impl World {
     }
 
     fn stream_event(&mut self, inc: usize, link: u64, event: LinkEvent) -> Result<(), String> {
+        let neighbour = self.pairs[inc]
+            .neighbours
+            .iter()
+            .find(|(_, n)| n.link == Some(link))
+            .map(|(p, _)| *p);
+        if let Some(peer) = neighbour {
+            self.neighbour_event(inc, peer, event);
+            return Ok(());
+        }
         let Some(primary) = self.pairs[inc]
             .mirrors
             .iter()
@@ -591,6 +639,31 @@ impl World {
         Ok(())
     }
 
+    /// What a neighbour's stream brought: proxies and hand-overs (`Engine::follow`).
+    fn neighbour_event(&mut self, inc: usize, peer: u32, event: LinkEvent) {
+        let now = self.instant();
+        let mut out = Batch::default();
+        match event {
+            LinkEvent::Batch(b) => {
+                let pair = &mut self.pairs[inc];
+                let n = &pair.neighbours[&peer];
+                let (me, scenes) = (n.me, n.scenes.clone());
+                for (e, data) in b.iter() {
+                    let shared = |s: u32| scenes.contains(&s);
+                    let _ = pair.engine.follow(now, me, peer, e, data, shared, &mut out);
+                }
+                pair.release(now, &mut out);
+            }
+            LinkEvent::Up => {}
+            LinkEvent::Bye | LinkEvent::Lost | LinkEvent::Malformed => {
+                let n = self.pairs[inc].neighbours.get_mut(&peer).unwrap();
+                n.link = None;
+                n.redial_at = self.now + us(REDIAL);
+            }
+        }
+        self.emit(inc, out);
+    }
+
     /// The primary's hub forgets the subscriber on `link`.
     pub fn drop_sub(&mut self, link: u64) {
         for p in self.pairs.iter_mut() {
@@ -631,6 +704,7 @@ impl World {
             .mirrors
             .values()
             .filter_map(|m| m.link)
+            .chain(self.pairs[inc].neighbours.values().filter_map(|n| n.link))
             .collect();
         for link in own {
             self.drop_sub(link);
@@ -711,11 +785,14 @@ impl World {
         if action.rejoin {
             out.push(dev.join(now, now_ns));
         } else if action.keepalive {
-            out.push(dev.datagram(Kind::Keepalive, &[], now_ns));
+            out.push(dev.keepalive(now_ns));
         }
         if dev.next_update <= self.now {
             out.push(dev.update(now_ns));
             dev.next_update = self.now + 40_000;
+            if dev.walks && self.walking && dev.written.is_multiple_of(3) {
+                out.extend(dev.walk(now_ns));
+            }
         }
         let locate = action.locate && dev.locate.is_none();
         for bytes in out {
@@ -767,8 +844,17 @@ impl World {
                     ToDevice::Update { scene, object, seq } => {
                         let e = dev.seen.entry((scene, object)).or_insert((0, 0));
                         *e = (e.0.max(seq), self.now);
+                        // (What a pair shows of another's zones is that pair's to keep.)
+                        let own = |p: usize| {
+                            self.pairs[p]
+                                .engine
+                                .object(scene, object)
+                                .is_none_or(|o| o.proxy.is_none())
+                        };
                         if let Node::Pair(p) = from {
-                            self.books.saw(p, scene, object, seq);
+                            if own(p) {
+                                self.books.saw(p, scene, object, seq);
+                            }
                         }
                     }
                     ToDevice::Snapshot => {
@@ -813,4 +899,16 @@ impl World {
             _ => {}
         }
     }
+}
+
+/// What a subscriber of `role` is sent of `batch` (the hub's filter, `Role::gets`).
+fn for_role(batch: &Batch, role: Role) -> Batch {
+    if role != Role::Neighbour {
+        return batch.clone();
+    }
+    let mut out = Batch::default();
+    for (e, data) in batch.iter().filter(|(e, _)| role.gets(e.kind)) {
+        out.push(e.kind, e.scene, e.device, e.addr, data);
+    }
+    out
 }

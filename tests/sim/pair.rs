@@ -10,7 +10,7 @@ use zonecast::control::client::RequestError;
 use zonecast::replication::assignment::{Answer, Call, Local, Tracker, TrackerConfig};
 use zonecast::replication::held::Held;
 use zonecast::replication::mirror::{Mirror, CATCH_UP};
-use zonecast::replication::peer::HubPeer;
+use zonecast::replication::peer::{HubPeer, Role};
 use zonecast::replication::SessionCommand;
 use zonecast::scene::{self, Batch, Engine};
 
@@ -48,6 +48,8 @@ pub enum Applied {
         primary: u32,
         promoted: Vec<u32>,
     },
+    /// A neighbour link no longer wanted (its subscriber goes).
+    Unlinked(Option<u64>),
 }
 
 /// One subscriber of a pair's hub.
@@ -55,6 +57,17 @@ pub struct Sub {
     pub standby: usize,
     pub link: u64,
     pub core: HubPeer,
+    /// A standby, or a neighbour (it gets only what `Role::gets` lets through).
+    pub role: Role,
+}
+
+/// A link to the stream of a pair serving other zones of a shared scene (the region bus).
+pub struct Neighbour {
+    pub bus: String,
+    pub me: u32,
+    pub scenes: Vec<u32>,
+    pub link: Option<u64>,
+    pub redial_at: u64,
 }
 
 pub struct Pair {
@@ -82,6 +95,12 @@ pub struct Pair {
     pub held: Held,
     /// Scenes adopted from a drain's handover in a stream (as `ReplicaStatus::handed_in`).
     pub handed_in: BTreeSet<u32>,
+    /// Pairs followed on the region bus, by controller id.
+    pub neighbours: BTreeMap<u32, Neighbour>,
+    /// Crossings not yet moved (as `ReplicaStatus::crossings`).
+    pub crossings: BTreeMap<u32, u32>,
+    /// Devices being handed over here (their datagrams are held).
+    pub expected: BTreeSet<u32>,
 }
 
 impl Pair {
@@ -105,6 +124,9 @@ impl Pair {
             scene,
             held: Held::default(),
             handed_in: BTreeSet::new(),
+            neighbours: BTreeMap::new(),
+            crossings: BTreeMap::new(),
+            expected: BTreeSet::new(),
         }
     }
 
@@ -119,7 +141,7 @@ impl Pair {
                 .collect(),
             fanout_alive: false,
             served: self.handed_in.iter().copied().collect(),
-            crossings: Default::default(),
+            crossings: self.crossings.clone(),
         }
     }
 
@@ -177,14 +199,71 @@ impl Pair {
                 }
                 return self.drop_mirror(pair);
             }
-            // The simulated scenes have no grid: no pair shares one, nobody is followed.
-            SessionCommand::Follow { .. }
-            | SessionCommand::Unfollow { .. }
-            | SessionCommand::Zones { .. }
-            | SessionCommand::MoveDevice { .. }
-            | SessionCommand::Expect { .. } => {}
-            SessionCommand::Promote { scene, to, epoch } => {
-                for m in self.mirrors.values_mut() {
+            SessionCommand::Follow {
+                pair,
+                me,
+                endpoint,
+                scenes,
+                ..
+            } => {
+                let same = self
+                    .neighbours
+                    .get(&pair)
+                    .is_some_and(|n| n.bus == endpoint);
+                if same {
+                    let n = self.neighbours.get_mut(&pair).unwrap();
+                    n.scenes = scenes;
+                    n.me = me;
+                } else {
+                    let n = Neighbour {
+                        bus: endpoint,
+                        me,
+                        scenes,
+                        link: None,
+                        redial_at: 0,
+                    };
+                    if let Some(old) = self.neighbours.insert(pair, n) {
+                        return Applied::Unlinked(old.link);
+                    }
+                }
+            }
+            SessionCommand::Unfollow { pair, adopt } => {
+                let link = self.neighbours.remove(&pair).map(|n| {
+                    self.engine.proxy_unfollow(now, pair);
+                    n.link
+                });
+                if adopt {
+                    self.engine.proxy_adopt(pair, out);
+                }
+                if let Some(link) = link {
+                    return Applied::Unlinked(link);
+                }
+            }
+            SessionCommand::Zones { scene, zoning } => self.engine.set_zoning(scene, zoning),
+            SessionCommand::MoveDevice {
+                device,
+                pair,
+                to,
+                epoch,
+            } => {
+                self.engine.move_device(device, pair, to, epoch, out);
+                self.crossings.remove(&device);
+            }
+            SessionCommand::Expect { device } => {
+                self.expected.insert(device);
+            }
+            SessionCommand::Promote {
+                scene,
+                to,
+                epoch,
+                serving,
+            } => {
+                for m in self
+                    .mirrors
+                    .iter_mut()
+                    .filter(|(p, _)| !serving.contains(p))
+                    .map(|(_, m)| m)
+                {
                     if m.mirror
                         .promote(&mut self.engine, scene, now, to, epoch, out)
                     {
@@ -212,11 +291,28 @@ impl Pair {
     /// mirror does is held until its scene arrives.
     pub fn receive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], out: &mut Batch) {
         let r = self.engine.handle(now, from, bytes, out);
+        let expected = || {
+            zonecast::wire::Datagram::parse(bytes)
+                .is_ok_and(|d| self.expected.contains(&d.device()))
+        };
         if r == Err(zonecast::scene::DropReason::UnknownDevice)
-            && self.mirrors.values().any(|m| m.mirror.knows(bytes))
+            && (expected() || self.mirrors.values().any(|m| m.mirror.knows(bytes)))
         {
             self.held.hold(now, from, bytes);
         }
+        self.note_crossings();
+    }
+
+    /// Takes the engine's crossings into what the agent reports.
+    pub fn note_crossings(&mut self) {
+        for (device, zone) in self.engine.take_crossings() {
+            match zone {
+                Some(z) => self.crossings.insert(device, z),
+                None => self.crossings.remove(&device),
+            };
+        }
+        let engine = &self.engine;
+        self.expected.retain(|d| engine.device(*d).is_none());
     }
 
     /// Feeds the held datagrams whose devices the engine knows now.

@@ -16,6 +16,7 @@ use zonecast::control::random::Random;
 use zonecast::control::{Config, Controller};
 use zonecast::replication::assignment::TrackerConfig;
 use zonecast::wire::SessionKey;
+use zonecast::zones::Grid;
 
 use crate::check::{Books, REHOME_BOUND};
 use crate::detect::DETECT_BOUND;
@@ -124,6 +125,13 @@ pub struct World {
     pub stalled_until: u64,
     /// Pair incarnations that may be declared dead until the given time (frozen, cut off).
     pub excused: std::collections::BTreeMap<usize, u64>,
+    /// The first scene is split into two zones (x < 0, x >= 0) spread over the pairs (every
+    /// third seed): its devices with areas walk between them while faults run.
+    pub zoned: Option<u32>,
+    /// Walking devices walk (the fault phase); they stand still while the cluster settles.
+    pub walking: bool,
+    /// When a lossy network became lossless (the quiet phase), if it did.
+    pub lossless_since: Option<u64>,
 }
 
 impl World {
@@ -230,16 +238,25 @@ impl World {
             self.run_until(self.now + 50_000)?;
         }
         for s in 0..scenes {
+            let mut create =
+                Request::scene_create(Some(TOKEN.into()), format!("scene-{s}"), REGION.into());
+            if let (0, true, Request::SceneCreate { grid, .. }) = (s, self.walking, &mut create) {
+                // The objects' circle (radius 50 in the x-y plane) crosses x = 0 twice.
+                *grid = Some(Grid {
+                    origin: [-60.0, -60.0, 0.0],
+                    cell: [60.0, 0.0, 0.0],
+                    counts: [2, 1, 1],
+                });
+            }
             let reply = self
-                .operator(Request::scene_create(
-                    Some(TOKEN.into()),
-                    format!("scene-{s}"),
-                    REGION.into(),
-                ))
+                .operator(create)
                 .map_err(|e| format!("setup: scene.create: {e}"))?;
             let Reply::SceneCreated(c) = reply else {
                 return Err("setup: scene.create answered oddly".into());
             };
+            if s == 0 && self.walking {
+                self.zoned = Some(c.scene.id);
+            }
             self.scenes.push(c.scene.id);
         }
         for d in 0..devices {
@@ -283,6 +300,7 @@ impl World {
                 // Odd devices see a sphere around a point of the circle the objects move on,
                 // so others walk in and out of it; even ones see everything.
                 area: (device % 2 == 1).then(|| Area::sphere(position(device, 0), INTEREST_RADIUS)),
+                walks: device % 2 == 1 && Some(scene) == self.zoned,
             });
             let (now, ns) = (self.instant(), self.now_ns());
             let d = self.devices.len() - 1;
@@ -433,7 +451,12 @@ impl World {
         self.books.rehome_checks += 1;
         for d in devices {
             let dev = &self.devices[*d];
-            let Some(serving) = self.controller.assigned(dev.scene) else {
+            // A walking device may be in the middle of a border hand-over when this runs:
+            // settling checks it.
+            if dev.walks && self.walking {
+                continue;
+            }
+            let Some(serving) = self.controller.home(dev.id) else {
                 continue;
             };
             let Some(inc) = self.pair_with_id(serving).filter(|i| self.pairs[*i].alive) else {
@@ -538,8 +561,12 @@ impl World {
 
     /// The quiet phase: heal everything, restart what is down, then nothing may change.
     fn settle(&mut self) -> Result<(), String> {
+        self.walking = false;
         self.faults
             .retain(|(_, f)| matches!(f, Fault::CheckRehome { .. }));
+        if self.net.profile.drop > 0.0 {
+            self.lossless_since = Some(self.now);
+        }
         self.net.profile = Profile::perfect();
         self.net.isolated.clear();
         self.net.cut.clear();
@@ -587,9 +614,12 @@ impl World {
 
     fn check_settled(&self, since: u64) -> Result<(), String> {
         for dev in &self.devices {
-            let serving = self
+            // Its home: the scene's pair, or in a zoned scene the one serving its anchor.
+            let home = self
                 .controller
-                .assigned(dev.scene)
+                .home(dev.id)
+                .ok_or_else(|| format!("settling: device {} has no home", dev.id))?;
+            let serving = Some(home)
                 .filter(|p| self.controller.is_alive(*p))
                 .ok_or_else(|| format!("settling: scene {} has no live pair", dev.scene))?;
             let inc = self
@@ -700,6 +730,9 @@ pub fn run(seed: u64, options: &Options) -> Result<Outcome, String> {
         probes: Default::default(),
         stalled_until: 0,
         excused: Default::default(),
+        zoned: None,
+        walking: seed.is_multiple_of(3),
+        lossless_since: None,
     };
     w.log(|| {
         format!(

@@ -326,6 +326,16 @@ impl Controller {
         self.scenes.get(&scene).and_then(|s| s.pair)
     }
 
+    /// The pair `device` is homed on (alive or not), for inspection.
+    pub fn home(&self, device: u32) -> Option<u32> {
+        self.home_of(self.devices.get(&device)?)
+    }
+
+    /// Whether `pair` serves `scene` (whole, or some of its zones), alive or not.
+    pub fn serves(&self, scene: u32, pair: u32) -> bool {
+        self.scenes.get(&scene).is_some_and(|s| s.served_by(pair))
+    }
+
     /// Whether `pair` is registered and not declared dead.
     pub fn is_alive(&self, pair: u32) -> bool {
         self.pairs.get(&pair).is_some_and(|p| p.alive)

@@ -90,8 +90,10 @@ impl Controller {
         let Some(l) = self.live.get(&pair) else {
             return Vec::new();
         };
+        // A move whose target failed, or whose device is homed elsewhere again, is over.
         l.moves
             .iter()
+            .filter(|m| self.is_alive(m.to) && self.home(m.device) == Some(m.to))
             .filter_map(|m| {
                 Some(DeviceMove {
                     device: m.device,
@@ -109,15 +111,13 @@ impl Controller {
             .iter()
             .filter(|(from, _)| self.is_alive(**from))
             .flat_map(|(_, l)| l.moves.iter())
-            .filter(|m| m.to == pair)
+            .filter(|m| m.to == pair && self.home(m.device) == Some(pair))
             .map(|m| m.device)
             .collect()
     }
 
     /// Whether `pair` still forwards for `device`.
     pub(super) fn moving_from(&self, pair: u32, device: u32) -> bool {
-        self.live
-            .get(&pair)
-            .is_some_and(|l| l.moves.iter().any(|m| m.device == device))
+        self.moves_of(pair).iter().any(|m| m.device == device)
     }
 }

@@ -89,7 +89,8 @@ fn a_pair_registers_then_applies_its_assignment_in_order() {
             SessionCommand::Promote {
                 scene: 1,
                 to: config().advertise,
-                epoch: 9
+                epoch: 9,
+                serving: Vec::new(),
             },
             SessionCommand::Admit {
                 device: 7,
@@ -402,7 +403,7 @@ fn a_scene_handed_over_before_it_was_taken_is_promoted_then_its_sessions_forward
         matches!(
             cmds[..],
             [
-                SessionCommand::Promote { scene: 1, to: p, epoch: 6 },
+                SessionCommand::Promote { scene: 1, to: p, epoch: 6, .. },
                 SessionCommand::Admit { device: 7, .. },
                 SessionCommand::Handover { scene: 1, to: h, epoch: 6 },
             ] if p == to && h == to
