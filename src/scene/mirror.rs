@@ -370,7 +370,13 @@ impl Engine {
     pub fn handover(&mut self, scene: u32, to: SocketAddr, epoch: u64, out: &mut Batch) {
         let body = RedirectBody::new(epoch, to);
         out.push(EventKind::Handover, scene, 0, None, body.as_bytes());
-        for (id, d) in self.devices.iter_mut().filter(|(_, d)| d.scene == scene) {
+        // (A device already handed to another pair, after a border crossing, stays on its way.)
+        let moving = |d: &super::DeviceSession| d.forward.as_ref().is_some_and(|f| f.device_move);
+        for (id, d) in self
+            .devices
+            .iter_mut()
+            .filter(|(_, d)| d.scene == scene && !moving(d))
+        {
             d.forward = Some(Box::new(Forward {
                 to,
                 epoch,

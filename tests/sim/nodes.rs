@@ -547,7 +547,15 @@ impl World {
                 .object(scene, object)
                 .map(|o| o.order.1)
                 .unwrap_or(0);
-            if held < seq {
+            // An object handed over with its owner to a pair serving another zone of the
+            // scene is that pair's now: the state is not lost if it holds it as its own.
+            let moved = self.pairs.iter().any(|q| {
+                q.alive
+                    && q.engine
+                        .object(scene, object)
+                        .is_some_and(|o| o.proxy.is_none() && o.order.1 >= seq)
+            });
+            if held < seq && !moved {
                 return Err(format!(
                     "state lost: pair #{inc} took scene {scene} over from pair #{p}, which relayed seq {seq} of object {object} to a device, but holds seq {held}"
                 ));

@@ -584,11 +584,18 @@ impl World {
                 self.restart(slot);
             }
         }
+        // A zoned run's walkers may still be crossing when they stop: their moves end a
+        // grace later (each end is an assignment change).
+        let settle = SETTLE
+            + match self.zoned {
+                Some(_) => us(zonecast::control::MOVE_GRACE),
+                None => 0,
+            };
         let start = self.now;
-        self.run_until(start + SETTLE - STABLE)?;
+        self.run_until(start + settle - STABLE)?;
         let epoch = self.controller.epoch();
         let from = self.now;
-        self.run_until(start + SETTLE)?;
+        self.run_until(start + settle)?;
         if self.controller.epoch() != epoch {
             return Err(format!(
                 "settling: assignments still changed in the last {} ms without faults (epoch {epoch} -> {})",
