@@ -15,6 +15,13 @@
 //!   replay windows included, are the ones kept; those of incoming scenes come with the
 //!   handover and are left alone); then handovers become `Handover` (so every session of a
 //!   scene handed over is forwarded); then mirrors are started and stopped to match.
+//! - Shared scenes (zones across pairs, `zones.rs`): each peer serving other zones is
+//!   followed on the region bus; the engine is told which zones are served here; a shared
+//!   scene whose zones grew is promoted from the mirror of the pair whose zones came here
+//!   (never from a mirror of a peer still serving); a peer dropped because its zones came
+//!   here leaves its proxies as this pair's objects; devices the controller moves are
+//!   handed over once per move, devices arriving are expected (not admitted) until their
+//!   move ends, and one that comes back within its move's grace is admitted afresh.
 //! - A scene that leaves the assignment without a handover (it moved while this pair was
 //!   declared dead and revived, or it was deleted) is dropped: sessions and objects.
 //! - `stale_epoch` or `unknown_pair` (a controller that forgot it: dead for a minute, or
@@ -799,101 +806,10 @@ impl Tracker {
         }
         self.mirrors = wanted;
     }
-
-    /// Follows the streams of the pairs serving the other zones of shared scenes (a pair
-    /// without a stream, or with a key that does not parse, is not followed).
-    fn follow_peers(&mut self, a: &Assignment) {
-        let mut wanted: BTreeMap<u32, Follow> = BTreeMap::new();
-        for s in &a.shared {
-            for p in &s.peers {
-                let Some(bus) = &p.bus else { continue };
-                let key = match &p.key {
-                    Some(k) => match PublicKey::from_z85(k) {
-                        Ok(k) => Some(k),
-                        Err(_) => continue,
-                    },
-                    None => None,
-                };
-                let f = wanted
-                    .entry(p.pair)
-                    .or_insert_with(|| (bus.clone(), key, Vec::new()));
-                f.2.push(s.scene);
-            }
-        }
-        for pair in self.follows.keys() {
-            if !wanted.contains_key(pair) {
-                // Its zones came here (it failed or drained): its objects are this pair's.
-                let adopt = self.peer_zones.get(pair).is_some_and(|zones| {
-                    zones.iter().any(|(scene, zone)| {
-                        self.scenes.contains(scene)
-                            && self.zones.get(scene).is_none_or(|here| here.contains(zone))
-                    })
-                });
-                self.commands
-                    .push(SessionCommand::Unfollow { pair: *pair, adopt });
-            }
-        }
-        self.peer_zones = a
-            .shared
-            .iter()
-            .flat_map(|s| {
-                s.peers
-                    .iter()
-                    .flat_map(move |p| p.zones.iter().map(move |z| (p.pair, (s.scene, *z))))
-            })
-            .fold(BTreeMap::new(), |mut m, (pair, sz)| {
-                m.entry(pair).or_insert_with(BTreeSet::new).insert(sz);
-                m
-            });
-        for (pair, f) in &wanted {
-            if self.follows.get(pair) != Some(f) {
-                self.commands.push(SessionCommand::Follow {
-                    pair: *pair,
-                    me: self.pair.unwrap_or(0),
-                    endpoint: f.0.clone(),
-                    key: f.1,
-                    scenes: f.2.clone(),
-                });
-            }
-        }
-        self.follows = wanted;
-    }
 }
-
-impl Tracker {
-    /// Hands over each device the assignment moves (once per move).
-    fn move_devices(&mut self, a: &Assignment) -> Result<(), String> {
-        for m in &a.moves {
-            if self.moved.insert((m.device, m.epoch)) {
-                let to: SocketAddr = m
-                    .udp
-                    .parse()
-                    .map_err(|_| format!("assignment: device move to `{}`", m.udp))?;
-                self.commands.push(SessionCommand::MoveDevice {
-                    device: m.device,
-                    pair: m.pair,
-                    to,
-                    epoch: m.epoch,
-                });
-            }
-        }
-        self.moved
-            .retain(|(d, e)| a.moves.iter().any(|m| m.device == *d && m.epoch == *e));
-        Ok(())
-    }
-}
-
-/// The other pairs serving zones of `scene` (none for a scene served whole).
-fn peers_of(a: &Assignment, scene: u32) -> Vec<u32> {
-    a.shared
-        .iter()
-        .filter(|s| s.scene == scene)
-        .flat_map(|s| s.peers.iter().map(|p| p.pair))
-        .collect()
-}
-
-/// A followed pair's stream, its key and the scenes shared with it.
-type Follow = (String, Option<PublicKey>, Vec<u32>);
 
 #[cfg(test)]
 mod tests;
+mod zones;
+
+use zones::{peers_of, Follow};
