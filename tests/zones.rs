@@ -11,30 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{json, Value};
-use zonecast::client::{Area, Device, Event, ObjectRecord, Session, View};
+use zonecast::client::{Area, Device, Event, ObjectRecord, View};
 use zonecast::wire::{Fields, RejectReason, MASK_TRANSLATION};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A device registered with `anchor`, connected to the pair it was homed on, joined with
-/// `area` (its snapshot received).
-fn device_at(ctl: &ControllerProcess, scene: u32, anchor: [f32; 3], area: Area) -> (Device, u32) {
-    let reg = ctl
-        .client()
-        .register_device_at(scene, None, None, Some(anchor))
-        .unwrap();
-    let mut d = Device::connect(Session {
-        device: reg.location.device,
-        scene,
-        key: reg.key,
-        pair: reg.location.udp,
-    })
-    .unwrap();
-    d.set_epoch(reg.location.epoch);
-    let snap = d.join_area_until_snapshot(area, WAIT).unwrap();
-    assert!(snap.is_some(), "no snapshot");
-    (d, reg.location.pair)
-}
 
 fn put(d: &mut Device, object: u64, x: f32) -> u64 {
     let f = Fields {
@@ -99,16 +79,15 @@ fn two_pairs_serve_the_halves_of_a_scene_and_devices_see_across_the_border() {
 
     // A watcher near the border on the west pair (radius 10), an everything-device on the
     // west pair, a writer on the east pair.
-    let (mut watcher, on) = device_at(
-        &ctl,
+    let (mut watcher, on) = ctl.device_at(
         scene,
-        [45.0, 0.0, 10.0],
-        Area::sphere([45.0, 0.0, 10.0], 10.0),
+        Some([45.0, 0.0, 10.0]),
+        Some(Area::sphere([45.0, 0.0, 10.0], 10.0)),
     );
     assert_eq!(json!(on), *west);
-    let (mut all, on) = device_at(&ctl, scene, [5.0, 0.0, 10.0], Area::EVERYTHING);
+    let (mut all, on) = ctl.device_at(scene, Some([5.0, 0.0, 10.0]), None);
     assert_eq!(json!(on), *west);
-    let (mut writer, on) = device_at(&ctl, scene, [75.0, 0.0, 10.0], Area::EVERYTHING);
+    let (mut writer, on) = ctl.device_at(scene, Some([75.0, 0.0, 10.0]), None);
     assert_eq!(json!(on), *east);
 
     // Object 1 just across the border (within the radius), object 2 well beyond it.
@@ -233,12 +212,11 @@ fn a_device_walking_across_the_border_is_handed_over_and_nothing_is_lost_or_doub
         )
         .unwrap();
     let scene = created["scene"]["id"].as_u64().unwrap() as u32;
-    let (mut watcher, east) = device_at(&ctl, scene, [90.0, 0.0, 10.0], Area::EVERYTHING);
-    let (mut walker, west) = device_at(
-        &ctl,
+    let (mut watcher, east) = ctl.device_at(scene, Some([90.0, 0.0, 10.0]), None);
+    let (mut walker, west) = ctl.device_at(
         scene,
-        [40.0, 0.0, 10.0],
-        Area::sphere([40.0, 0.0, 10.0], 15.0),
+        Some([40.0, 0.0, 10.0]),
+        Some(Area::sphere([40.0, 0.0, 10.0], 15.0)),
     );
     assert_ne!(west, east);
     // Something for the walker to see on the far side.

@@ -175,7 +175,7 @@ impl World {
                 continue;
             }
             match e.kind {
-                EventKind::Proxy(kind) => {
+                EventKind::Relay(kind) | EventKind::Proxy(kind) => {
                     let everyone: Vec<u32> = self
                         .joined
                         .iter()
@@ -185,19 +185,10 @@ impl World {
                     for d in everyone {
                         apply(self.views.entry(d).or_default(), kind, data);
                     }
-                }
-                EventKind::Relay(kind) => {
-                    let everyone: Vec<u32> = self
-                        .joined
-                        .iter()
-                        .copied()
-                        .filter(|d| self.areas[d].is_everything())
-                        .collect();
-                    for d in everyone {
-                        apply(self.views.entry(d).or_default(), kind, data);
-                    }
-                    // The writer knows what it wrote (it is sent nothing of it).
-                    if !self.areas[&e.device].is_everything() {
+                    // The writer knows what it wrote (it is sent nothing of it); a proxy's
+                    // writer is another pair's.
+                    let local = matches!(e.kind, EventKind::Relay(_));
+                    if local && !self.areas[&e.device].is_everything() {
                         apply(self.views.entry(e.device).or_default(), kind, data);
                     }
                 }

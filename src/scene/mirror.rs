@@ -133,12 +133,7 @@ impl Engine {
     /// is assigned here again. A fresh checkpoint follows downstream, so fanout and every
     /// mirror of this pair forget it too. Nothing happens for a scene it does not hold.
     pub fn drop_scene(&mut self, scene: u32, out: &mut Batch) {
-        let devices: Vec<u32> = self
-            .devices
-            .iter()
-            .filter(|(_, d)| d.scene == scene)
-            .map(|(id, _)| *id)
-            .collect();
+        let devices = self.devices_of(scene);
         if devices.is_empty() && !self.scenes.contains_key(&scene) {
             return;
         }
@@ -284,12 +279,7 @@ impl Engine {
         redirect: Option<(SocketAddr, u64)>,
         out: &mut Batch,
     ) {
-        let moving: Vec<u32> = from
-            .devices
-            .iter()
-            .filter(|(_, d)| d.scene == scene)
-            .map(|(id, _)| *id)
-            .collect();
+        let moving = from.devices_of(scene);
         let mut state = from
             .scenes
             .remove(&scene)

@@ -437,6 +437,15 @@ impl Engine {
             .filter(|o| o.is_live())
     }
 
+    /// The devices with a session in `scene`.
+    fn devices_of(&self, scene: u32) -> Vec<u32> {
+        self.devices
+            .iter()
+            .filter(|(_, d)| d.scene == scene)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn device(&self, device: u32) -> Option<&DeviceSession> {
         self.devices.get(&device)
     }

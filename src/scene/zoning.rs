@@ -66,13 +66,7 @@ impl Engine {
         match zoning {
             Some(z) => {
                 self.zoning.insert(scene, z);
-                let devices: Vec<u32> = self
-                    .devices
-                    .iter()
-                    .filter(|(_, d)| d.scene == scene)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for d in devices {
+                for d in self.devices_of(scene) {
                     self.check_crossing(d);
                 }
             }

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use zonecast::client::{Device, Event, ObjectRecord, Session};
+use zonecast::client::{Area, Device, Event, ObjectRecord, Session};
 use zonecast::control::client::ControlClient;
 use zonecast::pair::SessionsFile;
 use zonecast::security::PublicKey;
@@ -348,7 +348,21 @@ impl ControllerProcess {
 
     /// Registers a device in `scene` and joins it at its pair (snapshot received).
     pub fn device(&self, scene: u32) -> Device {
-        let reg = self.client().register_device(scene, None, None).unwrap();
+        self.device_at(scene, None, None).0
+    }
+
+    /// Registers a device in `scene` at `anchor` and joins it with `area` (none: everything)
+    /// at the pair it was homed on (snapshot received); that pair's id.
+    pub fn device_at(
+        &self,
+        scene: u32,
+        anchor: Option<[f32; 3]>,
+        area: Option<Area>,
+    ) -> (Device, u32) {
+        let reg = self
+            .client()
+            .register_device_at(scene, None, None, anchor)
+            .unwrap();
         let mut d = Device::connect(Session {
             device: reg.location.device,
             scene,
@@ -357,13 +371,17 @@ impl ControllerProcess {
         })
         .unwrap();
         d.set_epoch(reg.location.epoch);
-        let snap = d.join_until_snapshot(0.0, Duration::from_secs(5)).unwrap();
+        let wait = Duration::from_secs(5);
+        let snap = match area {
+            Some(area) => d.join_area_until_snapshot(area, wait),
+            None => d.join_until_snapshot(0.0, wait),
+        };
         assert!(
-            snap.is_some(),
+            snap.unwrap().is_some(),
             "device {} got no snapshot",
             reg.location.device
         );
-        d
+        (d, reg.location.pair)
     }
 }
 
