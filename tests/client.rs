@@ -86,3 +86,49 @@ fn follows_a_verified_redirect_and_rejoins_there() {
     assert_eq!(dev.dropped(), 4);
     assert_eq!(dev.session().pair, new.local_addr().unwrap());
 }
+
+/// A border hand-over: the pair the device is handed to reaches it first (numbering from its
+/// own, later clock), then the old pair's redirect arrives numbered far below: it is followed
+/// all the same (its epoch is newer), found by `zonecast up` under load.
+#[test]
+fn a_redirect_below_the_inbound_window_is_followed_when_its_epoch_is_newer() {
+    let old = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let new = UdpSocket::bind("127.0.0.1:0").unwrap();
+    new.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let key = SessionKey::random();
+    let mut dev = Device::connect(Session {
+        device: 4,
+        scene: 1,
+        key: key.clone(),
+        pair: old.local_addr().unwrap(),
+    })
+    .unwrap();
+    dev.set_epoch(3);
+    let me = dev.local_addr().unwrap();
+    let ack = zonecast::wire::KeepaliveAckBody {
+        echo_seq: 1.into(),
+        echo_timestamp_ns: 1.into(),
+    };
+    let early = to_device(&key, 4, 1_000_000, Kind::KeepaliveAck, ack.as_bytes());
+    new.send_to(&early, me).unwrap();
+    assert!(matches!(
+        dev.recv(Duration::from_secs(5)).unwrap(),
+        Some(Event::KeepaliveAck { .. })
+    ));
+    // Anything else that far below the window is a replay.
+    let stale = to_device(&key, 4, 499, Kind::KeepaliveAck, ack.as_bytes());
+    old.send_to(&stale, me).unwrap();
+    assert_eq!(dev.recv(Duration::from_millis(200)).unwrap(), None);
+    assert_eq!(dev.dropped(), 1);
+    let body = RedirectBody::new(4, new.local_addr().unwrap());
+    old.send_to(
+        &to_device(&key, 4, 500, Kind::Redirect, body.as_bytes()),
+        me,
+    )
+    .unwrap();
+    match dev.recv(Duration::from_secs(5)).unwrap() {
+        Some(Event::Redirect { epoch: 4, .. }) => {}
+        other => panic!("expected the redirect, got {other:?}"),
+    }
+    assert_eq!(dev.session().pair, new.local_addr().unwrap());
+}
