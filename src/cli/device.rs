@@ -68,7 +68,8 @@ pub struct DeviceArgs {
     /// 0), as HX,HY,HZ.
     #[arg(long = "box", value_name = "HX,HY,HZ", value_parser = parse_vec3)]
     box_half: Option<[f32; 3]>,
-    /// The anchor of the interest area, as X,Y,Z; the moved object circles around it.
+    /// The anchor of the interest area, as X,Y,Z; the moved object circles around it. With an
+    /// area, the device registers there (a gridded scene homes it on that zone's pair).
     #[arg(long, default_value = "0,0,0", value_parser = parse_vec3)]
     anchor: [f32; 3],
     /// Walk: the anchor (and the moved object with it) moves at this velocity, units per
