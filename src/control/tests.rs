@@ -374,7 +374,7 @@ impl Ctl {
     }
 
     /// A heartbeat of `pair` reporting its mirror of `primary` in `state`.
-    fn report(&mut self, pair: u32, primary: u32, state: &str) -> Value {
+    pub(super) fn report(&mut self, pair: u32, primary: u32, state: &str) -> Value {
         self.ok(
             json!({"op": "pair.heartbeat", "token": TOKEN, "pair": pair, "epoch": 0,
             "mirrors": [{"pair": primary, "state": state}]}),

@@ -183,3 +183,43 @@ fn a_crossing_moves_the_device_home_and_orders_its_hand_over_for_a_grace() {
     assert_eq!(rb["arriving"], Value::Null);
     assert!(keeps(&rb));
 }
+
+#[test]
+fn a_move_ends_for_its_target_when_the_old_pair_leaves() {
+    let mut t = Ctl::new();
+    let (a, b, c) = (
+        t.streaming_pair("r", 9001),
+        t.streaming_pair("r", 9002),
+        t.streaming_pair("r", 9003),
+    );
+    let s = t.ok(
+        json!({"op": "scene.create", "token": TOKEN, "name": "g", "region": "r",
+        "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [3, 1, 1]}}),
+    )["scene"]["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(zone_pairs(&mut t, s), vec![json!(a), json!(b), json!(c)]);
+    let (walker, _) = register_at(&mut t, s, [10.0, 0.0, 10.0]);
+    // The walker crosses from a's zone into c's; c waits for the hand-over.
+    t.ok(
+        json!({"op": "pair.heartbeat", "token": TOKEN, "pair": a, "epoch": 0,
+        "crossings": [{"device": walker, "zone": 2}]}),
+    );
+    // a drains to its standby b (in sync) before the hand-over reached c.
+    t.report(b, a, "synced");
+    t.ok(json!({"op": "pair.drain", "token": TOKEN, "pair": a}));
+    let rc = t.heartbeat(c, 0).unwrap();
+    assert_eq!(rc["assignment"]["arriving"], json!([walker]), "{rc}");
+    let epoch = rc["epoch"].as_u64().unwrap();
+    // a leaves: c must hear that the device is simply its own now (nothing else changed for
+    // c: a's zones went to b).
+    t.ok(json!({"op": "pair.deregister", "token": TOKEN, "pair": a}));
+    let rc = t.heartbeat(c, epoch).unwrap();
+    assert!(rc["epoch"].as_u64().unwrap() > epoch, "{rc}");
+    assert_eq!(rc["assignment"]["arriving"], Value::Null);
+    assert!(rc["assignment"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["device"] == json!(walker)));
+}

@@ -602,13 +602,16 @@ impl Controller {
 
     /// A draining `pair` died, came back or left: the pairs it hands scenes to see their
     /// `incoming` change, so their assignments are new (without this, a target kept waiting
-    /// for a handover that would never come: simulation seed 3510 of 401..4400).
+    /// for a handover that would never come: simulation seed 3510 of 401..4400). Likewise
+    /// the pairs it hands devices to (their `arriving` changes: a target waited for a device
+    /// whose old pair had left, and never admitted it: seed 1443 of 1..2400).
     fn bump_handover_targets(&mut self, pair: u32) {
-        let targets: Vec<u32> = self
+        let mut targets: Vec<u32> = self
             .pairs
             .get(&pair)
             .map(|p| p.handovers.iter().map(|h| h.1).collect())
             .unwrap_or_default();
+        targets.extend(self.move_targets(pair));
         for to in targets {
             self.bump(Some(to));
         }

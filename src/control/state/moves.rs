@@ -105,6 +105,14 @@ impl Controller {
             .collect()
     }
 
+    /// The pairs `pair` hands devices to now.
+    pub(super) fn move_targets(&self, pair: u32) -> Vec<u32> {
+        self.live
+            .get(&pair)
+            .map(|l| l.moves.iter().map(|m| m.to).collect())
+            .unwrap_or_default()
+    }
+
     /// Devices live pairs are handing over to `pair`.
     pub(super) fn arriving_at(&self, pair: u32) -> Vec<u32> {
         self.live
