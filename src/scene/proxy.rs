@@ -63,8 +63,7 @@ impl Engine {
             }
             EventKind::Object if e.device != 0 && self.moved_in.contains(&(e.device, origin)) => {
                 // An object of a device handed over here: this pair's now.
-                self.proxy_object(now, origin, e.scene, data, out)?;
-                let id = ObjectBody::parse(data.get(5..).unwrap_or_default())?.object;
+                let id = self.proxy_object(now, origin, e.scene, data, out)?;
                 if let Some(o) = self
                     .scenes
                     .get_mut(&e.scene)
@@ -80,9 +79,9 @@ impl Engine {
                 let from = e.addr.ok_or(DropReason::Malformed)?;
                 self.handle_forwarded(now, from, data, out)
             }
-            EventKind::Object if shared(e.scene) => {
-                self.proxy_object(now, origin, e.scene, data, out)
-            }
+            EventKind::Object if shared(e.scene) => self
+                .proxy_object(now, origin, e.scene, data, out)
+                .map(|_| ()),
             EventKind::Relay(kind) if shared(e.scene) => {
                 self.proxy_write(now, origin, e.scene, kind, data, out)
             }
@@ -109,7 +108,7 @@ impl Engine {
     }
 
     /// One object of pair `origin`'s checkpoint (its stream's `Object` event: flags, owner,
-    /// full body): the proxy is confirmed, and updated if it changed.
+    /// full body): the proxy is confirmed, and updated if it changed. Returns its id.
     pub fn proxy_object(
         &mut self,
         now: Instant,
@@ -117,7 +116,7 @@ impl Engine {
         scene: u32,
         data: &[u8],
         out: &mut Batch,
-    ) -> Result<(), DropReason> {
+    ) -> Result<u64, DropReason> {
         let (Some(&flags), Some(owner)) = (data.first(), data.get(1..5)) else {
             return Err(DropReason::Malformed);
         };
@@ -133,41 +132,44 @@ impl Engine {
             // Unchanged: confirmed, nobody is told anything.
             o.proxy = Some(origin);
             o.stale = false;
-            return Ok(());
+            return Ok(body.object);
         }
         let owner = (flags & 1 != 0).then_some(owner);
         if flags & 2 != 0 {
             // A tombstone: only a proxy this pair shows is deleted.
             if self
                 .object(scene, body.object)
-                .is_none_or(|o| o.proxy.is_none())
+                .is_some_and(|o| o.proxy.is_some())
             {
-                return Ok(());
+                let (id, writer) = (body.object, body.origin_device);
+                self.proxy_delete(now, origin, scene, (id, writer, order), owner, out)?;
             }
-            let mut buf = [0u8; MAX_DATAGRAM];
-            let n = delete_body(body.object, body.origin_device, order, &mut buf);
-            let del = ObjectBody::parse(&buf[..n])?;
-            return self.proxy_apply(
-                now,
-                origin,
-                scene,
-                Kind::ObjectDelete,
-                owner,
-                &del,
-                &buf[..n],
-                out,
-            );
+            return Ok(body.object);
         }
-        self.proxy_apply(
-            now,
-            origin,
-            scene,
-            Kind::ObjectOverwrite,
-            owner,
-            &body,
-            bytes,
-            out,
-        )
+        let kind = Kind::ObjectOverwrite;
+        self.proxy_apply(now, origin, scene, kind, owner, &body, bytes, out)?;
+        Ok(body.object)
+    }
+
+    /// Deletes proxy `object` of `scene` (its last writer and order as given) for whoever
+    /// sees it.
+    fn proxy_delete(
+        &mut self,
+        now: Instant,
+        origin: u32,
+        scene: u32,
+        (object, writer, order): (u64, u32, super::Order),
+        owner: Option<u32>,
+        out: &mut Batch,
+    ) -> Result<(), DropReason> {
+        let mut del = ObjectBody::new(object, 0, Fields::default(), &[]);
+        del.origin_device = writer;
+        del.origin_timestamp_ns = order.0;
+        del.origin_seq = order.1;
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let n = del.emit(&mut buf).map_err(|_| DropReason::Malformed)?;
+        let kind = Kind::ObjectDelete;
+        self.proxy_apply(now, origin, scene, kind, owner, &del, &buf[..n], out)
     }
 
     /// Pair `origin`'s stream starts over (a checkpoint follows): its proxies are stale until
@@ -191,22 +193,8 @@ impl Engine {
                 }
             }
         }
-        let mut buf = [0u8; MAX_DATAGRAM];
         for (scene, id, writer, order) in gone {
-            let n = delete_body(id, writer, order, &mut buf);
-            let Ok(del) = ObjectBody::parse(&buf[..n]) else {
-                continue;
-            };
-            let _ = self.proxy_apply(
-                now,
-                origin,
-                scene,
-                Kind::ObjectDelete,
-                None,
-                &del,
-                &buf[..n],
-                out,
-            );
+            let _ = self.proxy_delete(now, origin, scene, (id, writer, order), None, out);
         }
     }
 
@@ -317,13 +305,4 @@ impl Engine {
         self.view_write(scene, writer, body.object, kind, was, out);
         Ok(())
     }
-}
-
-/// A delete body for `object` stamped with its origin (`writer` at `order`), written to `buf`.
-fn delete_body(object: u64, writer: u32, order: super::Order, buf: &mut [u8]) -> usize {
-    let mut del = ObjectBody::new(object, 0, Fields::default(), &[]);
-    del.origin_device = writer;
-    del.origin_timestamp_ns = order.0;
-    del.origin_seq = order.1;
-    del.emit(buf).unwrap_or(0)
 }
