@@ -53,7 +53,6 @@ use crate::control::protocol::{
     PairDraining, PairRegistered, Reply, Request,
 };
 use crate::control::ErrorCode;
-use crate::scene::Zoning;
 use crate::security::PublicKey;
 use crate::wire::SessionKey;
 
@@ -593,9 +592,6 @@ impl Tracker {
         served: &[u32],
     ) -> Result<(), String> {
         let handovers = self.take_over(a, epoch, served)?;
-        // The sessions of a scene still incoming arrive with it (the handover event), replay
-        // windows included: admitting them afresh now would let a device that follows its
-        // redirect early write into a state the handover then replaces.
         // A device this pair handed over whose move ended while it is still (again) homed
         // here (the pair it went to failed, or it crossed back): admitted afresh.
         for (device, epoch) in &self.moved {
@@ -607,7 +603,10 @@ impl Tracker {
                 self.admitted.remove(device);
             }
         }
-        // Likewise a device another pair hands over: it comes with its replay window.
+        // The sessions of a scene still incoming arrive with it (the handover event), replay
+        // windows included: admitting them afresh now would let a device that follows its
+        // redirect early write into a state the handover then replaces. Likewise a device
+        // another pair hands over.
         let sessions: Vec<(u32, u32, String)> = a
             .sessions
             .iter()
@@ -668,49 +667,7 @@ impl Tracker {
                 serving: peers_of(a, *scene),
             });
         }
-        // A shared scene held here that gained zones: they come from a pair that failed (or
-        // drained), and its part of the scene is in a mirror if this pair stood by for it.
-        let zones: BTreeMap<u32, Vec<u32>> = a
-            .shared
-            .iter()
-            .map(|s| (s.scene, s.zones.clone()))
-            .collect();
-        for scene in scenes.intersection(&held) {
-            let (was, now) = (self.zones.get(scene), zones.get(scene));
-            let grew = match (was, now) {
-                (Some(_), None) => true,
-                (Some(was), Some(now)) => now.iter().any(|z| !was.contains(z)),
-                _ => false,
-            };
-            if grew {
-                self.commands.push(SessionCommand::Promote {
-                    scene: *scene,
-                    to: self.config.advertise,
-                    epoch,
-                    serving: peers_of(a, *scene),
-                });
-            }
-        }
-        for scene in self.zones.keys() {
-            if !zones.contains_key(scene) && scenes.contains(scene) {
-                self.commands.push(SessionCommand::Zones {
-                    scene: *scene,
-                    zoning: None,
-                });
-            }
-        }
-        for sh in &a.shared {
-            if self.zones.get(&sh.scene) != Some(&sh.zones) {
-                self.commands.push(SessionCommand::Zones {
-                    scene: sh.scene,
-                    zoning: Some(Zoning {
-                        geometry: sh.geometry.clone(),
-                        here: sh.zones.clone(),
-                    }),
-                });
-            }
-        }
-        self.zones = zones;
+        self.zone_changes(a, &scenes, &held, epoch);
         let mut handovers = Vec::new();
         for h in &a.handovers {
             let to: SocketAddr = h

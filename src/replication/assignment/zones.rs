@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use super::{SessionCommand, Tracker};
 use crate::control::protocol::Assignment;
+use crate::scene::Zoning;
 use crate::security::PublicKey;
 
 impl Tracker {
@@ -42,18 +43,13 @@ impl Tracker {
                     .push(SessionCommand::Unfollow { pair: *pair, adopt });
             }
         }
-        self.peer_zones = a
-            .shared
-            .iter()
-            .flat_map(|s| {
-                s.peers
-                    .iter()
-                    .flat_map(move |p| p.zones.iter().map(move |z| (p.pair, (s.scene, *z))))
-            })
-            .fold(BTreeMap::new(), |mut m, (pair, sz)| {
-                m.entry(pair).or_insert_with(BTreeSet::new).insert(sz);
-                m
-            });
+        self.peer_zones.clear();
+        for s in &a.shared {
+            for p in &s.peers {
+                let zones = self.peer_zones.entry(p.pair).or_default();
+                zones.extend(p.zones.iter().map(|z| (s.scene, *z)));
+            }
+        }
         for (pair, f) in &wanted {
             if self.follows.get(pair) != Some(f) {
                 self.commands.push(SessionCommand::Follow {
@@ -67,6 +63,62 @@ impl Tracker {
         }
         self.follows = wanted;
     }
+
+    /// Promotions for shared scenes held here that gained zones (they come from a pair that
+    /// failed or drained) and `Zones` for the engine wherever what this pair serves of a
+    /// scene changed; remembers the zones.
+    pub(super) fn zone_changes(
+        &mut self,
+        a: &Assignment,
+        scenes: &BTreeSet<u32>,
+        held: &BTreeSet<u32>,
+        epoch: u64,
+    ) {
+        // A shared scene held here that gained zones: they come from a pair that failed (or
+        // drained), and its part of the scene is in a mirror if this pair stood by for it.
+        let zones: BTreeMap<u32, Vec<u32>> = a
+            .shared
+            .iter()
+            .map(|s| (s.scene, s.zones.clone()))
+            .collect();
+        for scene in scenes.intersection(held) {
+            let (was, now) = (self.zones.get(scene), zones.get(scene));
+            let grew = match (was, now) {
+                (Some(_), None) => true,
+                (Some(was), Some(now)) => now.iter().any(|z| !was.contains(z)),
+                _ => false,
+            };
+            if grew {
+                self.commands.push(SessionCommand::Promote {
+                    scene: *scene,
+                    to: self.config.advertise,
+                    epoch,
+                    serving: peers_of(a, *scene),
+                });
+            }
+        }
+        for scene in self.zones.keys() {
+            if !zones.contains_key(scene) && scenes.contains(scene) {
+                self.commands.push(SessionCommand::Zones {
+                    scene: *scene,
+                    zoning: None,
+                });
+            }
+        }
+        for sh in &a.shared {
+            if self.zones.get(&sh.scene) != Some(&sh.zones) {
+                self.commands.push(SessionCommand::Zones {
+                    scene: sh.scene,
+                    zoning: Some(Zoning {
+                        geometry: sh.geometry.clone(),
+                        here: sh.zones.clone(),
+                    }),
+                });
+            }
+        }
+        self.zones = zones;
+    }
+
     /// Hands over each device the assignment moves (once per move).
     pub(super) fn move_devices(&mut self, a: &Assignment) -> Result<(), String> {
         for m in &a.moves {
