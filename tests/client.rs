@@ -27,19 +27,26 @@ fn to_device(key: &SessionKey, device: u32, seq: u64, kind: Kind, body: &[u8]) -
     buf
 }
 
-#[test]
-fn follows_a_verified_redirect_and_rejoins_there() {
+/// A scripted old pair, a scripted new pair (reads time out after 5 s) and device 4 of scene
+/// 1 talking to the old one, with its key.
+fn between_pairs() -> (UdpSocket, UdpSocket, SessionKey, Device) {
     let old = UdpSocket::bind("127.0.0.1:0").unwrap();
     let new = UdpSocket::bind("127.0.0.1:0").unwrap();
     new.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let key = SessionKey::random();
-    let mut dev = Device::connect(Session {
+    let dev = Device::connect(Session {
         device: 4,
         scene: 1,
         key: key.clone(),
         pair: old.local_addr().unwrap(),
     })
     .unwrap();
+    (old, new, key, dev)
+}
+
+#[test]
+fn follows_a_verified_redirect_and_rejoins_there() {
+    let (old, new, key, mut dev) = between_pairs();
     let me = dev.local_addr().unwrap();
     let body = RedirectBody::new(9, new.local_addr().unwrap());
 
@@ -92,17 +99,7 @@ fn follows_a_verified_redirect_and_rejoins_there() {
 /// all the same (its epoch is newer), found by `zonecast up` under load.
 #[test]
 fn a_redirect_below_the_inbound_window_is_followed_when_its_epoch_is_newer() {
-    let old = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let new = UdpSocket::bind("127.0.0.1:0").unwrap();
-    new.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let key = SessionKey::random();
-    let mut dev = Device::connect(Session {
-        device: 4,
-        scene: 1,
-        key: key.clone(),
-        pair: old.local_addr().unwrap(),
-    })
-    .unwrap();
+    let (old, new, key, mut dev) = between_pairs();
     dev.set_epoch(3);
     let me = dev.local_addr().unwrap();
     let ack = zonecast::wire::KeepaliveAckBody {

@@ -43,24 +43,30 @@ fn until(
     }
 }
 
+/// A controller, `pairs` pairs in region `eu`, and a scene of two cells along x (x < 50 and
+/// x >= 50) with the `extra` scene.create fields.
+fn halves(pairs: usize, extra: Value) -> (ControllerProcess, Vec<PairProcess>, u32) {
+    let ctl = ControllerProcess::start();
+    let started: Vec<PairProcess> = (0..pairs).map(|_| ctl.pair("eu", &[])).collect();
+    ctl.wait_live_pairs("eu", pairs as u64);
+    let mut req = json!({"op": "scene.create", "token": TOKEN, "name": "halves", "region": "eu",
+        "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 1]}});
+    req.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let created = ctl.client().request(&req).unwrap();
+    let scene = created["scene"]["id"].as_u64().unwrap() as u32;
+    (ctl, started, scene)
+}
+
 fn x_of(r: &ObjectRecord) -> f32 {
     r.fields.translation[0]
 }
 
 #[test]
 fn two_pairs_serve_the_halves_of_a_scene_and_devices_see_across_the_border() {
-    let ctl = ControllerProcess::start();
-    let _pairs: Vec<PairProcess> = (0..3).map(|_| ctl.pair("eu", &[])).collect();
-    ctl.wait_live_pairs("eu", 3);
-    let created = ctl
-        .client()
-        .request(
-            &json!({"op": "scene.create", "token": TOKEN, "name": "halves", "region": "eu",
-            "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 1]},
-            "reserved": [{"name": "boss", "min": [200, -10, 0], "max": [220, 10, 20]}]}),
-        )
-        .unwrap();
-    let scene = created["scene"]["id"].as_u64().unwrap() as u32;
+    let boss = json!({"reserved": [{"name": "boss", "min": [200, -10, 0], "max": [220, 10, 20]}]});
+    let (ctl, _pairs, scene) = halves(3, boss);
     let shown = ctl
         .client()
         .request(&json!({"op": "scene.get", "token": TOKEN, "scene": scene}))
@@ -201,17 +207,7 @@ fn got_update(log: &[Event], object: u64, x: f32) -> bool {
 
 #[test]
 fn a_device_walking_across_the_border_is_handed_over_and_nothing_is_lost_or_doubled() {
-    let ctl = ControllerProcess::start();
-    let _pairs: Vec<PairProcess> = (0..2).map(|_| ctl.pair("eu", &[])).collect();
-    ctl.wait_live_pairs("eu", 2);
-    let created = ctl
-        .client()
-        .request(
-            &json!({"op": "scene.create", "token": TOKEN, "name": "walk", "region": "eu",
-            "grid": {"origin": [0, 0, 0], "cell": [50, 0, 50], "counts": [2, 1, 1]}}),
-        )
-        .unwrap();
-    let scene = created["scene"]["id"].as_u64().unwrap() as u32;
+    let (ctl, _pairs, scene) = halves(2, json!({}));
     let (mut watcher, east) = ctl.device_at(scene, Some([90.0, 0.0, 10.0]), None);
     let (mut walker, west) = ctl.device_at(
         scene,
