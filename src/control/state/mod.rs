@@ -193,13 +193,14 @@ impl SceneRec {
         self.pair == Some(pair) || self.zones.values().any(|p| *p == Some(pair))
     }
 
-    /// Every zone `from` served goes to `to`; zones left on the home are dropped from the map.
-    fn replace(&mut self, from: u32, to: Option<u32>) {
-        if self.pair == Some(from) {
+    /// Every zone `from` served (`None`: every zone nobody served) goes to `to`; zones left on
+    /// the home are dropped from the map.
+    fn replace(&mut self, from: Option<u32>, to: Option<u32>) {
+        if self.pair == from {
             self.pair = to;
         }
         for p in self.zones.values_mut() {
-            if *p == Some(from) {
+            if *p == from {
                 *p = to;
             }
         }

@@ -103,14 +103,7 @@ impl Controller {
         for scene in orphans {
             let pair = self.least_loaded(region, None);
             if let Some(s) = self.scenes.get_mut(&scene) {
-                if s.pair.is_none() {
-                    s.pair = pair;
-                }
-                for z in s.zones.values_mut().filter(|z| z.is_none()) {
-                    *z = pair;
-                }
-                let home = s.pair;
-                s.zones.retain(|_, p| *p != home);
+                s.replace(None, pair);
             }
             self.bump_scene(scene);
         }
@@ -128,7 +121,7 @@ impl Controller {
             // the least loaded pair starts the scene afresh.
             let to = standby.or_else(|| self.least_loaded(&region, Some(pair)));
             if let Some(s) = self.scenes.get_mut(&scene) {
-                s.replace(pair, to);
+                s.replace(Some(pair), to);
             }
             // The pairs that served the scene with it learn of the new peer.
             self.bump_scene(scene);

@@ -39,7 +39,7 @@ impl Controller {
                 })?;
                 for scene in scenes {
                     if let Some(s) = self.scenes.get_mut(&scene) {
-                        s.replace(pair, Some(target));
+                        s.replace(Some(pair), Some(target));
                     }
                     self.bump_scene(scene);
                     let epoch = self.meta.epoch;
